@@ -1,0 +1,196 @@
+"""The DoFns: each wraps one pure step of ``pipeline.core`` and counts what it did.
+
+Heavy objects (the LTP model, the WordPiece tokenizer) are built once per worker process in
+``setup`` through ``apache_beam.utils.shared.Shared`` and reused by every DoFn instance and
+bundle there. Per-step statistics leave as a tagged ``stats`` output (a Counter per file, batch
+or bucket), summed into stats.json at the end; the same numbers feed Beam metrics for progress.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections import Counter
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
+
+from pipeline import schema
+from pipeline.core import instances as core_instances
+from pipeline.core.seeds import rng_for, stable_hash64
+from pipeline.core.text import iter_documents
+from pipeline.core.wordpiece import WordPieceTokenizer, has_cjk
+
+STATS = "stats"
+NAMESPACE = "bert_wwm"
+LOG = logging.getLogger(__name__)
+
+# Counters mirrored into Beam metrics for progress (the full set goes to stats.json).
+_METRIC_KEYS = ("documents", "sentences", "tokens", "words", "instances", "masked_tokens",
+                "chars_removed", "binary_lines_skipped", "empty_documents", "jsonl_bad_lines",
+                "sentences_cut", "sentences_empty_after_tokenization")
+
+
+def report(stats: Counter) -> None:
+    for key in _METRIC_KEYS:
+        if stats.get(key):
+            Metrics.counter(NAMESPACE, key).inc(stats[key])
+
+
+def localize(path: str) -> str:
+    """A local path for ``path``: remote files/directories (gs://, s3://, ...) are copied once."""
+    if "://" not in path or path.startswith("file://"):
+        return path[len("file://"):] if path.startswith("file://") else path
+    target = tempfile.mkdtemp(prefix="bert_wwm_")
+    base = path.rstrip("/")
+    matches = FileSystems.match([base + "/**"])[0].metadata_list
+    if not matches:  # a single file
+        matches = FileSystems.match([base])[0].metadata_list
+        base = base.rsplit("/", 1)[0]
+    for meta in matches:
+        local = os.path.join(target, meta.path[len(base):].lstrip("/"))
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        with FileSystems.open(meta.path, compression_type=CompressionTypes.UNCOMPRESSED) as src, \
+                open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return target if len(matches) != 1 or path.endswith("/") else os.path.join(
+        target, matches[0].path[len(base):].lstrip("/"))
+
+
+class ReadDocumentsDoFn(beam.DoFn):
+    """file path → (doc_id, [sentence, ...]) for each non-empty document of the file."""
+
+    def __init__(self, *, input_format: str, text_field: str, max_sentence_chars: int):
+        self._kw = dict(input_format=input_format, text_field=text_field,
+                        max_sentence_chars=max_sentence_chars)
+
+    def process(self, path: str):
+        stats = Counter()
+        with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as stream:
+            for doc in iter_documents(stream, source=path, stats=stats, **self._kw):
+                yield doc
+        if not stats["documents"]:
+            stats["files_without_documents"] += 1
+            LOG.warning("no documents in %s", path)
+        report(stats)
+        yield beam.pvalue.TaggedOutput(STATS, stats)
+
+
+class _Tokenization:
+    """What one worker process keeps: the tokenizer and (with WWM) the LTP segmenter."""
+
+    def __init__(self, vocab: Sequence[str], do_lower_case: bool, ltp_model: Optional[str],
+                 user_dict: Optional[str]):
+        self.tokenizer = WordPieceTokenizer(vocab, do_lower_case=do_lower_case)
+        self.segmenter = None
+        if ltp_model:
+            from pipeline.core.segment import LtpSegmenter
+
+            model = ltp_model if ltp_model == "default" else localize(ltp_model)
+            self.segmenter = LtpSegmenter(model, user_dict=localize(user_dict) if user_dict
+                                          else None)
+
+
+class TokenizeDoFn(beam.DoFn):
+    """A batch of (doc_id, sentences) → (doc_id, [Sentence, ...]) with word flags.
+
+    Sentences of the whole batch go to LTP and to ``tokenizers`` together (both are much faster
+    on batches than on single sentences).
+    """
+
+    def __init__(self, *, vocab: Sequence[str], do_lower_case: bool, ltp_model: Optional[str],
+                 user_dict: Optional[str]):
+        self._args = (tuple(vocab), do_lower_case, ltp_model, user_dict)
+        self._shared = shared.Shared()
+        self._state = None
+
+    def setup(self):
+        key = f"tokenization:{hash(self._args)}"
+        self._state = self._shared.acquire(lambda: _Tokenization(*self._args), tag=key)
+
+    def process(self, batch: List[Tuple[str, List[str]]]):
+        stats = Counter()
+        texts = [s for _, sentences in batch for s in sentences]
+        spans = None
+        if self._state.segmenter is not None:
+            chinese = [i for i, t in enumerate(texts) if has_cjk(t)]
+            found = self._state.segmenter.word_spans([texts[i] for i in chinese])
+            spans = [()] * len(texts)
+            for i, s in zip(chinese, found):
+                spans[i] = s
+            stats["sentences_segmented"] += len(chinese)
+        encoded = self._state.tokenizer.encode(texts, spans, stats=stats)
+        k = 0
+        for doc_id, sentences in batch:
+            kept = [e for e in encoded[k:k + len(sentences)] if len(e.ids)]
+            stats["sentences_empty_after_tokenization"] += len(sentences) - len(kept)
+            k += len(sentences)
+            if kept:
+                yield doc_id, kept
+            else:
+                stats["documents_empty_after_tokenization"] += 1
+        report(stats)
+        yield beam.pvalue.TaggedOutput(STATS, stats)
+
+
+class CreateInstancesDoFn(beam.DoFn):
+    """(bucket, documents) → (order key, packed instance) for every dupe pass.
+
+    Documents are sorted by id first, so the pool and every draw are independent of the order
+    the shuffle delivered them in. Each document and pass has its own generator.
+    """
+
+    def __init__(self, *, config: core_instances.InstanceConfig, dupe_factor: int, seed: int):
+        self._config, self._dupe, self._seed = config, dupe_factor, seed
+
+    def process(self, element):
+        _, docs = element
+        docs = sorted(docs, key=lambda d: d[0])
+        ids = [d[0] for d in docs]
+        pool = [d[1] for d in docs]
+        stats = Counter()
+        stats["buckets"] += 1
+        for dupe in range(self._dupe):
+            for index, doc_id in enumerate(ids):
+                rng = rng_for(self._seed, "instances", doc_id, dupe)
+                made = core_instances.create_instances_from_document(
+                    pool, index, self._config, rng, stats)
+                for j, inst in enumerate(made):
+                    yield stable_hash64(self._seed, "order", doc_id, dupe, j), \
+                        schema.pack_instance(inst)
+        report(stats)
+        yield beam.pvalue.TaggedOutput(STATS, stats)
+
+
+def shard_of(position: int, total: int, num_shards: int) -> int:
+    """Shard of the ``position``-th instance so that shard sizes differ by at most one."""
+    base, extra = divmod(total, num_shards)
+    if position < extra * (base + 1):
+        return position // (base + 1)
+    return extra + (position - extra * (base + 1)) // base
+
+
+class AssignShardsDoFn(beam.DoFn):
+    """(provisional shard, [(key, blob)]) → (final shard, (key, blob)), balanced.
+
+    Instances first land in provisional shard ``key % num_shards`` (a uniform random spread);
+    concatenating the provisional shards in order, each sorted by key, gives every instance a
+    global position, and cutting that sequence into equal runs gives shards whose sizes differ by
+    at most one. Only the few instances at run boundaries change shard.
+    """
+
+    def __init__(self, num_shards: int):
+        self._n = num_shards
+
+    def process(self, element, counts):
+        provisional, items = element
+        counts = dict(counts)
+        total = sum(counts.values())
+        offset = sum(c for p, c in counts.items() if p < provisional)
+        for rank, item in enumerate(sorted(items)):
+            yield shard_of(offset + rank, total, self._n), item

@@ -1,0 +1,233 @@
+"""Raw text → documents of sentences: decoding, cleaning, document and sentence splitting.
+
+Pure Python over binary streams, so it runs the same inside any Beam worker and in tests.
+Every repair is counted in a ``collections.Counter`` the caller passes in (``stats``): bad input
+gets a defined behaviour and a number, never a crash and never a silent loss.
+
+Formats (``--input_format``):
+  google  one sentence per line, a blank line between documents (Google's format)
+  lines   one document per line
+  jsonl   one JSON object per line; the document text is in ``text_field``
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections import Counter
+from typing import BinaryIO, Iterator, List, Optional, Tuple
+
+FORMATS = ("google", "lines", "jsonl")
+
+# Removed from text: C0/C1 controls except tab/newline/CR, U+FFFD (what invalid UTF-8 bytes decode
+# to) and stray BOMs (files concatenated with `cat`). Tab becomes a space.
+_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd\ufeff]")
+# A line that loses more than this share of its characters to cleaning is binary garbage, not
+# text with a few bad bytes: it is skipped whole (and counted) instead of emitting debris.
+_BINARY_SHARE = 0.3
+
+# Sentence ends: Chinese 。！？；… (full-width and ASCII !?), English . ! ? before whitespace;
+# closing quotes and brackets stay with their sentence.
+_SENTENCE_END = re.compile(
+    r"(?:[。！？；!?]+|…+|\.+(?=\s|$))[”’\"'」』）)\]】》]*")
+# Where an overlong sentence may be cut, best first: after a comma-like mark, then whitespace.
+_SOFT_BREAK = re.compile(r"[，,、：:]|\s")
+
+
+class CorruptInputError(ValueError):
+    """A file that cannot be read or decompressed; the message names the file."""
+
+
+def clean_text(text: str, stats: Counter) -> Optional[str]:
+    """Remove control characters and decoding debris; None for a binary-garbage line."""
+    text = text.replace("\t", " ")
+    cleaned, removed = _BAD_CHARS.subn("", text)
+    if removed:
+        stats["chars_removed"] += removed
+        if len(text) >= 8 and removed > _BINARY_SHARE * len(text):
+            stats["binary_lines_skipped"] += 1
+            return None
+    return cleaned
+
+
+def iter_lines(stream: BinaryIO, *, source: str, max_line_chars: int,
+               stats: Counter) -> Iterator[Tuple[str, bool]]:
+    """Decode ``stream`` as UTF-8 (BOM and CRLF tolerated) and yield (line, continues).
+
+    A line longer than ``max_line_chars`` comes out in pieces of that size, all but the last
+    with ``continues=True``: memory stays bounded even for a multi-GB single-line file.
+    Invalid bytes become U+FFFD here and are removed and counted by :func:`clean_text`.
+    """
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline=None)
+    try:
+        while True:
+            line = text.readline(max_line_chars)
+            if not line:
+                return
+            if line.endswith("\n"):
+                yield line[:-1], False
+            else:
+                stats["lines_cut"] += 1 if len(line) >= max_line_chars else 0
+                yield line, len(line) >= max_line_chars
+    except (OSError, EOFError, ValueError) as e:  # gzip/bz2/zlib errors derive from these
+        raise CorruptInputError(f"cannot read {source}: {type(e).__name__}: {e}") from e
+    except Exception as e:  # zlib.error is not an OSError; name the file whatever it is
+        if type(e).__module__ in ("zlib", "_bz2", "bz2", "gzip", "_compression"):
+            raise CorruptInputError(f"cannot read {source}: {type(e).__name__}: {e}") from e
+        raise
+
+
+def split_sentences(paragraph: str) -> List[str]:
+    """Split a paragraph after sentence-final punctuation; whitespace-only pieces are dropped."""
+    out, start = [], 0
+    for m in _SENTENCE_END.finditer(paragraph):
+        piece = paragraph[start:m.end()].strip()
+        if piece:
+            out.append(piece)
+        start = m.end()
+    tail = paragraph[start:].strip()
+    if tail:
+        out.append(tail)
+    return out
+
+
+def cap_sentence(sentence: str, max_chars: int) -> List[str]:
+    """Cut a sentence longer than ``max_chars`` into pieces, preferring soft breaks.
+
+    A cut is made at the last comma-like mark or space in the second half of the window, else
+    hard at ``max_chars``: no later step (LTP, WordPiece) ever sees unbounded input.
+    """
+    pieces = []
+    while len(sentence) > max_chars:
+        window = sentence[:max_chars]
+        cut = max_chars
+        for m in _SOFT_BREAK.finditer(window, max_chars // 2):
+            cut = m.end()
+        piece = sentence[:cut].strip()
+        if piece:
+            pieces.append(piece)
+        sentence = sentence[cut:]
+    sentence = sentence.strip()
+    if sentence:
+        pieces.append(sentence)
+    return pieces
+
+
+def _sentences(text: str, *, split: bool, max_sentence_chars: int, stats: Counter) -> List[str]:
+    out = []
+    for s in (split_sentences(text) if split else [text.strip()]):
+        if len(s) > max_sentence_chars:
+            stats["sentences_cut"] += 1
+            out.extend(cap_sentence(s, max_sentence_chars))
+        elif s:
+            out.append(s)
+    return out
+
+
+def iter_documents(stream: BinaryIO, *, source: str, input_format: str,
+                   text_field: str = "text", max_sentence_chars: int = 1000,
+                   max_line_chars: int = 1 << 20,
+                   stats: Counter) -> Iterator[Tuple[str, List[str]]]:
+    """Yield (doc_id, sentences) for every non-empty document of one file, in file order.
+
+    ``doc_id`` is ``"{source}:{n}"``: n counts documents in ``google`` format and lines
+    (1-based) otherwise, so ids are stable and say where a document came from.
+    Empty and whitespace-only documents are counted (``empty_documents``) and not yielded.
+    """
+    if input_format not in FORMATS:
+        raise ValueError(f"input_format must be one of {FORMATS}, not {input_format!r}")
+    stats["files"] += 1
+    lines = iter_lines(stream, source=source, max_line_chars=max_line_chars, stats=stats)
+    if input_format == "google":
+        yield from _google_documents(lines, source=source,
+                                     max_sentence_chars=max_sentence_chars, stats=stats)
+    else:
+        yield from _line_documents(lines, source=source, input_format=input_format,
+                                   text_field=text_field, max_sentence_chars=max_sentence_chars,
+                                   stats=stats)
+
+
+def _emit(doc_id: str, sentences: List[str], stats: Counter):
+    if sentences:
+        stats["documents"] += 1
+        stats["sentences"] += len(sentences)
+        return doc_id, sentences
+    stats["empty_documents"] += 1
+    return None
+
+
+def _google_documents(lines, *, source, max_sentence_chars, stats):
+    doc_index, sentences, seen_any, prev_continues = 0, [], False, False
+    for line, continues in lines:
+        after_cut, prev_continues = prev_continues, continues
+        if after_cut and not line:
+            continue  # the newline that ended a line delivered in pieces, not a blank line
+        stats["lines"] += 0 if after_cut else 1
+        cleaned = clean_text(line, stats)
+        if cleaned is None:
+            continue
+        if not cleaned.strip():
+            # Blank line: end of document. Runs of blank lines are one boundary.
+            if seen_any:
+                doc = _emit(f"{source}:{doc_index}", sentences, stats)
+                if doc:
+                    yield doc
+                doc_index += 1
+            sentences, seen_any = [], False
+            continue
+        seen_any = True
+        sentences.extend(_sentences(cleaned, split=False, max_sentence_chars=max_sentence_chars,
+                                    stats=stats))
+    if seen_any:
+        doc = _emit(f"{source}:{doc_index}", sentences, stats)
+        if doc:
+            yield doc
+
+
+def _line_documents(lines, *, source, input_format, text_field, max_sentence_chars, stats):
+    line_no, sentences, pending = 0, [], False
+    for line, continues in lines:
+        if not pending:
+            line_no += 1
+            stats["lines"] += 1
+        if input_format == "jsonl":
+            if continues or pending:
+                # A JSON line longer than max_line_chars cannot be parsed piecewise: skip it.
+                if not continues:
+                    stats["jsonl_lines_too_long"] += 1
+                pending = continues
+                continue
+            line = _json_text(line, text_field=text_field, where=f"{source}:{line_no}",
+                              stats=stats)
+            if line is None:
+                continue
+        cleaned = clean_text(line, stats)
+        if cleaned is not None:
+            sentences.extend(_sentences(cleaned, split=True,
+                                        max_sentence_chars=max_sentence_chars, stats=stats))
+        pending = continues
+        if not continues:
+            doc = _emit(f"{source}:{line_no}", sentences, stats)
+            if doc:
+                yield doc
+            sentences = []
+    if pending and input_format == "lines":
+        doc = _emit(f"{source}:{line_no}", sentences, stats)
+        if doc:
+            yield doc
+
+
+def _json_text(line: str, *, text_field: str, where: str, stats: Counter) -> Optional[str]:
+    if not line.strip():
+        stats["empty_documents"] += 1
+        return None
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        stats["jsonl_bad_lines"] += 1
+        return None
+    value = obj.get(text_field) if isinstance(obj, dict) else None
+    if not isinstance(value, str):
+        stats["jsonl_missing_text_field"] += 1
+        return None
+    return value

@@ -1,0 +1,87 @@
+"""manifest.json and stats.json: what was written, how, and what happened to the input."""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+import time
+from collections import Counter
+from typing import Dict, Iterable, List, Mapping
+
+from pipeline import schema
+
+_PACKAGES = ("apache-beam", "ltp", "ltp-extension", "tokenizers", "pyarrow", "numpy")
+
+
+def package_versions() -> Dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    try:
+        out["bert-wwm-pipeline"] = importlib.metadata.version("bert-wwm-pipeline")
+    except importlib.metadata.PackageNotFoundError:
+        out["bert-wwm-pipeline"] = None
+    return out
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def build_stats(counters: Counter) -> dict:
+    """Flat counters → stats.json: totals, NSP balance, masking shares, length histogram."""
+    counters = Counter(counters)
+    histogram = {}
+    for key in sorted(k for k in counters if k.startswith("seq_length:")):
+        histogram[int(key.split(":", 1)[1])] = counters.pop(key)
+    instances = counters.get("instances", 0)
+    tokens = counters.get("tokens", 0)
+    masked_cjk = counters.get("masked_cjk_tokens", 0)
+    derived = {
+        "nsp_random_share": counters.get("nsp_random", 0) / instances if instances else None,
+        "unk_rate": counters.get("unk_tokens", 0) / tokens if tokens else None,
+        "masked_tokens_per_instance":
+            counters.get("masked_tokens", 0) / instances if instances else None,
+        # Of the masked Chinese characters, the share masked together with the rest of a
+        # multi-character word (whole-word masking at work; 0 without it).
+        "masked_cjk_in_whole_multichar_words_share":
+            counters.get("masked_cjk_tokens_in_multichar_words", 0) / masked_cjk
+            if masked_cjk else None,
+        "mean_seq_length":
+            sum(k * v for k, v in histogram.items()) / instances if instances else None,
+    }
+    return {"counts": dict(sorted(counters.items())), "derived": derived,
+            "seq_length_histogram": {str(k): v for k, v in sorted(histogram.items())}}
+
+
+def build_manifest(*, config: Mapping, shards: Iterable[Mapping], vocab_size: int,
+                   vocab_sha256: str, ltp_model: Mapping, tfrecord_compression: str) -> dict:
+    """The manifest trainers read (keys documented in ``pipeline.schema``)."""
+    shards = sorted(shards, key=lambda s: s["index"])
+    per_format: Dict[str, List[dict]] = {}
+    for shard in shards:
+        for fmt, path in shard["paths"].items():
+            per_format.setdefault(fmt, []).append(
+                {"path": path, "instances": shard["instances"], "bytes": shard["bytes"][fmt]})
+    return {
+        "format_version": schema.MANIFEST_FORMAT_VERSION,
+        "max_seq_length": config["max_seq_length"],
+        "max_predictions_per_seq": config["max_predictions_per_seq"],
+        "vocab_size": vocab_size,
+        "do_lower_case": config["do_lower_case"],
+        "do_whole_word_mask": config["do_whole_word_mask"],
+        "vocab_file": "vocab.txt",
+        "vocab_sha256": vocab_sha256,
+        "total_instances": sum(s["instances"] for s in shards),
+        "num_shards": len(shards),
+        "shards": per_format,
+        "tfrecord_compression": tfrecord_compression,
+        "features": [{"name": n, "dtype": d, "length": k} for n, d, k in schema.FEATURES],
+        "ltp_model": dict(ltp_model),
+        "config": dict(config),
+        "versions": package_versions(),
+        "created_unix": int(time.time()),
+    }
