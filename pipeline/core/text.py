@@ -50,6 +50,22 @@ def clean_text(text: str, stats: Counter) -> Optional[str]:
     return cleaned
 
 
+class _ReadOnly(io.RawIOBase):
+    """Adapts an object with just ``read(n)`` to the io stack (TextIOWrapper needs more)."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
 def iter_lines(stream: BinaryIO, *, source: str, max_line_chars: int,
                stats: Counter) -> Iterator[Tuple[str, bool]]:
     """Decode ``stream`` as UTF-8 (BOM and CRLF tolerated) and yield (line, continues).
@@ -58,6 +74,8 @@ def iter_lines(stream: BinaryIO, *, source: str, max_line_chars: int,
     with ``continues=True``: memory stays bounded even for a multi-GB single-line file.
     Invalid bytes become U+FFFD here and are removed and counted by :func:`clean_text`.
     """
+    if not isinstance(stream, io.IOBase):  # e.g. Beam's CompressedFile: little but read()
+        stream = io.BufferedReader(_ReadOnly(stream), buffer_size=1 << 16)
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline=None)
     try:
         while True:
