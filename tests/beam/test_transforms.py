@@ -1,0 +1,98 @@
+"""Beam transforms on real Beam (TestPipeline + assert_that), real LTP and tokenizers."""
+import gzip
+from collections import Counter
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.beam import dofns
+from pipeline.beam.options import JobConfig, expand_config
+from pipeline.beam.transforms import BalancedShards, ReadDocuments, Tokenize
+from apache_beam.options.pipeline_options import PipelineOptions
+from pipeline.core.wordpiece import WORD_START
+from tests import realdata
+
+
+def job_config(*flags):
+    return JobConfig.from_options(PipelineOptions(list(flags)))
+
+
+def test_shard_of_balances_within_one():
+    for total in (0, 1, 5, 97, 1000):
+        for shards in (1, 3, 8):
+            sizes = Counter(dofns.shard_of(p, total, shards) for p in range(total))
+            if total:
+                assert max(sizes.values()) - min(sizes.get(i, 0) for i in range(shards)) <= 1
+                assert set(sizes) <= set(range(shards))
+
+
+def test_balanced_shards_every_index_present_each_item_once():
+    items = [(i * 2654435761 % (1 << 64), b"x%d" % i) for i in range(101)]
+
+    def check(grouped):
+        grouped = sorted(grouped)
+        assert [k for k, _ in grouped] == list(range(4))
+        real = [[v for v in values if v is not None] for _, values in grouped]
+        sizes = [len(r) for r in real]
+        assert max(sizes) - min(sizes) <= 1
+        assert sorted(v for r in real for v in r) == sorted(items)
+
+    with TestPipeline() as p:
+        out = p | beam.Create(items) | BalancedShards(4)
+        assert_that(out | beam.combiners.ToList(), lambda lists: check(lists[0]))
+
+
+def test_read_documents_gzip_and_stats(tmp_path):
+    path = tmp_path / "docs.txt.gz"
+    path.write_bytes(gzip.compress("第一句。\n第二句。\n\n第三句。\n".encode()))
+    config = job_config(f"--input={path}")
+    with TestPipeline() as p:
+        read = p | beam.Create([str(path)]) | ReadDocuments(config)
+        assert_that(read.docs, equal_to([(f"{path}:0", ["第一句。", "第二句。"]),
+                                         (f"{path}:1", ["第三句。"])]))
+        assert_that(read[dofns.STATS] | beam.Map(lambda c: (c["documents"], c["sentences"])),
+                    equal_to([(2, 3)]), label="stats")
+
+
+def test_tokenize_groups_ltp_words_on_people_daily_text():
+    """Real LTP (the default model) on real text: multi-character words become groups."""
+    from pipeline.core.peoples_daily import iter_paragraphs
+
+    paragraphs = [p for _, p in zip(range(40), iter_paragraphs())]
+    docs = [(f"doc:{i}", ["".join(p.words)]) for i, p in enumerate(paragraphs)]
+    config = job_config()
+    vocab = realdata.vocab()
+
+    def check(out):
+        assert sorted(d for d, _ in out) == sorted(d for d, _ in docs)
+        groups = Counter()
+        for _, sentences in out:
+            for s in sentences:
+                starts = [i for i, f in enumerate(s.flags) if f & WORD_START] + [len(s.ids)]
+                groups.update(b - a for a, b in zip(starts, starts[1:]))
+        # People's Daily is mostly two-character words: most groups are longer than one.
+        assert groups[2] > groups[1] * 0.5 and sum(groups.values()) > 500
+
+    with TestPipeline() as p:
+        out = p | beam.Create(docs) | Tokenize(config, vocab)
+        assert_that(out.docs | beam.combiners.ToList(), lambda lists: check(lists[0]))
+
+
+def test_config_yaml_is_overridden_by_flags(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("max_seq_length: 512\nmax_predictions_per_seq: 80\ndupe_factor: 5\n"
+                      "output_formats: [parquet]\n")
+    argv = expand_config([f"--config={preset}", "--dupe_factor=2"])
+    config = JobConfig.from_options(PipelineOptions(argv))
+    assert (config.max_seq_length, config.max_predictions_per_seq, config.dupe_factor) == \
+        (512, 80, 2)
+    assert config.output_formats == ("parquet",)
+
+
+@pytest.mark.parametrize("flag", ["--output_formats=csv", "--num_shards=0",
+                                  "--max_predictions_per_seq=600"])
+def test_bad_flags_are_refused(flag):
+    with pytest.raises(ValueError):
+        job_config(flag)

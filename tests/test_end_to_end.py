@@ -1,0 +1,134 @@
+"""The whole job on DirectRunner, read back as its consumers read it.
+
+TFRecords with Google's exact FixedLenFeature spec (TensorFlow), Parquet with pyarrow and with
+Hugging Face ``datasets``: both hold the same instances, shards are balanced, and the manifest
+and stats describe them.
+"""
+import glob
+import gzip
+import json
+import os
+
+import pytest
+
+from pipeline import schema
+from pipeline.run import run
+from tests import realdata
+
+MAX_SEQ, MAX_PRED = 128, 20
+
+
+def sample_documents(n):
+    with open(realdata.SAMPLE_CORPUS, encoding="utf-8") as f:
+        return f.read().split("\n\n")[:n]
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    docs = sample_documents(60)
+    (root / "a.txt").write_text("\n\n".join(docs[:30]) + "\n", encoding="utf-8")
+    (root / "b.txt.gz").write_bytes(gzip.compress(("\n\n".join(docs[30:]) + "\n").encode()))
+    out = root / "out"
+    manifest = run([f"--input={root}/*.txt*", f"--output_dir={out}", "--dupe_factor=2",
+                    "--num_shards=3", f"--max_seq_length={MAX_SEQ}",
+                    f"--max_predictions_per_seq={MAX_PRED}"])
+    return out, manifest
+
+
+def read_tfrecords(out, manifest):
+    import tensorflow as tf
+
+    spec = schema.tf_feature_spec(manifest["max_seq_length"], manifest["max_predictions_per_seq"])
+    files = [os.path.join(out, s["path"]) for s in manifest["shards"]["tfrecord"]]
+    records = []
+    for path in files:
+        n = 0
+        for raw in tf.data.TFRecordDataset(path):
+            ex = tf.io.parse_single_example(raw, spec)
+            records.append({k: v.numpy().tolist() for k, v in ex.items()})
+            n += 1
+        records.append(("end", path, n))
+    return records
+
+
+def test_manifest_describes_balanced_shards(job):
+    out, manifest = job
+    assert manifest["total_instances"] > 300
+    counts = [s["instances"] for s in manifest["shards"]["tfrecord"]]
+    assert len(counts) == 3 and max(counts) - min(counts) <= 1
+    assert sum(counts) == manifest["total_instances"]
+    assert manifest["vocab_size"] == 21128 and manifest["ltp_model"]["kind"] == "legacy"
+    with open(os.path.join(out, "vocab.txt"), "rb") as f:
+        import hashlib
+        assert hashlib.sha256(f.read()).hexdigest() == manifest["vocab_sha256"]
+    schema.validate_manifest(manifest)
+    assert not glob.glob(os.path.join(out, "**", ".tmp-*"), recursive=True)
+
+
+def test_tfrecord_google_spec_and_parquet_hold_the_same_instances(job):
+    import pyarrow.parquet as pq
+
+    out, manifest = job
+    tf_rows = [r for r in read_tfrecords(out, manifest) if isinstance(r, dict)]
+    pq_rows = []
+    for shard in manifest["shards"]["parquet"]:
+        pq_rows += pq.read_table(os.path.join(out, shard["path"])).to_pylist()
+    assert len(tf_rows) == len(pq_rows) == manifest["total_instances"]
+    for t, p in zip(tf_rows, pq_rows):
+        n, m = len(p["input_ids"]), len(p["masked_lm_positions"])
+        assert t["input_ids"] == p["input_ids"] + [0] * (MAX_SEQ - n)
+        assert t["input_mask"] == [1] * n + [0] * (MAX_SEQ - n)
+        assert t["segment_ids"][:n] == p["segment_ids"]
+        assert t["masked_lm_positions"] == p["masked_lm_positions"] + [0] * (MAX_PRED - m)
+        assert t["masked_lm_ids"][:m] == p["masked_lm_ids"]
+        assert t["masked_lm_weights"] == [1.0] * m + [0.0] * (MAX_PRED - m)
+        assert t["next_sentence_labels"] == [p["next_sentence_labels"]]
+        # Google's layout: [CLS] A [SEP] B [SEP]; never predict position 0.
+        ids = p["input_ids"]
+        assert ids[0] == 101 and ids[-1] == 102 and ids.count(102) == 2
+        assert 0 not in p["masked_lm_positions"] and 1 <= m <= MAX_PRED
+
+
+def test_parquet_loads_with_hf_datasets(job):
+    import datasets
+
+    out, manifest = job
+    files = [os.path.join(out, s["path"]) for s in manifest["shards"]["parquet"]]
+    ds = datasets.load_dataset("parquet", data_files=files, split="train",
+                               cache_dir=str(out.parent / "hf_cache"))
+    assert len(ds) == manifest["total_instances"]
+    assert set(ds.column_names) == set(schema.FEATURE_NAMES)
+
+
+def test_stats_count_what_happened(job):
+    out, manifest = job
+    with open(os.path.join(out, "stats.json"), encoding="utf-8") as f:
+        stats = json.load(f)
+    c, d = stats["counts"], stats["derived"]
+    assert c["documents"] == 60 and c["files"] == 2
+    assert c["instances"] == manifest["total_instances"] == c["nsp_next"] + c["nsp_random"]
+    assert 0.3 < d["nsp_random_share"] < 0.7
+    assert sum(stats["seq_length_histogram"].values()) == c["instances"]
+    # Whole-word masking at work: most masked Chinese characters come with their whole word.
+    assert d["masked_cjk_in_whole_multichar_words_share"] > 0.5
+
+
+def test_non_empty_output_dir_is_refused_then_overwritten(job, tmp_path):
+    out, manifest = job
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        run([f"--input={realdata.SAMPLE_CORPUS}", f"--output_dir={out}"])
+    target = tmp_path / "again"
+    target.mkdir()
+    (target / "keep.txt").write_text("user file")
+    (target / "manifest.json").write_text("{}")
+    small = tmp_path / "small.txt"
+    small.write_text("\n\n".join(sample_documents(5)), encoding="utf-8")
+    again = run([f"--input={small}", f"--output_dir={target}", "--overwrite", "--dupe_factor=1",
+                 "--num_shards=2"])
+    assert again["total_instances"] > 0 and (target / "keep.txt").exists()
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        run([f"--input={tmp_path}/nothing-*.txt", f"--output_dir={tmp_path}/o"])
