@@ -23,7 +23,7 @@ from apache_beam.utils import shared
 from pipeline import schema
 from pipeline.core import instances as core_instances
 from pipeline.core.seeds import rng_for, stable_hash64
-from pipeline.core.text import iter_documents
+from pipeline.core.text import decompressed, iter_documents
 from pipeline.core.wordpiece import WordPieceTokenizer, has_cjk
 
 STATS = "stats"
@@ -32,7 +32,7 @@ LOG = logging.getLogger(__name__)
 
 # Counters mirrored into Beam metrics for progress (the full set goes to stats.json).
 _METRIC_KEYS = ("documents", "sentences", "tokens", "words", "instances", "masked_tokens",
-                "chars_removed", "binary_lines_skipped", "empty_documents", "jsonl_bad_lines",
+                "chars_removed", "binary_lines_skipped", "binary_files_skipped", "empty_documents", "jsonl_bad_lines",
                 "sentences_cut", "sentences_empty_after_tokenization")
 
 
@@ -71,10 +71,13 @@ class ReadDocumentsDoFn(beam.DoFn):
 
     def process(self, path: str):
         stats = Counter()
-        with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as stream:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            stream = decompressed(raw, path)
             for doc in iter_documents(stream, source=path, stats=stats, **self._kw):
                 yield doc
-        if not stats["documents"]:
+        if stats["binary_files_skipped"]:
+            LOG.warning("skipped %s: binary or not UTF-8", path)
+        elif not stats["documents"]:
             stats["files_without_documents"] += 1
             LOG.warning("no documents in %s", path)
         report(stats)

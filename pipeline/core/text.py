@@ -11,9 +11,12 @@ Formats (``--input_format``):
 """
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import json
 import re
+import zlib
 from collections import Counter
 from typing import BinaryIO, Iterator, List, Optional, Tuple
 
@@ -25,6 +28,9 @@ _BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd\ufeff]")
 # A line that loses more than this share of its characters to cleaning is binary garbage, not
 # text with a few bad bytes: it is skipped whole (and counted) instead of emitting debris.
 _BINARY_SHARE = 0.3
+_SNIFF_BYTES = 8192
+# What corrupt or truncated files raise while being read (gzip/bz2 errors are OSError/EOFError).
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error)
 
 # Sentence ends: Chinese 。！？；… (full-width and ASCII !?), English . ! ? before whitespace;
 # closing quotes and brackets stay with their sentence.
@@ -66,6 +72,44 @@ class _ReadOnly(io.RawIOBase):
         return len(data)
 
 
+def decompressed(raw: BinaryIO, path: str) -> BinaryIO:
+    """``raw`` decompressed by the file's extension (.gz, .bz2), else as is.
+
+    Python's own gzip/bz2 readers are used because they raise on a truncated stream, where a
+    lenient reader would silently return the part before the cut.
+    """
+    lowered = path.lower()
+    if lowered.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if lowered.endswith(".bz2"):
+        return bz2.BZ2File(raw, mode="rb")
+    return raw
+
+
+def _buffered(stream):
+    if isinstance(stream, io.BufferedReader):
+        return stream
+    raw = stream if isinstance(stream, io.RawIOBase) else _ReadOnly(stream)
+    return io.BufferedReader(raw, buffer_size=1 << 16)
+
+
+def looks_binary(head: bytes) -> bool:
+    """True for a file start that is not UTF-8 text: a UTF-16 byte-order mark, many NUL bytes,
+    or mostly undecodable bytes and controls. Such a file is skipped whole (and counted), not
+    read as debris; a few bad bytes in real text are cleaned line by line instead."""
+    if not head:
+        return False
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or head.count(b"\x00") > 0.1 * len(head):
+        return True
+    if len(head) < 64:
+        return False  # too little to judge: such a file is cleaned line by line
+    text = head.decode("utf-8", errors="replace")
+    if len(head) == _SNIFF_BYTES:
+        text = text[:-3]  # the sample may end inside a multi-byte character
+    bad = len(_BAD_CHARS.findall(text))
+    return bad > _BINARY_SHARE * max(1, len(text))
+
+
 def iter_lines(stream: BinaryIO, *, source: str, max_line_chars: int,
                stats: Counter) -> Iterator[Tuple[str, bool]]:
     """Decode ``stream`` as UTF-8 (BOM and CRLF tolerated) and yield (line, continues).
@@ -74,9 +118,8 @@ def iter_lines(stream: BinaryIO, *, source: str, max_line_chars: int,
     with ``continues=True``: memory stays bounded even for a multi-GB single-line file.
     Invalid bytes become U+FFFD here and are removed and counted by :func:`clean_text`.
     """
-    if not isinstance(stream, io.IOBase):  # e.g. Beam's CompressedFile: little but read()
-        stream = io.BufferedReader(_ReadOnly(stream), buffer_size=1 << 16)
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline=None)
+    text = io.TextIOWrapper(_buffered(stream), encoding="utf-8-sig", errors="replace",
+                            newline=None)
     try:
         while True:
             line = text.readline(max_line_chars)
@@ -87,12 +130,8 @@ def iter_lines(stream: BinaryIO, *, source: str, max_line_chars: int,
             else:
                 stats["lines_cut"] += 1 if len(line) >= max_line_chars else 0
                 yield line, len(line) >= max_line_chars
-    except (OSError, EOFError, ValueError) as e:  # gzip/bz2/zlib errors derive from these
+    except _READ_ERRORS as e:
         raise CorruptInputError(f"cannot read {source}: {type(e).__name__}: {e}") from e
-    except Exception as e:  # zlib.error is not an OSError; name the file whatever it is
-        if type(e).__module__ in ("zlib", "_bz2", "bz2", "gzip", "_compression"):
-            raise CorruptInputError(f"cannot read {source}: {type(e).__name__}: {e}") from e
-        raise
 
 
 def split_sentences(paragraph: str) -> List[str]:
@@ -155,6 +194,14 @@ def iter_documents(stream: BinaryIO, *, source: str, input_format: str,
     if input_format not in FORMATS:
         raise ValueError(f"input_format must be one of {FORMATS}, not {input_format!r}")
     stats["files"] += 1
+    stream = _buffered(stream)
+    try:
+        head = stream.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
+    except _READ_ERRORS as e:
+        raise CorruptInputError(f"cannot read {source}: {type(e).__name__}: {e}") from e
+    if looks_binary(head):
+        stats["binary_files_skipped"] += 1
+        return
     lines = iter_lines(stream, source=source, max_line_chars=max_line_chars, stats=stats)
     if input_format == "google":
         yield from _google_documents(lines, source=source,

@@ -31,9 +31,24 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# Always present in stats.json (0 when nothing happened), so users can rely on the keys.
+STAT_KEYS = (
+    "files", "files_without_documents", "binary_files_skipped", "lines", "lines_cut",
+    "chars_removed", "binary_lines_skipped", "jsonl_bad_lines", "jsonl_missing_text_field",
+    "jsonl_lines_too_long", "empty_documents", "documents", "sentences", "sentences_cut",
+    "sentences_segmented", "sentences_empty_after_tokenization",
+    "documents_empty_after_tokenization", "tokens", "unk_tokens", "words", "multi_piece_words",
+    "buckets", "instances", "nsp_next", "nsp_random", "random_next_same_document_avoided",
+    "random_next_without_pool", "chunks_without_random_document", "masked_tokens",
+    "masked_cjk_tokens", "masked_cjk_multichar_words", "masked_cjk_tokens_in_multichar_words",
+)
+
+
 def build_stats(counters: Counter) -> dict:
     """Flat counters → stats.json: totals, NSP balance, masking shares, length histogram."""
     counters = Counter(counters)
+    for key in STAT_KEYS:
+        counters.setdefault(key, 0)
     histogram = {}
     for key in sorted(k for k in counters if k.startswith("seq_length:")):
         histogram[int(key.split(":", 1)[1])] = counters.pop(key)

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from pipeline.core.text import (CorruptInputError, cap_sentence, clean_text, iter_documents,
-                                split_sentences)
+from pipeline.core.text import (CorruptInputError, cap_sentence, clean_text, decompressed,
+                                iter_documents, split_sentences)
 from tests import realdata
 
 
@@ -32,12 +32,22 @@ def test_bom_crlf_controls_invalid_bytes_are_cleaned_and_counted():
     assert stats["chars_removed"] == 4  # NUL, two invalid bytes, BEL
 
 
-def test_binary_garbage_is_skipped_whole_and_counted():
+def test_binary_garbage_line_inside_text_is_skipped_whole_and_counted():
+    reviews = realdata.reviews("pos")[:200]
+    text = "\n".join(reviews).encode()  # > 8 KB of real text first
     noise = bytes(b for b in range(256) if b not in (10, 13)) * 4  # no line breaks
-    garbage = noise + b"\n" + "正常的一句话。".encode() + b"\n"
-    out, stats = docs(garbage)
-    assert out == [("mem:0", ["正常的一句话。"])]
-    assert stats["binary_lines_skipped"] == 1
+    out, stats = docs(text + b"\n" + noise + b"\n" + "正常的一句话。".encode() + b"\n")
+    sentences = out[0][1]
+    assert sentences[-1] == "正常的一句话。"
+    assert "".join(sentences[:-1]).replace(" ", "") == "".join(reviews).replace(" ", "")
+    assert stats["binary_lines_skipped"] == 1 and stats["binary_files_skipped"] == 0
+
+
+def test_binary_and_utf16_files_are_skipped_whole():
+    out, stats = docs(bytes(range(256)) * 40)
+    assert out == [] and stats["binary_files_skipped"] == 1
+    out, stats = docs("中文。\n".encode("utf-16"))
+    assert out == [] and stats["binary_files_skipped"] == 1
 
 
 def test_empty_whitespace_only_and_empty_file():
@@ -93,21 +103,22 @@ def test_line_of_exactly_max_chars_is_not_a_document_break():
 
 @pytest.mark.parametrize("compress", [gzip.compress, bz2.compress])
 def test_compressed_streams_and_corrupt_ones(compress, tmp_path):
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
     suffix = ".gz" if compress is gzip.compress else ".bz2"
     good = tmp_path / f"good.txt{suffix}"
     good.write_bytes(compress("一句。\n\n二句。\n".encode()))
-    with FileSystems.open(str(good), compression_type=CompressionTypes.AUTO) as f:
+    with open(good, "rb") as raw:
+        f = decompressed(raw, str(good))
         stats = Counter()
         assert len(list(iter_documents(f, source=str(good), input_format="google",
                                        stats=stats))) == 2
     bad = tmp_path / f"bad.txt{suffix}"
-    bad.write_bytes(compress(("一句。\n" * 5000).encode())[:200] + b"\x00garbage" * 50)
-    with pytest.raises(CorruptInputError, match="bad.txt"):
-        with FileSystems.open(str(bad), compression_type=CompressionTypes.AUTO) as f:
-            list(iter_documents(f, source=str(bad), input_format="google", stats=Counter()))
+    whole = compress("\n".join(realdata.reviews("neg")[:3000]).encode())  # real, incompressible
+    for broken in (whole[:200] + b"\x00garbage" * 50, whole[:len(whole) // 2]):
+        bad.write_bytes(broken)  # corrupt, then truncated: both named errors, no silent loss
+        with pytest.raises(CorruptInputError, match="bad.txt"):
+            with open(bad, "rb") as raw:
+                list(iter_documents(decompressed(raw, str(bad)), source=str(bad),
+                                    input_format="google", stats=Counter()))
 
 
 def test_real_reviews_round_trip_as_lines():
