@@ -17,7 +17,10 @@ from pipeline.core.text import FORMATS
 RESOURCES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                          "resources")
 DEFAULT_INPUT = os.path.join(RESOURCES, "sample", "peoples_daily_sample.txt")
-DEFAULT_VOCAB = os.path.join(RESOURCES, "vocab", "bert-base-chinese-vocab.txt")
+# Vocabularies shipped with the package, usable by name in --vocab_file.
+BUILTIN_VOCABS = {name: os.path.join(RESOURCES, "vocab", f"{name}-vocab.txt")
+                  for name in ("bert-base-chinese", "bert-base-uncased")}
+DEFAULT_VOCAB = "bert-base-chinese"
 OUTPUT_FORMATS = ("tfrecord", "parquet")
 
 
@@ -45,7 +48,9 @@ class WwmOptions(PipelineOptions):
                  "per line; jsonl: a JSON object per line with --text_field")
         add("--text_field", default="text", help="JSON key holding the text (jsonl)")
         add("--output_dir", default="output", help="where shards and manifest.json go")
-        add("--vocab_file", default=DEFAULT_VOCAB, help="BERT vocab.txt (default bert-base-chinese)")
+        add("--vocab_file", default=DEFAULT_VOCAB,
+            help="a BERT vocab.txt (any filesystem), or a built-in name: "
+                 + ", ".join(BUILTIN_VOCABS))
         add("--do_lower_case", type=str2bool, default=True)
         add("--max_seq_length", type=int, default=128)
         add("--max_predictions_per_seq", type=int, default=20)
@@ -109,7 +114,8 @@ class JobConfig:
         formats = tuple(f.strip() for f in o.output_formats.split(",") if f.strip())
         config = cls(
             input=tuple(o.input or [DEFAULT_INPUT]), input_format=o.input_format,
-            text_field=o.text_field, output_dir=o.output_dir, vocab_file=o.vocab_file,
+            text_field=o.text_field, output_dir=o.output_dir,
+            vocab_file=BUILTIN_VOCABS.get(o.vocab_file, o.vocab_file),
             do_lower_case=o.do_lower_case, max_seq_length=o.max_seq_length,
             max_predictions_per_seq=o.max_predictions_per_seq, masked_lm_prob=o.masked_lm_prob,
             dupe_factor=o.dupe_factor, short_seq_prob=o.short_seq_prob,

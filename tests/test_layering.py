@@ -1,0 +1,45 @@
+"""The architecture's arrows point one way (STYLE.md): checked on the import statements."""
+import ast
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FRAMEWORKS = {"apache_beam", "tensorflow", "torch", "keras", "keras_hub", "transformers"}
+
+
+def imports(package):
+    for path in (ROOT / package).rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    yield path, alias.name
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                yield path, node.module
+
+
+def offenders(package, forbidden):
+    return sorted({f"{p.relative_to(ROOT)}: {name}" for p, name in imports(package)
+                   if name.split(".")[0] in forbidden or any(
+                       name == f or name.startswith(f + ".") for f in forbidden)})
+
+
+def test_core_is_pure_python():
+    # ltp is allowed: the segmenter wraps it; it must not pull Beam, TF or torch into the core
+    # (the legacy model loads without the ltp package's torch-based code).
+    assert offenders("pipeline/core", FRAMEWORKS | {"pipeline.beam", "pipeline.writers"}) == []
+
+
+def test_writers_depend_on_schema_not_on_core_or_beam():
+    assert offenders("pipeline/writers", FRAMEWORKS | {"pipeline.core", "pipeline.beam"}) == []
+
+
+def test_nothing_imports_the_beam_layer_but_the_entry_point():
+    bad = [f"{p.relative_to(ROOT)}: {name}" for package in ("pipeline", "trainer")
+           for p, name in imports(package)
+           if name.startswith("pipeline.beam") and "beam" not in p.parts and p.name != "run.py"]
+    assert bad == []
+
+
+def test_trainers_read_the_shared_schema_not_pipeline_internals():
+    assert offenders("trainer", {"pipeline.core", "pipeline.beam", "pipeline.writers",
+                                 "apache_beam"}) == []
