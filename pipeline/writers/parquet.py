@@ -5,6 +5,7 @@ written in row groups of ``row_group_size`` so readers can stream a shard group 
 """
 from __future__ import annotations
 
+import itertools
 from typing import BinaryIO, Sequence
 
 import numpy as np
@@ -16,30 +17,47 @@ from pipeline import schema
 ROW_GROUP_SIZE = 8192
 
 
-def _list_array(rows: Sequence[Sequence[float]], value_type: pa.DataType) -> pa.Array:
-    lengths = np.fromiter((len(r) for r in rows), dtype=np.int32, count=len(rows))
-    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    flat = np.fromiter((v for r in rows for v in r), dtype=value_type.to_pandas_dtype(),
-                       count=int(offsets[-1]))
+    return offsets
+
+
+def _list_array(offsets: np.ndarray, flat: np.ndarray, value_type: pa.DataType) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type))
 
 
+def _flat(rows, count: int, dtype) -> np.ndarray:
+    return np.fromiter(itertools.chain.from_iterable(rows), dtype=dtype, count=count)
+
+
 def instances_to_table(instances: Sequence[schema.Instance]) -> pa.Table:
+    """Columns from flat value arrays and offsets: no per-row Python lists are built."""
     arrow = schema.arrow_schema()
-    n = [len(i.input_ids) for i in instances]
-    m = [len(i.masked_lm_positions) for i in instances]
+    types = {f.name: f.type for f in arrow}
+    n = np.fromiter((len(i.input_ids) for i in instances), dtype=np.int32,
+                    count=len(instances))
+    m = np.fromiter((len(i.masked_lm_positions) for i in instances), dtype=np.int32,
+                    count=len(instances))
+    num_a = np.fromiter((i.num_a for i in instances), dtype=np.int32, count=len(instances))
+    seq_off, pred_off = _offsets(n), _offsets(m)
+    total_n, total_m = int(seq_off[-1]), int(pred_off[-1])
+    # Position of every token inside its row; segment 1 from num_a on.
+    in_row = np.arange(total_n, dtype=np.int32) - np.repeat(seq_off[:-1], n)
+    segment = (in_row >= np.repeat(num_a, n)).astype(np.int8)
     columns = {
-        "input_ids": [i.input_ids for i in instances],
-        "input_mask": [[1] * k for k in n],
-        "segment_ids": [i.segment_ids for i in instances],
-        "masked_lm_positions": [i.masked_lm_positions for i in instances],
-        "masked_lm_ids": [i.masked_lm_ids for i in instances],
-        "masked_lm_weights": [[1.0] * k for k in m],
+        "input_ids": (seq_off, _flat((i.input_ids for i in instances), total_n, np.int32)),
+        "input_mask": (seq_off, np.ones(total_n, dtype=np.int8)),
+        "segment_ids": (seq_off, segment),
+        "masked_lm_positions": (pred_off, _flat((i.masked_lm_positions for i in instances),
+                                                total_m, np.int32)),
+        "masked_lm_ids": (pred_off, _flat((i.masked_lm_ids for i in instances), total_m,
+                                          np.int32)),
+        "masked_lm_weights": (pred_off, np.ones(total_m, dtype=np.float32)),
     }
-    arrays = [_list_array(columns[f.name], f.type.value_type) for f in arrow
-              if f.name in columns]
-    arrays.append(pa.array([i.next_sentence_label for i in instances], type=pa.int64()))
+    arrays = [_list_array(*columns[name], types[name].value_type) for name in columns]
+    arrays.append(pa.array(np.fromiter((i.next_sentence_label for i in instances),
+                                       dtype=np.int64, count=len(instances))))
     return pa.Table.from_arrays(arrays, schema=arrow)
 
 

@@ -36,29 +36,62 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint((number << 3) | _WIRE_LEN) + _varint(len(payload)) + payload
 
 
-def _int64_feature(values) -> bytes:
-    packed = b"".join(_varint(v) if v >= 0 else _varint(v & 0xFFFFFFFFFFFFFFFF) for v in values)
+# Varint encodings of small non-negative ints (ids, positions, 0/1), looked up instead of
+# computed: serialization is a hot path (one Example per instance).
+_VARINT = [_varint(v) for v in range(1 << 17)]
+_FLOAT_ONE, _FLOAT_ZERO = struct.pack("<f", 1.0), struct.pack("<f", 0.0)
+
+
+def _packed_varints(values) -> bytes:
+    table = _VARINT
+    try:
+        return b"".join([table[v] for v in values])
+    except IndexError:  # an id beyond the table (huge vocabularies): encode directly
+        return b"".join(_varint(v) for v in values)
+
+
+def _int64_feature(packed: bytes) -> bytes:
     return _field(3, _field(1, packed))  # Feature.int64_list = 3; Int64List.value = 1 (packed)
 
 
-def _float_feature(values) -> bytes:
-    packed = struct.pack(f"<{len(values)}f", *values)
+def _float_feature(packed: bytes) -> bytes:
     return _field(2, _field(1, packed))  # Feature.float_list = 2; FloatList.value = 1 (packed)
 
 
 # Pre-encoded map-entry keys: field 1 of the entry is the feature name.
 _KEYS = {name: _field(1, name.encode()) for name in schema.FEATURE_NAMES}
-_DTYPES = {name: dtype for name, dtype, _ in schema.FEATURES}
+
+
+def _entry(name: str, feature: bytes) -> bytes:
+    return _field(1, _KEYS[name] + _field(2, feature))  # a Features.feature map entry
 
 
 def serialize_example(inst: schema.Instance, max_seq_length: int,
                       max_predictions_per_seq: int) -> bytes:
-    """The serialized ``tf.train.Example`` of one instance, padded to fixed lengths."""
-    entries = []
-    for name, values in inst.padded_features(max_seq_length, max_predictions_per_seq).items():
-        feature = _float_feature(values) if _DTYPES[name] == "float32" else _int64_feature(values)
-        entries.append(_field(1, _KEYS[name] + _field(2, feature)))  # Features.feature map entry
-    return _field(1, b"".join(entries))  # Example.features = 1
+    """The serialized ``tf.train.Example`` of one instance, padded to fixed lengths.
+
+    Features come in ``schema.FEATURES`` order; values are those of
+    ``Instance.padded_features`` (a test checks both against TensorFlow's parser).
+    """
+    n, m = len(inst.input_ids), len(inst.masked_lm_positions)
+    if n > max_seq_length or m > max_predictions_per_seq:
+        raise ValueError(f"instance of {n} tokens / {m} predictions exceeds "
+                         f"{max_seq_length} / {max_predictions_per_seq}")
+    pad_s, pad_p = b"\x00" * (max_seq_length - n), b"\x00" * (max_predictions_per_seq - m)
+    label = inst.next_sentence_label
+    features = (
+        ("input_ids", _int64_feature(_packed_varints(inst.input_ids) + pad_s)),
+        ("input_mask", _int64_feature(b"\x01" * n + pad_s)),
+        ("segment_ids", _int64_feature(b"\x00" * inst.num_a + b"\x01" * (n - inst.num_a)
+                                       + pad_s)),
+        ("masked_lm_positions",
+         _int64_feature(_packed_varints(inst.masked_lm_positions) + pad_p)),
+        ("masked_lm_ids", _int64_feature(_packed_varints(inst.masked_lm_ids) + pad_p)),
+        ("masked_lm_weights", _float_feature(
+            _FLOAT_ONE * m + _FLOAT_ZERO * (max_predictions_per_seq - m))),
+        ("next_sentence_labels", _int64_feature(_VARINT[label])),
+    )
+    return _field(1, b"".join(_entry(name, f) for name, f in features))  # Example.features
 
 
 def _masked_crc(data: bytes) -> int:
