@@ -20,8 +20,13 @@ import random
 from collections import Counter
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from pipeline import schema
 from pipeline.core.wordpiece import CJK, WORD_START, Sentence
+
+# Flag of [CLS]/[SEP] positions while an instance is assembled (beside wordpiece's bits).
+SPECIAL = 4
 
 Document = Sequence[Sentence]
 
@@ -56,16 +61,26 @@ def truncate_seq_pair(a: list, b: list, fa: bytearray, fb: bytearray, max_num_to
     """Trim the longer side (B on ties) one token at a time, front or back with p=1/2 each.
 
     Removing from both ends, at random, keeps the model from learning that sequences are
-    always cut at one end. Flags are trimmed alongside their tokens.
+    always cut at one end. The draws are Google's, one per removed token; the lists are cut
+    once at the end. Flags are trimmed alongside their tokens.
     """
-    while len(a) + len(b) > max_num_tokens:
-        tokens, flags = (a, fa) if len(a) > len(b) else (b, fb)
-        if rng.random() < 0.5:
-            del tokens[0]
-            del flags[0]
+    la, lb = len(a), len(b)
+    cut = [0, 0, 0, 0]  # a front, a back, b front, b back
+    rand = rng.random
+    while la + lb > max_num_tokens:
+        if la > lb:
+            la -= 1
+            cut[0 if rand() < 0.5 else 1] += 1
         else:
-            tokens.pop()
-            flags.pop()
+            lb -= 1
+            cut[2 if rand() < 0.5 else 3] += 1
+    for tokens, flags, front, back in ((a, fa, cut[0], cut[1]), (b, fb, cut[2], cut[3])):
+        if back:
+            del tokens[len(tokens) - back:]
+            del flags[len(flags) - back:]
+        if front:
+            del tokens[:front]
+            del flags[:front]
 
 
 def num_to_predict(num_tokens: int, config: InstanceConfig) -> int:
@@ -74,53 +89,73 @@ def num_to_predict(num_tokens: int, config: InstanceConfig) -> int:
                max(1, int(round(num_tokens * config.masked_lm_prob))))
 
 
-def mask_groups(flags: Sequence[int], special: Sequence[bool], whole_word: bool) -> List[List[int]]:
-    """Candidate groups of positions: one per word with ``whole_word``, else one per token.
+def group_bounds(flags: bytes, whole_word: bool) -> Tuple[List[int], List[int]]:
+    """(starts, ends) of the candidate masking groups, in position order.
 
-    Special positions ([CLS], [SEP]) are never candidates and end any open group, so no group
-    crosses from A into B.
+    One group per word with ``whole_word`` (a word start and its continuations), else one per
+    token. ``flags`` has ``SPECIAL`` at [CLS]/[SEP]: never candidates, and they end any open
+    group, so a piece cut loose by truncation never joins a word across [SEP]. Vectorised:
+    this runs once per instance.
     """
-    groups: List[List[int]] = []
-    open_group = False
-    for i, flag in enumerate(flags):
-        if special[i]:
-            open_group = False
-            continue
-        if whole_word and open_group and not flag & WORD_START:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-            open_group = True
-    return groups
+    f = np.frombuffer(flags, dtype=np.uint8)
+    special = (f & SPECIAL) != 0
+    if whole_word:
+        after_special = np.empty_like(special)
+        after_special[0] = True
+        after_special[1:] = special[:-1]
+        starts = np.flatnonzero((((f & WORD_START) != 0) | after_special) & ~special)
+        # A group ends at the next start or the next special position.
+        boundaries = np.flatnonzero(special)
+        next_start = np.append(starts[1:], len(f))
+        next_special = boundaries[np.searchsorted(boundaries, starts)] if len(boundaries) \
+            else np.full(len(starts), len(f))
+        ends = np.minimum(next_start, next_special)
+    else:
+        starts = np.flatnonzero(~special)
+        ends = starts + 1
+    return starts.tolist(), ends.tolist()
 
 
-def create_masked_lm_predictions(tokens: List[int], flags: Sequence[int],
-                                 special: Sequence[bool], config: InstanceConfig,
+def mask_groups(flags: bytes, whole_word: bool) -> List[range]:
+    """Candidate groups of positions (see :func:`group_bounds`)."""
+    starts, ends = group_bounds(flags, whole_word)
+    return [range(s, e) for s, e in zip(starts, ends)]
+
+
+def create_masked_lm_predictions(tokens: List[int], flags: bytes, config: InstanceConfig,
                                  rng: random.Random, stats: Optional[Counter] = None
                                  ) -> Tuple[List[int], List[int], List[int]]:
-    """Mask whole groups; decide [MASK]/keep/random per token. Returns (tokens, pos, labels)."""
-    groups = mask_groups(flags, special, config.do_whole_word_mask)
-    rng.shuffle(groups)
+    """Mask whole groups; decide [MASK]/keep/random per token. Returns (tokens, pos, labels).
+
+    Google shuffles the list of groups; shuffling their indexes draws exactly the same numbers
+    (a shuffle's draws depend only on the length) without building every group.
+    """
+    starts, ends = group_bounds(flags, config.do_whole_word_mask)
+    order = list(range(len(starts)))
+    rng.shuffle(order)
     output = list(tokens)
     budget = num_to_predict(len(tokens), config)
     chosen: List[int] = []
-    for group in groups:
+    rand, mask_id, top = rng.random, config.mask_id, config.vocab_size - 1
+    for g in order:
         if len(chosen) >= budget:
             break
+        start, end = starts[g], ends[g]
         # Skip a group that would overshoot; a later, shorter one may still fit.
-        if len(chosen) + len(group) > budget:
+        if len(chosen) + end - start > budget:
             continue
-        for index in group:
+        for index in range(start, end):
             chosen.append(index)
-            if rng.random() < 0.8:
-                output[index] = config.mask_id
-            elif rng.random() < 0.5:
+            if rand() < 0.8:
+                output[index] = mask_id
+            elif rand() < 0.5:
                 pass  # keep the original: the model must not assume unmasked means correct
             else:
-                output[index] = rng.randint(0, config.vocab_size - 1)
-        if stats is not None and len(group) > 1 and all(flags[i] & CJK for i in group):
+                output[index] = rng.randint(0, top)
+        if stats is not None and end - start > 1 and all(flags[i] & CJK
+                                                         for i in range(start, end)):
             stats["masked_cjk_multichar_words"] += 1
-            stats["masked_cjk_tokens_in_multichar_words"] += len(group)
+            stats["masked_cjk_tokens_in_multichar_words"] += end - start
     chosen.sort()
     if stats is not None:
         stats["masked_tokens"] += len(chosen)
@@ -128,13 +163,13 @@ def create_masked_lm_predictions(tokens: List[int], flags: Sequence[int],
     return output, chosen, [tokens[i] for i in chosen]
 
 
+_SPECIAL_FLAG = bytes([SPECIAL])
+
+
 def _build_instance(a, b, fa, fb, is_random, config, rng, stats) -> schema.Instance:
     tokens = [config.cls_id] + a + [config.sep_id] + b + [config.sep_id]
-    flags = [0] + list(fa) + [0] + list(fb) + [0]
-    special = [False] * len(tokens)
-    special[0] = special[len(a) + 1] = special[-1] = True
-    masked, positions, labels = create_masked_lm_predictions(tokens, flags, special, config,
-                                                             rng, stats)
+    flags = _SPECIAL_FLAG + fa + _SPECIAL_FLAG + fb + _SPECIAL_FLAG
+    masked, positions, labels = create_masked_lm_predictions(tokens, flags, config, rng, stats)
     label = schema.NSP_IS_RANDOM if is_random else schema.NSP_IS_NEXT
     if stats is not None:
         stats["instances"] += 1

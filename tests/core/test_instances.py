@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from pipeline import schema
-from pipeline.core.instances import (InstanceConfig, create_instances_from_document,
+from pipeline.core.instances import (SPECIAL, InstanceConfig, create_instances_from_document,
                                      create_masked_lm_predictions, mask_groups, num_to_predict,
                                      truncate_seq_pair)
 from pipeline.core.text import split_sentences
@@ -53,23 +53,21 @@ def test_truncation_takes_longer_side_b_on_ties_front_or_back():
 
 
 def test_groups_follow_words_and_never_cross_sep():
-    special = [True, False, False, True, False, False, True]
-    # [CLS] w1 w1' [SEP] (continuation!) w2 [SEP]: the piece after [SEP] starts a new group.
-    flags = [0, WORD_START, 0, 0, 0, WORD_START, 0]
-    assert mask_groups(flags, special, True) == [[1, 2], [4], [5]]
-    assert mask_groups(flags, special, False) == [[1], [2], [4], [5]]
+    # [CLS] w1 w1' [SEP] (continuation!) w2 w2' [SEP]: the piece after [SEP] starts a group.
+    flags = bytes([SPECIAL, WORD_START, CJK, SPECIAL, 0, WORD_START | CJK, CJK, SPECIAL])
+    assert [list(g) for g in mask_groups(flags, True)] == [[1, 2], [4], [5, 6]]
+    assert [list(g) for g in mask_groups(flags, False)] == [[1], [2], [4], [5], [6]]
 
 
 def test_80_10_10_per_token_over_many_draws():
     cfg = InstanceConfig(max_seq_length=128, max_predictions_per_seq=128, masked_lm_prob=0.5,
                          vocab_size=VOCAB, cls_id=1, sep_id=2, mask_id=3)
     tokens = [1] + list(range(500, 600)) + [2]
-    flags = [0] + [WORD_START] * 100 + [0]
-    special = [True] + [False] * 100 + [True]
+    flags = bytes([SPECIAL] + [WORD_START] * 100 + [SPECIAL])
     outcome = Counter()
     rng = random.Random(7)
     for _ in range(300):
-        out, pos, labels = create_masked_lm_predictions(tokens, flags, special, cfg, rng)
+        out, pos, labels = create_masked_lm_predictions(tokens, flags, cfg, rng)
         assert labels == [tokens[p] for p in pos] and pos == sorted(pos) and 0 not in pos
         for p in pos:
             outcome["mask" if out[p] == 3 else "keep" if out[p] == tokens[p] else "random"] += 1
@@ -85,11 +83,9 @@ def test_whole_words_are_masked_together_and_budget_is_never_overshot():
     cfg = InstanceConfig(max_seq_length=128, max_predictions_per_seq=2, masked_lm_prob=0.15,
                          vocab_size=VOCAB, cls_id=1, sep_id=2, mask_id=3)
     tokens = [1, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 2]
-    flags = [0, WORD_START, 0, 0] + [WORD_START] * 9 + [0]
-    special = [True] + [False] * 12 + [True]
+    flags = bytes([SPECIAL, WORD_START, 0, 0] + [WORD_START] * 9 + [SPECIAL])
     for seed in range(50):
-        _, pos, _ = create_masked_lm_predictions(tokens, flags, special, cfg,
-                                                 random.Random(seed))
+        _, pos, _ = create_masked_lm_predictions(tokens, flags, cfg, random.Random(seed))
         assert len(pos) == 2 and not set(pos) & {1, 2, 3}
 
 
@@ -209,3 +205,26 @@ def test_chinese_words_masked_whole_on_real_text():
     assert stats["masked_cjk_multichar_words"] > 100
     share = stats["masked_cjk_tokens_in_multichar_words"] / stats["masked_cjk_tokens"]
     assert share > 0.8  # most masked characters belong to a two-character word masked whole
+
+
+def test_vectorised_groups_match_the_plain_definition():
+    """group_bounds against a token-by-token loop, on many random flag strings."""
+    def plain(flags, whole_word):
+        groups, open_group = [], False
+        for i, f in enumerate(flags):
+            if f & SPECIAL:
+                open_group = False
+            elif whole_word and open_group and not f & WORD_START:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+                open_group = True
+        return groups
+
+    rng = random.Random(0)
+    for _ in range(500):
+        n = rng.randint(3, 40)
+        flags = bytes([SPECIAL] + [rng.choice([0, WORD_START, CJK, WORD_START | CJK, SPECIAL])
+                                   for _ in range(n - 2)] + [SPECIAL])
+        for whole_word in (True, False):
+            assert [list(g) for g in mask_groups(flags, whole_word)] == plain(flags, whole_word)
