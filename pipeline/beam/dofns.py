@@ -119,6 +119,7 @@ class TokenizeDoFn(beam.DoFn):
     def process(self, batch: List[Tuple[str, List[str]]]):
         stats = Counter()
         texts = [s for _, sentences in batch for s in sentences]
+        Metrics.distribution(NAMESPACE, "batch_sentences").update(len(texts))
         spans = None
         if self._state.segmenter is not None:
             chinese = [i for i, t in enumerate(texts) if has_cjk(t)]
@@ -158,6 +159,7 @@ class CreateInstancesDoFn(beam.DoFn):
         pool = [d[1] for d in docs]
         stats = Counter()
         stats["buckets"] += 1
+        Metrics.distribution(NAMESPACE, "bucket_documents").update(len(pool))
         for dupe in range(self._dupe):
             for index, doc_id in enumerate(ids):
                 rng = rng_for(self._seed, "instances", doc_id, dupe)

@@ -108,3 +108,21 @@ def test_presets_load_and_name_a_real_vocab(name):
     assert config.max_predictions_per_seq == {128: 20, 512: 80}[config.max_seq_length]
     assert os.path.exists(config.vocab_file)
     assert ("chinese" in config.vocab_file) == name.startswith("zh")
+
+
+def test_progress_metrics_are_reported(tmp_path):
+    from apache_beam.metrics.metric import MetricsFilter
+
+    path = tmp_path / "docs.txt"
+    path.write_text("一。\n二。\n\n三。\n", encoding="utf-8")
+    p = TestPipeline()
+    read = p | beam.Create([str(path)]) | ReadDocuments(job_config(f"--input={path}"))
+    out = read.docs | Tokenize(job_config(), realdata.vocab())
+    result = p.run()
+    result.wait_until_finish()
+    counters = {r.key.metric.name: r.committed for r in
+                result.metrics().query(MetricsFilter().with_namespace(dofns.NAMESPACE))[
+                    "counters"]}
+    assert counters["documents"] == 2 and counters["sentences"] == 3 and counters["tokens"] == 6
+    dists = result.metrics().query(MetricsFilter().with_name("batch_sentences"))["distributions"]
+    assert sum(d.committed.sum for d in dists) == 3
