@@ -53,3 +53,19 @@ def test_a_different_seed_changes_the_data(tmp_path):
     assert a["total_instances"] and b["total_instances"]
     first = a["shards"]["parquet"][0]["path"]
     assert not filecmp.cmp(tmp_path / "a" / first, tmp_path / "b" / first, shallow=False)
+
+
+def test_output_does_not_depend_on_where_the_corpus_lives(tmp_path):
+    """Document ids are relative to the inputs' common directory, not absolute paths."""
+    (tmp_path / "here").mkdir()
+    (tmp_path / "there" / "deeper").mkdir(parents=True)
+    _corpus(tmp_path / "here")
+    _corpus(tmp_path / "there" / "deeper")
+    for where in ("here", "there/deeper"):
+        run([f"--input={tmp_path / where}/part*.txt", "--dupe_factor=1", "--num_shards=2",
+             f"--output_dir={tmp_path / 'out' / where}"])
+    shards = _shards(tmp_path / "out" / "here")
+    match, mismatch, errors = filecmp.cmpfiles(tmp_path / "out" / "here",
+                                               tmp_path / "out" / "there/deeper", shards,
+                                               shallow=False)
+    assert match == shards and not mismatch and not errors

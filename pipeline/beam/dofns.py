@@ -23,7 +23,7 @@ from apache_beam.utils import shared
 from pipeline import schema
 from pipeline.core import instances as core_instances
 from pipeline.core.seeds import rng_for, stable_hash64
-from pipeline.core.text import decompressed, iter_documents
+from pipeline.core.text import CorruptInputError, decompressed, iter_documents
 from pipeline.core.wordpiece import WordPieceTokenizer, has_cjk
 
 STATS = "stats"
@@ -32,7 +32,8 @@ LOG = logging.getLogger(__name__)
 
 # Counters mirrored into Beam metrics for progress (the full set goes to stats.json).
 _METRIC_KEYS = ("documents", "sentences", "tokens", "words", "instances", "masked_tokens",
-                "chars_removed", "binary_lines_skipped", "binary_files_skipped", "empty_documents", "jsonl_bad_lines",
+                "chars_removed", "binary_lines_skipped", "binary_files_skipped",
+                "empty_documents", "jsonl_bad_lines",
                 "sentences_cut", "sentences_empty_after_tokenization")
 
 
@@ -63,18 +64,27 @@ def localize(path: str) -> str:
 
 
 class ReadDocumentsDoFn(beam.DoFn):
-    """file path → (doc_id, [sentence, ...]) for each non-empty document of the file."""
+    """(file path, source name) → (doc_id, [sentence, ...]) per non-empty document.
+
+    Document ids start with the source name (the path relative to the inputs' common
+    directory), not the absolute path: the same corpus gives the same data wherever it is
+    mounted or copied.
+    """
 
     def __init__(self, *, input_format: str, text_field: str, max_sentence_chars: int):
         self._kw = dict(input_format=input_format, text_field=text_field,
                         max_sentence_chars=max_sentence_chars)
 
-    def process(self, path: str):
+    def process(self, element: Tuple[str, str]):
+        path, source = element
         stats = Counter()
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
             stream = decompressed(raw, path)
-            for doc in iter_documents(stream, source=path, stats=stats, **self._kw):
-                yield doc
+            try:
+                for doc in iter_documents(stream, source=source, stats=stats, **self._kw):
+                    yield doc
+            except CorruptInputError as e:
+                raise CorruptInputError(f"{path}: {e}") from e
         if stats["binary_files_skipped"]:
             LOG.warning("skipped %s: binary or not UTF-8", path)
         elif not stats["documents"]:

@@ -10,8 +10,9 @@ the pool random next segments are drawn from, as in NVIDIA's LDDL.
 from __future__ import annotations
 
 import math
+import posixpath
 from collections import Counter
-from typing import Sequence
+from typing import List, Sequence, Tuple
 
 import apache_beam as beam
 
@@ -29,7 +30,7 @@ def sum_counters(counters) -> Counter:
 
 
 class ReadDocuments(beam.PTransform):
-    """File paths → (doc_id, [sentence]); tagged output ``stats``."""
+    """(file path, source name) → (doc_id, [sentence]); tagged output ``stats``."""
 
     def __init__(self, config: JobConfig):
         super().__init__()
@@ -116,6 +117,15 @@ class BalancedShards(beam.PTransform):
             | "Group shards" >> beam.GroupByKey()
 
 
+def source_names(files: Sequence[str]) -> List[Tuple[str, str]]:
+    """(path, name relative to the files' common directory), sorted; a lone file: its name."""
+    files = sorted(files)
+    if not files:
+        return []
+    base = posixpath.dirname(files[0]) if len(files) == 1 else posixpath.commonpath(files)
+    return [(f, posixpath.relpath(f, base) if base else f) for f in files]
+
+
 def build(p: beam.Pipeline, *, config: JobConfig, files: Sequence[str], vocab: Sequence[str],
           vocab_sha256: str, ltp_identity: dict):
     """Add the whole job to ``p``; returns the PCollection holding the manifest."""
@@ -126,7 +136,9 @@ def build(p: beam.Pipeline, *, config: JobConfig, files: Sequence[str], vocab: S
         do_whole_word_mask=config.do_whole_word_mask, vocab_size=len(vocab),
         cls_id=vocab.index("[CLS]"), sep_id=vocab.index("[SEP]"),
         mask_id=vocab.index("[MASK]"))
-    read = p | "Files" >> beam.Create(sorted(files)) | "ReadDocuments" >> ReadDocuments(config)
+    read = (p
+            | "Files" >> beam.Create(source_names(files))
+            | "ReadDocuments" >> ReadDocuments(config))
     tokenized = read.docs | "Tokenize" >> Tokenize(config, vocab)
     made = tokenized.docs | "CreateInstances" >> CreateInstances(config, instance_config)
     shards = (made.instances

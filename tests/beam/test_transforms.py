@@ -19,6 +19,13 @@ def job_config(*flags):
     return JobConfig.from_options(PipelineOptions(list(flags)))
 
 
+def test_source_names_are_relative_to_the_common_directory():
+    from pipeline.beam.transforms import source_names
+    assert source_names(["/m/c/b.txt", "/m/c/a/x.gz"]) == [("/m/c/a/x.gz", "a/x.gz"),
+                                                           ("/m/c/b.txt", "b.txt")]
+    assert source_names(["gs://k/d/one.txt"]) == [("gs://k/d/one.txt", "one.txt")]
+
+
 def test_shard_of_balances_within_one():
     for total in (0, 1, 5, 97, 1000):
         for shards in (1, 3, 8):
@@ -49,9 +56,9 @@ def test_read_documents_gzip_and_stats(tmp_path):
     path.write_bytes(gzip.compress("第一句。\n第二句。\n\n第三句。\n".encode()))
     config = job_config(f"--input={path}")
     with TestPipeline() as p:
-        read = p | beam.Create([str(path)]) | ReadDocuments(config)
-        assert_that(read.docs, equal_to([(f"{path}:0", ["第一句。", "第二句。"]),
-                                         (f"{path}:1", ["第三句。"])]))
+        read = p | beam.Create([(str(path), "docs.txt.gz")]) | ReadDocuments(config)
+        assert_that(read.docs, equal_to([("docs.txt.gz:0", ["第一句。", "第二句。"]),
+                                         ("docs.txt.gz:1", ["第三句。"])]))
         assert_that(read[dofns.STATS] | beam.Map(lambda c: (c["documents"], c["sentences"])),
                     equal_to([(2, 3)]), label="stats")
 
@@ -116,7 +123,8 @@ def test_progress_metrics_are_reported(tmp_path):
     path = tmp_path / "docs.txt"
     path.write_text("一。\n二。\n\n三。\n", encoding="utf-8")
     p = TestPipeline()
-    read = p | beam.Create([str(path)]) | ReadDocuments(job_config(f"--input={path}"))
+    read = p | beam.Create([(str(path), "docs.txt")]) | ReadDocuments(
+        job_config(f"--input={path}"))
     out = read.docs | Tokenize(job_config(), realdata.vocab())
     result = p.run()
     result.wait_until_finish()
