@@ -67,14 +67,18 @@ def read_bytes(path: str) -> bytes:
 
 
 def ltp_identity(config: JobConfig) -> dict:
-    """What segmented the text, for the manifest; builds the default model here, once."""
+    """What segmented the text, for the manifest (hashes the model files, loads nothing).
+
+    The default model is built here, once, if it is not cached yet: workers then find it.
+    """
     if not config.do_whole_word_mask:
         return {"kind": "none", "reason": "--do_whole_word_mask=false: no segmentation"}
     from pipeline.beam.dofns import localize
-    from pipeline.core.segment import LtpSegmenter
+    from pipeline.core.segment import describe_model
 
     spec = config.ltp_model if config.ltp_model == "default" else localize(config.ltp_model)
-    identity = dict(LtpSegmenter(spec).model_identity())
+    identity = describe_model(spec, user_dict=localize(config.user_dict)
+                              if config.user_dict else None)
     identity["spec"] = config.ltp_model
     return identity
 

@@ -24,7 +24,7 @@ from pipeline import schema
 from pipeline.core import instances as core_instances
 from pipeline.core.seeds import rng_for, stable_hash64
 from pipeline.core.text import CorruptInputError, decompressed, iter_documents
-from pipeline.core.wordpiece import WordPieceTokenizer, has_cjk
+from pipeline.core.wordpiece import WordPieceTokenizer
 
 STATS = "stats"
 NAMESPACE = "bert_wwm"
@@ -131,13 +131,14 @@ class TokenizeDoFn(beam.DoFn):
         texts = [s for _, sentences in batch for s in sentences]
         Metrics.distribution(NAMESPACE, "batch_sentences").update(len(texts))
         spans = None
-        if self._state.segmenter is not None:
-            chinese = [i for i, t in enumerate(texts) if has_cjk(t)]
-            found = self._state.segmenter.word_spans([texts[i] for i in chinese])
-            spans = [()] * len(texts)
-            for i, s in zip(chinese, found):
-                spans[i] = s
-            stats["sentences_segmented"] += len(chinese)
+        segmenter = self._state.segmenter
+        if segmenter is not None:
+            before = dict(segmenter.stats)
+            spans = segmenter.word_spans(texts)  # texts without CJK are not sent to LTP
+            for ours, theirs in (("sentences_segmented", "segmented_texts"),
+                                 ("ltp_unaligned_words", "unaligned_words"),
+                                 ("ltp_failed_sentences", "failed_texts")):
+                stats[ours] += segmenter.stats[theirs] - before[theirs]
         encoded = self._state.tokenizer.encode(texts, spans, stats=stats)
         k = 0
         for doc_id, sentences in batch:

@@ -316,17 +316,29 @@ class LtpSegmenter:
 
     def model_identity(self) -> dict:
         """What the run manifest records about the segmenter."""
-        identity = {"kind": self.kind, "spec": self.spec, "ltp_version": _ltp_version(),
-                    "max_chars": self.max_chars}
-        if self.source == "dir":
-            identity.update(path=self.location, sha256=directory_sha256(self.location))
-        else:
-            identity.update(name=self.location, sha256=None)
-        if self.user_dict is not None:
-            with open(self.user_dict, "rb") as handle:
-                identity["user_dict_sha256"] = hashlib.sha256(handle.read()).hexdigest()
-            identity["user_dict_words"] = len(self.user_words)
+        identity = describe_model(self.spec, user_dict=self.user_dict)
+        identity.update(kind=self.kind, max_chars=self.max_chars)
         return identity
+
+
+def describe_model(spec: str, *, user_dict: str | Path | None = None) -> dict:
+    """The manifest's record of a model spec, without loading the model (hashes its files).
+
+    ``"default"`` is built here if it is not cached yet, so that workers find it ready.
+    """
+    source, location = resolve_model(spec)
+    identity = {"spec": spec, "ltp_version": _ltp_version()}
+    if source == "dir":
+        neural = bool(read_config(location).get("nerual", False))
+        identity.update(kind="neural" if neural else "legacy", path=location,
+                        sha256=directory_sha256(location))
+    else:
+        identity.update(kind="hub", name=location, sha256=None)
+    if user_dict is not None:
+        with open(user_dict, "rb") as handle:
+            identity["user_dict_sha256"] = hashlib.sha256(handle.read()).hexdigest()
+        identity["user_dict_words"] = len(load_user_dict(user_dict))
+    return identity
 
 
 def _ltp_version() -> str | None:

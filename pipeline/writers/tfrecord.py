@@ -38,7 +38,10 @@ def _field(number: int, payload: bytes) -> bytes:
 
 # Varint encodings of small non-negative ints (ids, positions, 0/1), looked up instead of
 # computed: serialization is a hot path (one Example per instance).
-_VARINT = [_varint(v) for v in range(1 << 17)]
+_VARINT = ([bytes((v,)) for v in range(1 << 7)]
+           + [bytes((v & 0x7F | 0x80, v >> 7)) for v in range(1 << 7, 1 << 14)]
+           + [bytes((v & 0x7F | 0x80, (v >> 7) & 0x7F | 0x80, v >> 14))
+              for v in range(1 << 14, 1 << 18)])
 _FLOAT_ONE, _FLOAT_ZERO = struct.pack("<f", 1.0), struct.pack("<f", 0.0)
 
 
