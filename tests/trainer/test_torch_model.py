@@ -1,0 +1,83 @@
+"""Model pieces: the gathered MLM loss equals transformers' labels= loss, metrics, optimizers."""
+import dataclasses
+
+import pytest
+import torch
+
+from trainer import data_contract
+from trainer.config import ModelConfig, TrainConfig, learning_rate
+from trainer.pt.data import ShardDataset, StreamConfig
+from trainer.pt.model import (Pretrainer, build_model, build_optimizer, build_scheduler,
+                              finish_metrics, param_groups)
+
+TINY = ModelConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                   intermediate_size=64, max_position_embeddings=64)
+
+
+@pytest.fixture
+def batch(train_dir):
+    spec = data_contract.load_data_dir(train_dir, TINY)
+    config = StreamConfig(paths=tuple(spec.paths("parquet")), batch_size=6, max_seq_length=32,
+                          max_predictions_per_seq=5)
+    return next(iter(ShardDataset(config)))
+
+
+def test_gathered_loss_equals_transformers_labels_loss(batch):
+    pretrainer = Pretrainer(build_model(TINY, generator_seed=0)).eval()
+    with torch.no_grad():
+        ours = pretrainer(batch)
+        theirs = pretrainer.model(input_ids=batch["input_ids"],
+                                  attention_mask=batch["attention_mask"],
+                                  token_type_ids=batch["token_type_ids"], labels=batch["labels"],
+                                  next_sentence_label=batch["next_sentence_label"])
+    assert ours["loss"].item() == pytest.approx(theirs.loss.item(), rel=1e-5)
+    # The head on gathered positions gives the same logits as the full-sequence head.
+    rows = torch.arange(6).unsqueeze(1)
+    full = theirs.prediction_logits[rows, batch["masked_lm_positions"]]
+    assert torch.allclose(ours["mlm_logits"], full, atol=1e-5)
+
+
+def test_metrics_are_weighted_by_masked_lm_weights(batch):
+    pretrainer = Pretrainer(build_model(TINY, generator_seed=0)).eval()
+    with torch.no_grad():
+        out = pretrainer(batch)
+    metrics = finish_metrics({k: float(v) for k, v in out.items() if v.dim() == 0})
+    assert out["masked_lm_count"].item() == batch["masked_lm_weights"].sum().item()
+    assert 0.0 <= metrics["masked_lm_accuracy"] <= 1.0
+    assert metrics["next_sentence_loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(out["nsp_logits"], batch["next_sentence_label"]).item(),
+        rel=1e-5)
+
+
+def test_same_seed_gives_same_weights_without_touching_the_process_rng():
+    state = torch.get_rng_state()
+    a, b = build_model(TINY, generator_seed=3), build_model(TINY, generator_seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_no_weight_decay_on_biases_and_layer_norm():
+    groups = param_groups(Pretrainer(build_model(TINY)), 0.01)
+    assert all(p.ndim >= 2 for p in groups[0]["params"])
+    assert groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in groups[1]["params"])
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
+def test_optimizers_reduce_the_loss_and_follow_the_schedule(batch, optimizer):
+    config = TrainConfig(optimizer=optimizer, learning_rate=1e-2, warmup_steps=2,
+                         num_train_steps=10)
+    pretrainer = Pretrainer(build_model(TINY, generator_seed=0)).eval()  # no dropout noise
+    opt = build_optimizer(pretrainer, config)
+    sched = build_scheduler(opt, config)
+    losses, lrs = [], []
+    for _ in range(8):
+        lrs.append(sched.get_last_lr()[0])
+        loss = pretrainer(batch)["loss"]
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    expected = [learning_rate(s, base_lr=1e-2, warmup_steps=2, total_steps=10) for s in range(8)]
+    assert lrs == pytest.approx(expected)

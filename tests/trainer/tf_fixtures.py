@@ -1,0 +1,118 @@
+"""Fixtures for the TF2 trainer tests: TFRecord shard dirs written exactly as the pipeline's
+contract says (``pipeline.schema``: Instance.padded_features, shard names, manifest keys) with
+``tf.io.TFRecordWriter`` + ``tf.train.Example``, so the trainer is tested without the Beam job.
+
+Instances carry a learnable signal so a few steps visibly reduce the loss: in "is next" pairs
+B starts with A's first word; masked tokens are drawn from a small skewed set.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from typing import List
+
+import tensorflow as tf
+
+from pipeline import schema
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SPECIALS = [schema.PAD, schema.UNK, schema.CLS, schema.SEP, schema.MASK]
+CLS_ID, SEP_ID, MASK_ID = 2, 3, 4
+FIRST_WORD = len(SPECIALS)
+# Model shapes of the tests: 2 layers, hidden 32 (vocab comes from the data, 64).
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=64)
+
+
+def make_instance(rng: random.Random, *, vocab_size: int, max_seq_length: int,
+                  max_predictions: int) -> schema.Instance:
+    """[CLS] A [SEP] B [SEP] of random words; labels as Google's (0 = B follows A)."""
+    n = rng.randint(12, max_seq_length)
+    len_a = rng.randint(4, n - 7)
+    body = [rng.randrange(FIRST_WORD, vocab_size) for _ in range(n - 3)]
+    a, b = body[:len_a], body[len_a:]
+    label = rng.randrange(2)
+    if label == schema.NSP_IS_NEXT:
+        b[0] = a[0]
+    tokens = [CLS_ID] + a + [SEP_ID] + b + [SEP_ID]
+    candidates = [i for i, t in enumerate(tokens) if t not in (CLS_ID, SEP_ID)]
+    num = min(max_predictions, max(1, round(len(tokens) * 0.15)))
+    positions = sorted(rng.sample(candidates, num))
+    ids = []
+    for p in positions:  # skewed targets: a unigram model alone beats uniform guessing
+        tokens[p] = FIRST_WORD + min(int(rng.expovariate(0.5)), vocab_size - FIRST_WORD - 1)
+        ids.append(tokens[p])
+        tokens[p] = MASK_ID
+    return schema.Instance(input_ids=tokens, num_a=len(a) + 2, masked_lm_positions=positions,
+                           masked_lm_ids=ids, next_sentence_label=label)
+
+
+def to_example(inst: schema.Instance, max_seq_length: int, max_predictions: int) -> bytes:
+    feats = inst.padded_features(max_seq_length, max_predictions)
+    feature = {}
+    for name, dtype, _ in schema.FEATURES:
+        if dtype == "float32":
+            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=feats[name]))
+        else:
+            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=feats[name]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def write_data_dir(out_dir: str, instances: List[schema.Instance], *, num_shards: int,
+                   max_seq_length: int, max_predictions: int, vocab_size: int,
+                   compression: str = "") -> str:
+    """TFRecord shards (round-robin split) + vocab.txt + manifest.json, as the pipeline does."""
+    os.makedirs(os.path.join(out_dir, schema.TFRECORD_DIR), exist_ok=True)
+    with open(os.path.join(out_dir, "vocab.txt"), "w", encoding="utf-8") as f:
+        words = [f"w{i}" for i in range(vocab_size - len(SPECIALS))]
+        f.write("\n".join(SPECIALS + words) + "\n")
+    entries = []
+    options = tf.io.TFRecordOptions(compression_type=compression)
+    for s in range(num_shards):
+        rel = os.path.join(schema.TFRECORD_DIR, schema.shard_name(s, num_shards, ".tfrecord"))
+        mine = instances[s::num_shards]
+        with tf.io.TFRecordWriter(os.path.join(out_dir, rel), options) as w:
+            for inst in mine:
+                w.write(to_example(inst, max_seq_length, max_predictions))
+        entries.append({"path": rel, "instances": len(mine)})
+    manifest = {
+        "format_version": schema.MANIFEST_FORMAT_VERSION, "max_seq_length": max_seq_length,
+        "max_predictions_per_seq": max_predictions, "vocab_size": vocab_size,
+        "do_lower_case": True, "vocab_file": "vocab.txt", "vocab_sha256": "",
+        "total_instances": len(instances), "shards": {"tfrecord": entries, "parquet": []},
+        "tfrecord_compression": compression, "config": {"fixture": True},
+    }
+    with open(os.path.join(out_dir, schema.MANIFEST_FILE), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+    return out_dir
+
+
+def make_data_dir(out_dir: str, *, num_instances: int, num_shards: int, seed: int,
+                  max_seq_length: int = 32, max_predictions: int = 5, vocab_size: int = 64,
+                  compression: str = "") -> str:
+    rng = random.Random(seed)
+    instances = [make_instance(rng, vocab_size=vocab_size, max_seq_length=max_seq_length,
+                               max_predictions=max_predictions) for _ in range(num_instances)]
+    return write_data_dir(out_dir, instances, num_shards=num_shards,
+                          max_seq_length=max_seq_length, max_predictions=max_predictions,
+                          vocab_size=vocab_size, compression=compression)
+
+
+def write_yaml(path: str, values: dict) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(f"{k}: {v}\n" for k, v in values.items()))
+    return path
+
+
+def run_python(code: str, *, timeout: int = 240) -> str:
+    """Run ``code`` in a fresh interpreter at the repo root (for logical-device setups, which
+    must precede TF's device initialisation); return stdout, raise with stderr on failure."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, timeout=timeout,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc.stdout

@@ -1,0 +1,169 @@
+"""The trainers' side of the data contract: read, validate and check a pipeline output dir.
+
+Both trainers call ``load_data_dir`` (or ``read_manifest`` + ``check_compatible``) before building
+a model step, so that a wrong vocabulary or a sequence length the model cannot embed fails in a
+second with a message naming both numbers, not hours later as an index error on a TPU.
+
+Framework-free on the default path: local directories are read with ``open``. Remote URLs
+(``gs://...``) go through ``tf.io.gfile`` when TensorFlow is already imported (the TF trainer),
+else through ``fsspec`` (which needs the protocol's filesystem package, e.g. gcsfs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import IO, Dict, List, Optional
+
+from pipeline import schema
+from trainer.config import ModelConfig
+
+FORMATS = (schema.TFRECORD_DIR, schema.PARQUET_DIR)  # "tfrecord", "parquet"
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def join(base: str, *parts: str) -> str:
+    """os.path.join for local paths (made absolute), '/'-join for URLs."""
+    if is_remote(base):
+        return "/".join([base.rstrip("/"), *parts])
+    return os.path.abspath(os.path.join(base, *parts))
+
+
+def open_binary(path: str) -> IO[bytes]:
+    """A readable binary file object for a local path or a URL (see module docstring)."""
+    if not is_remote(path):
+        return open(path, "rb")
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"].io.gfile.GFile(path, "rb")
+    import fsspec  # deferred: only remote reads need it
+
+    return fsspec.open(path, "rb").open()
+
+
+def read_manifest(data_dir: str) -> dict:
+    """``data_dir/manifest.json`` as a dict, validated by ``pipeline.schema.validate_manifest``.
+
+    Raises FileNotFoundError naming the path when the pipeline has not finished (the manifest is
+    written last), ValueError when keys are missing or the format version is unknown.
+    """
+    path = join(data_dir, schema.MANIFEST_FILE)
+    try:
+        with open_binary(path) as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: not a pipeline output dir, or the pipeline "
+                                "has not finished (it writes the manifest last)") from None
+    return schema.validate_manifest(manifest, source=path)
+
+
+def check_compatible(manifest: dict, model_config: ModelConfig, *,
+                     max_seq_length: Optional[int] = None,
+                     max_predictions_per_seq: Optional[int] = None) -> None:
+    """Refuse data the model cannot train on; ValueError listing every mismatch found.
+
+    max_seq_length / max_predictions_per_seq: what the training config expects for this phase
+    (None = accept the manifest's). The model's vocab_size must be set (see
+    ``resolve_model_config``) and equal the manifest's: a larger model vocab would train rows of
+    the embedding that no token uses, a smaller one fails with index errors mid-run.
+    """
+    problems = []
+    seq = manifest["max_seq_length"]
+    if seq > model_config.max_position_embeddings:
+        problems.append(f"data max_seq_length {seq} > model max_position_embeddings "
+                        f"{model_config.max_position_embeddings}")
+    if max_seq_length is not None and seq != max_seq_length:
+        problems.append(f"data max_seq_length {seq} != training config max_seq_length "
+                        f"{max_seq_length} (wrong phase's data?)")
+    preds = manifest["max_predictions_per_seq"]
+    if max_predictions_per_seq is not None and preds != max_predictions_per_seq:
+        problems.append(f"data max_predictions_per_seq {preds} != training config "
+                        f"max_predictions_per_seq {max_predictions_per_seq}")
+    if preds > seq:
+        problems.append(f"data max_predictions_per_seq {preds} > max_seq_length {seq}")
+    if model_config.vocab_size is None:
+        problems.append("model vocab_size is unset: call resolve_model_config first")
+    elif manifest["vocab_size"] != model_config.vocab_size:
+        problems.append(f"data vocab_size {manifest['vocab_size']} != model vocab_size "
+                        f"{model_config.vocab_size} (different vocab.txt?)")
+    if model_config.type_vocab_size < 2:
+        problems.append(f"model type_vocab_size {model_config.type_vocab_size} < 2: NSP data "
+                        "has segment ids 0 and 1")
+    if manifest["total_instances"] <= 0:
+        problems.append("data has no instances (total_instances is 0)")
+    if problems:
+        raise ValueError("data and model are incompatible:\n  " + "\n  ".join(problems))
+
+
+def resolve_model_config(model_config: ModelConfig, manifest: dict) -> ModelConfig:
+    """Fill an unset vocab_size from the manifest; a set one is kept (and checked later)."""
+    if model_config.vocab_size is not None:
+        return model_config
+    return dataclasses.replace(model_config, vocab_size=int(manifest["vocab_size"]))
+
+
+def shard_entries(manifest: dict, fmt: str) -> List[dict]:
+    """The manifest's ``shards[fmt]`` list of {"path", "instances"}; ValueError if absent."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    entries = manifest["shards"].get(fmt) or []
+    if not entries:
+        raise ValueError(f"manifest lists no {fmt} shards (pipeline run without that writer?)")
+    return entries
+
+
+def shard_paths(data_dir: str, manifest: dict, fmt: str) -> List[str]:
+    """Absolute paths (or URLs) of the ``fmt`` shards, in manifest order (sorted by name)."""
+    return [join(data_dir, e["path"]) for e in shard_entries(manifest, fmt)]
+
+
+def shard_sizes(manifest: dict, fmt: str) -> List[int]:
+    """Instances per shard, parallel to ``shard_paths``."""
+    return [int(e["instances"]) for e in shard_entries(manifest, fmt)]
+
+
+def vocab_path(data_dir: str, manifest: dict) -> str:
+    """Absolute path of the vocab the data was made with (the pipeline copies it into data_dir)."""
+    return join(data_dir, manifest["vocab_file"])
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """What a trainer needs from a checked data dir. Paths are absolute (or URLs)."""
+
+    data_dir: str
+    manifest: Dict
+    max_seq_length: int
+    max_predictions_per_seq: int
+    vocab_size: int
+    do_lower_case: bool
+    vocab_file: str
+    tfrecord_compression: str
+
+    def paths(self, fmt: str) -> List[str]:
+        return shard_paths(self.data_dir, self.manifest, fmt)
+
+    def sizes(self, fmt: str) -> List[int]:
+        return shard_sizes(self.manifest, fmt)
+
+
+def load_data_dir(data_dir: str, model_config: ModelConfig, *,
+                  max_seq_length: Optional[int] = None,
+                  max_predictions_per_seq: Optional[int] = None) -> DataSpec:
+    """read_manifest + check_compatible in one call; returns the facts trainers use.
+
+    model_config must already have its vocab_size resolved (``resolve_model_config``).
+    """
+    manifest = read_manifest(data_dir)
+    check_compatible(manifest, model_config, max_seq_length=max_seq_length,
+                     max_predictions_per_seq=max_predictions_per_seq)
+    return DataSpec(
+        data_dir=join(data_dir), manifest=manifest,
+        max_seq_length=int(manifest["max_seq_length"]),
+        max_predictions_per_seq=int(manifest["max_predictions_per_seq"]),
+        vocab_size=int(manifest["vocab_size"]), do_lower_case=bool(manifest["do_lower_case"]),
+        vocab_file=vocab_path(data_dir, manifest),
+        tfrecord_compression=manifest.get("tfrecord_compression", "") or "")

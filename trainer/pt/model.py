@@ -1,0 +1,172 @@
+"""BertForPreTraining, its losses and metrics as Google defines them, and the optimizer.
+
+The MLM head runs only on the masked positions ([B, P] gathered from [B, S]), as Google's
+run_pretraining does: the vocab projection is the largest matmul of a small BERT, and P = 20 of
+S = 128 positions is 6x less work than transformers' full-sequence ``labels=`` path. The loss is
+the same number (``tests/trainer/test_torch_model.py`` checks it against ``labels=``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertForPreTraining
+
+from trainer.config import ModelConfig, TrainConfig, learning_rate
+from trainer.hf_export import hf_bert_config
+
+# Google's metric names; *_sum/*_count are the additive parts used to average across batches
+# and ranks (all-reduce sums, then divide).
+METRIC_NAMES = ("masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy",
+                "next_sentence_loss")
+
+
+def build_model(model_config: ModelConfig, *, init_checkpoint: Optional[str] = None,
+                generator_seed: Optional[int] = None) -> BertForPreTraining:
+    """A fresh BertForPreTraining, or the weights of an HF directory (``--init_checkpoint``).
+
+    Fresh init draws from torch's process RNG (transformers offers no generator); with
+    generator_seed it runs under ``torch.random.fork_rng`` so the caller's RNG is untouched and
+    every rank builds identical weights.
+    """
+    if init_checkpoint:
+        return BertForPreTraining.from_pretrained(init_checkpoint)
+    config = hf_bert_config(model_config)
+    if generator_seed is None:
+        return BertForPreTraining(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(generator_seed)
+        return BertForPreTraining(config)
+
+
+class Pretrainer(nn.Module):
+    """Wraps BertForPreTraining so DDP sees one forward that returns loss and head outputs.
+
+    forward(batch) -> {"loss": [], "mlm_logits": [B, P, V], "nsp_logits": [B, 2]}.
+    """
+
+    def __init__(self, model: BertForPreTraining):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        outputs = self.model.bert(input_ids=batch["input_ids"],
+                                  attention_mask=batch["attention_mask"],
+                                  token_type_ids=batch["token_type_ids"])
+        sequence, pooled = outputs[0], outputs[1]            # [B, S, H], [B, H]
+        positions = batch["masked_lm_positions"]             # [B, P]
+        index = positions.unsqueeze(-1).expand(-1, -1, sequence.size(-1))
+        gathered = torch.gather(sequence, 1, index)           # [B, P, H]
+        mlm_logits = self.model.cls.predictions(gathered)     # [B, P, V]
+        nsp_logits = self.model.cls.seq_relationship(pooled)  # [B, 2]
+        sums = metric_sums(mlm_logits, nsp_logits, batch)
+        loss = (sums["masked_lm_loss_sum"] / sums["masked_lm_count"].clamp(min=1.0)
+                + sums["next_sentence_loss_sum"] / sums["next_sentence_count"])
+        return {"loss": loss, "mlm_logits": mlm_logits, "nsp_logits": nsp_logits, **sums}
+
+
+def metric_sums(mlm_logits: torch.Tensor, nsp_logits: torch.Tensor,
+                batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Additive pieces of Google's four metrics for one batch (float32 scalars).
+
+    MLM terms are weighted by masked_lm_weights (padding predictions weigh 0); NSP terms count
+    every example once.
+    """
+    weights = batch["masked_lm_weights"].float().reshape(-1)                # [B*P]
+    ids = batch["masked_lm_ids"].reshape(-1)
+    logits = mlm_logits.float().reshape(ids.numel(), -1)                    # [B*P, V]
+    nll = F.cross_entropy(logits, ids, reduction="none")  # rows contiguous: fast log_softmax
+    hits = (logits.argmax(-1) == ids).float()
+    nsp = nsp_logits.float()
+    labels = batch["next_sentence_label"]
+    return {
+        "masked_lm_loss_sum": (nll * weights).sum(),
+        "masked_lm_hits": (hits * weights).sum(),
+        "masked_lm_count": weights.sum(),
+        "next_sentence_loss_sum": F.cross_entropy(nsp, labels, reduction="sum"),
+        "next_sentence_hits": (nsp.argmax(-1) == labels).float().sum(),
+        "next_sentence_count": torch.tensor(float(labels.numel()), device=nsp.device),
+    }
+
+
+def finish_metrics(sums: Dict[str, float]) -> Dict[str, float]:
+    """Google's four metrics from summed pieces (over batches and ranks)."""
+    mlm = max(sums["masked_lm_count"], 1e-9)
+    nsp = max(sums["next_sentence_count"], 1e-9)
+    return {"masked_lm_accuracy": sums["masked_lm_hits"] / mlm,
+            "masked_lm_loss": sums["masked_lm_loss_sum"] / mlm,
+            "next_sentence_accuracy": sums["next_sentence_hits"] / nsp,
+            "next_sentence_loss": sums["next_sentence_loss_sum"] / nsp}
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list:
+    """Decay every weight matrix; not biases or LayerNorm parameters (as BERT does)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al. 2019): Adam's update rescaled per tensor by ||w|| / ||update||.
+
+    Decoupled weight decay is part of the update before the trust ratio; tensors with a zero
+    norm (fresh biases) use ratio 1. No bias correction, as in the paper's BERT runs.
+    """
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6,
+                 weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                update = m / (v.sqrt() + group["eps"]) + group["weight_decay"] * p
+                w_norm, u_norm = p.norm(), update.norm()
+                ratio = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm,
+                                    torch.ones_like(w_norm))
+                p.sub_(update * (group["lr"] * ratio))  # stays on device: no host sync
+        return None
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, config.weight_decay)
+    betas = (config.adam_beta1, config.adam_beta2)
+    if config.optimizer == "lamb":
+        return Lamb(groups, lr=config.learning_rate, betas=betas, eps=config.adam_epsilon)
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=betas,
+                             eps=config.adam_epsilon)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    """LambdaLR whose factor at update k is ``learning_rate(k) / base_lr`` (trainer.config)."""
+    def factor(step: int) -> float:
+        return learning_rate(step, base_lr=1.0, warmup_steps=config.warmup_steps,
+                             total_steps=config.num_train_steps)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def is_finite(value: torch.Tensor) -> bool:
+    return math.isfinite(float(value))
