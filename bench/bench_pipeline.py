@@ -1,0 +1,526 @@
+"""Throughput, CPU and memory of our pipeline vs Google's create_pretraining_data.py.
+
+One command, same corpus and settings for every tool (max_seq_length 128,
+max_predictions_per_seq 20, masked_lm_prob 0.15, dupe_factor 5, random_seed 12345)::
+
+    python bench/bench_pipeline.py --corpus pd --quick           # smoke check, < 3 min
+    python bench/bench_pipeline.py --corpus all --out bench/results/full.json
+    python bench/bench_pipeline.py --corpus pd --quick --scale 1 10 --tools google ours-mem
+    python bench/bench_pipeline.py --corpus pd --profile          # per-stage breakdown
+
+Every tool runs as its own subprocess, so its wall time, CPU time (user+sys of the whole process
+tree) and peak resident memory (sum over the tree, sampled every 50 ms from /proc) are its own.
+Each tool also runs once on a tiny input (a few lines) to measure its fixed start-up cost, which
+is subtracted to get the steady-state rate per core: input bytes / (CPU s - start-up CPU s).
+See bench/README.md for every column.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+import corpora  # noqa: E402  (bench/ is not a package)
+
+SETTINGS = dict(max_seq_length=128, max_predictions_per_seq=20, masked_lm_prob=0.15,
+                dupe_factor=5, random_seed=12345)
+TOOLS = ("google", "ours-mem", "ours-mp1", "ours-mp2", "floor-a", "floor-b")
+TOOL_LABELS = {
+    "google": "Google create_pretraining_data (1 proc, no WWM)",
+    "ours-mem": "ours DirectRunner in_memory",
+    "ours-mp1": "ours DirectRunner multi_processing x1",
+    "ours-mp2": "ours DirectRunner multi_processing x2",
+    "floor-a": "floor: LTP + tokenizers, pre-split words",
+    "floor-b": "floor: LTP spans + WordPiece offsets",
+}
+WORK = Path(os.environ.get("BENCH_WORK_DIR", "/tmp/bert_wwm_bench"))
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# --- measuring a process tree ------------------------------------------------------------------
+
+def _children_map():
+    """pid → parent pid for every process (from /proc/*/stat)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                parents[int(entry)] = int(fields[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    return parents
+
+
+def _tree(root: int):
+    parents = _children_map()
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        kids = [p for p, pp in parents.items() if pp == pid and p not in tree]
+        tree.update(kids)
+        frontier.extend(kids)
+    return tree
+
+
+def _sample(pid: int):
+    """(rss bytes, user+sys seconds) of one live process, or None."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            rss = int(f.read().split()[1]) * PAGE
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return rss, (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class TreeSampler(threading.Thread):
+    """Samples the RSS sum and per-process CPU of a process tree every ``interval`` seconds."""
+
+    def __init__(self, root: int, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.root, self.interval = root, interval
+        self.peak_rss, self.peak_procs = 0, 0
+        self.cpu = {}  # pid -> last seen user+sys seconds
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.is_set():
+            total, n = 0, 0
+            for pid in _tree(self.root):
+                got = _sample(pid)
+                if got:
+                    total += got[0]
+                    n += 1
+                    self.cpu[pid] = got[1]
+            if total > self.peak_rss:
+                self.peak_rss, self.peak_procs = total, n
+            self._halt.wait(self.interval)
+
+    def stop(self):
+        self._halt.set()
+        self.join()
+
+
+def measure(cmd, *, log: Path, env=None) -> dict:
+    """Run ``cmd``; wall s, CPU s of the tree, peak tree RSS, load averages around it."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                env=env or os.environ.copy())
+        sampler = TreeSampler(proc.pid)
+        sampler.start()
+        rc = proc.wait()
+    wall = time.perf_counter() - start
+    sampler.stop()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # RUSAGE_CHILDREN counts every descendant that was waited for (Beam reaps its workers);
+    # the /proc samples cover any that were not. The larger is the better lower bound.
+    cpu_rusage = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu_sampled = sum(sampler.cpu.values())
+    if rc != 0:
+        tail = log.read_bytes()[-3000:].decode("utf-8", "replace")
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed (rc={rc}):\n{tail}")
+    return {"wall_s": wall, "cpu_s": max(cpu_rusage, cpu_sampled), "cpu_rusage_s": cpu_rusage,
+            "cpu_sampled_s": cpu_sampled, "peak_rss_mb": sampler.peak_rss / 2**20,
+            "peak_procs": sampler.peak_procs, "load_before": load_before,
+            "load_after": os.getloadavg()}
+
+
+# --- the tools ---------------------------------------------------------------------------------
+
+def count_tfrecords(path: Path) -> int:
+    """Records in an uncompressed TFRecord file (reads only the length headers)."""
+    n = 0
+    with open(path, "rb") as f:
+        while True:
+            header = f.read(12)
+            if len(header) < 12:
+                return n
+            (length,) = struct.unpack("<Q", header[:8])
+            f.seek(length + 4, os.SEEK_CUR)
+            n += 1
+
+
+def tool_command(tool: str, corpus_path: Path, vocab: Path, out: Path):
+    py = sys.executable
+    if tool == "google":
+        return [py, str(BENCH / "run_google.py"), f"--input_file={corpus_path}",
+                f"--output_file={out / 'google.tfrecord'}", f"--vocab_file={vocab}",
+                "--do_lower_case=True"] + [f"--{k}={v}" for k, v in SETTINGS.items()]
+    if tool.startswith("ours"):
+        mode = {"ours-mem": ["--direct_running_mode=in_memory"],
+                "ours-mp1": ["--direct_running_mode=multi_processing", "--direct_num_workers=1"],
+                "ours-mp2": ["--direct_running_mode=multi_processing",
+                             "--direct_num_workers=2"]}[tool]
+        return [py, "-m", "pipeline.run", "--runner=DirectRunner", f"--input={corpus_path}",
+                f"--output_dir={out}", f"--vocab_file={vocab}", "--do_lower_case=true",
+                "--output_formats=tfrecord,parquet", "--overwrite"] + mode + \
+            [f"--{k}={v}" for k, v in SETTINGS.items()]
+    if tool.startswith("floor"):
+        return [py, str(Path(__file__).resolve()), "_floor", tool[-1], str(corpus_path),
+                str(vocab), str(out / "floor.json")]
+    raise ValueError(tool)
+
+
+def instances_made(tool: str, out: Path):
+    if tool == "google":
+        return count_tfrecords(out / "google.tfrecord")
+    if tool.startswith("ours"):
+        return json.loads((out / "manifest.json").read_text())["total_instances"]
+    return None
+
+
+def run_tool(tool: str, corpus_path: Path, vocab: Path, tag: str) -> dict:
+    out = WORK / "out" / f"{tag}-{tool}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    result = measure(tool_command(tool, corpus_path, vocab, out), log=out / "log.txt")
+    result["instances"] = instances_made(tool, out)
+    if tool.startswith("floor"):
+        result.update(json.loads((out / "floor.json").read_text()))
+    return result
+
+
+def floor_main(way: str, corpus_path: str, vocab_path: str, out: str) -> None:
+    """LTP legacy segmentation + tokenizers WordPiece alone, on the corpus's sentences.
+
+    a: LTP words → ``encode_batch(words, is_pretokenized=True)`` → ``word_ids``.
+    b: whole sentences → ``LtpSegmenter.word_spans`` + ``WordPieceTokenizer.encode`` (offsets).
+    """
+    from pipeline.core.segment import LtpSegmenter, contains_cjk
+    from pipeline.core.text import iter_documents
+    from pipeline.core.wordpiece import WordPieceTokenizer, read_vocab
+
+    with open(vocab_path, encoding="utf-8") as f:
+        tokenizer = WordPieceTokenizer(read_vocab(f.read()))
+    segmenter = LtpSegmenter("default")
+    stats = Counter()
+    with open(corpus_path, "rb") as f:
+        sentences = [s for _, doc in iter_documents(f, source=corpus_path, input_format="google",
+                                                    max_sentence_chars=500, stats=stats)
+                     for s in doc]
+    tokens = 0
+    for b in range(0, len(sentences), 1024):
+        batch = sentences[b:b + 1024]
+        if way == "a":
+            words = _ltp_words(segmenter, batch, contains_cjk)
+            encodings = tokenizer._tok.encode_batch(words, is_pretokenized=True,
+                                                    add_special_tokens=False)
+            tokens += sum(len(e.ids) for e in encodings if e.word_ids is not None)
+        else:
+            encoded = tokenizer.encode(batch, segmenter.word_spans(batch))
+            tokens += sum(len(e.ids) for e in encoded)
+    with open(out, "w") as f:
+        json.dump({"sentences": len(sentences), "tokens": tokens}, f)
+
+
+def _ltp_words(segmenter, batch, contains_cjk):
+    cjk = [i for i, s in enumerate(batch) if contains_cjk(s)]
+    words = [s.split() for s in batch]
+    found = segmenter._predict([batch[i] for i in cjk]) if cjk else []
+    for i, w in zip(cjk, found):
+        words[i] = [p for word in w for p in str(word).split()] or batch[i].split()
+    return [w or [s] for w, s in zip(words, batch)]
+
+
+# --- the benchmark -----------------------------------------------------------------------------
+
+def load_str(load) -> str:
+    return "/".join(f"{x:.2f}" for x in load)
+
+
+def bench_corpus(corpus: str, scale: int, quick: bool, tools, startup: dict) -> list:
+    path = corpora.corpus_file(corpus, scale=scale, quick=quick)
+    vocab = corpora.vocab_for(corpus)
+    size = path.stat().st_size
+    tag = f"{corpus}{'-quick' if quick else ''}-x{scale}"
+    rows = []
+    for tool in tools:
+        key = (tool, corpus)
+        if key not in startup:
+            tiny = corpora.tiny_file(corpus)
+            print(f"[{time.strftime('%H:%M:%S')}] start-up: {tool} on {tiny.name}", flush=True)
+            startup[key] = run_tool(tool, tiny, vocab, f"{corpus}-tiny")
+            startup[key]["input_bytes"] = tiny.stat().st_size
+        print(f"[{time.strftime('%H:%M:%S')}] {tool} on {tag} ({size / 1e6:.2f} MB), "
+              f"load {load_str(os.getloadavg())}", flush=True)
+        r = run_tool(tool, path, vocab, tag)
+        s = startup[key]
+        steady_cpu = max(r["cpu_s"] - s["cpu_s"], 1e-9)
+        steady_wall = max(r["wall_s"] - s["wall_s"], 1e-9)
+        r.update(tool=tool, corpus=corpus, scale=scale, quick=quick, input_bytes=size,
+                 startup_wall_s=s["wall_s"], startup_cpu_s=s["cpu_s"],
+                 startup_peak_rss_mb=s["peak_rss_mb"],
+                 mb_per_s_per_core=size / 1e6 / steady_cpu,
+                 mb_per_s_wall=size / 1e6 / steady_wall,
+                 instances_per_s=(r["instances"] / steady_wall) if r["instances"] else None)
+        rows.append(r)
+    google = next((r for r in rows if r["tool"] == "google"), None)
+    for r in rows:
+        if google:
+            r["per_core_vs_google"] = r["mb_per_s_per_core"] / google["mb_per_s_per_core"]
+            r["wall_vs_google"] = google["wall_s"] / r["wall_s"]
+    return rows
+
+
+def print_table(rows) -> None:
+    head = (f"{'tool':<9} {'corpus':<14} {'MB':>6} {'wall s':>7} {'CPU s':>7} {'RSS MB':>7} "
+            f"{'st.wall':>7} {'st.CPU':>6} {'MB/s/core':>9} {'inst':>7} {'inst/s':>7} "
+            f"{'xG core':>7} {'xG wall':>7}  load before→after")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        name = f"{r['corpus']}{'-q' if r['quick'] else ''}-x{r['scale']}"
+        inst = r["instances"] if r["instances"] is not None else "-"
+        ips = f"{r['instances_per_s']:.0f}" if r.get("instances_per_s") else "-"
+        xc = f"{r['per_core_vs_google']:.2f}" if "per_core_vs_google" in r else "-"
+        xw = f"{r['wall_vs_google']:.2f}" if "wall_vs_google" in r else "-"
+        print(f"{r['tool']:<9} {name:<14} {r['input_bytes'] / 1e6:>6.2f} {r['wall_s']:>7.1f} "
+              f"{r['cpu_s']:>7.1f} {r['peak_rss_mb']:>7.0f} {r['startup_wall_s']:>7.1f} "
+              f"{r['startup_cpu_s']:>6.1f} {r['mb_per_s_per_core']:>9.3f} {inst:>7} {ips:>7} "
+              f"{xc:>7} {xw:>7}  {load_str(r['load_before'])} → {load_str(r['load_after'])}")
+
+
+def targets(rows) -> list:
+    """The project's targets, evaluated on what was measured (reported, never asserted)."""
+    lines = []
+    label = lambda corpus, scale, quick: f"{corpus}{'-quick' if quick else ''} x{scale}"  # noqa
+    by = {(r["tool"], r["corpus"], r["scale"], r["quick"]): r for r in rows}
+    for (tool, corpus, scale, quick), r in sorted(by.items()):
+        if tool == "ours-mem" and corpus != "english" and "per_core_vs_google" in r:
+            ok = r["per_core_vs_google"] >= 2.5
+            lines.append(f"{label(corpus, scale, quick)}: ours per-core / Google per-core = "
+                         f"{r['per_core_vs_google']:.2f} (target >= 2.5: "
+                         f"{'met' if ok else 'NOT met'})")
+        if tool == "ours-mp2" and ("ours-mp1", corpus, scale, quick) in by:
+            one = by[("ours-mp1", corpus, scale, quick)]
+            speedup = (one["wall_s"] - one["startup_wall_s"]) / max(
+                r["wall_s"] - r["startup_wall_s"], 1e-9)
+            lines.append(f"{label(corpus, scale, quick)}: 2 workers vs 1 worker steady wall speed-up = "
+                         f"{speedup:.2f} (target >= 1.7: {'met' if speedup >= 1.7 else 'NOT met'})")
+    for (tool, corpus, scale, quick), r in sorted(by.items()):
+        if scale != 1 and (tool, corpus, 1, quick) in by:
+            base = by[(tool, corpus, 1, quick)]["peak_rss_mb"]
+            ratio = r["peak_rss_mb"] / base
+            note = ""
+            if tool.startswith("ours"):
+                note = f" (target < 1.5: {'met' if ratio < 1.5 else 'NOT met'})"
+            lines.append(f"{corpus}{'-quick' if quick else ''} peak RSS x{scale}/x1, {tool}: {r['peak_rss_mb']:.0f} / "
+                         f"{base:.0f} MB = {ratio:.2f}{note}")
+    return lines
+
+
+# --- per-stage profile -------------------------------------------------------------------------
+
+class Stage:
+    def __init__(self, name, table):
+        self.name, self.table = name, table
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.table.append((self.name, time.perf_counter() - self.wall,
+                           time.process_time() - self.cpu))
+
+
+def profile(corpus: str, scale: int, quick: bool) -> dict:
+    """The pipeline's steps as plain functions in this process, then the full in_memory run."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from pipeline import schema
+    from pipeline.core import instances as core
+    from pipeline.core.segment import LtpSegmenter
+    from pipeline.core.seeds import rng_for, stable_hash64
+    from pipeline.core.text import iter_documents
+    from pipeline.core.wordpiece import WordPieceTokenizer, has_cjk, read_vocab
+    from pipeline.writers.parquet import instances_to_table
+    from pipeline.writers.tfrecord import frame_record, serialize_example
+
+    path = corpora.corpus_file(corpus, scale=scale, quick=quick)
+    vocab_list = read_vocab(corpora.vocab_for(corpus).read_text(encoding="utf-8"))
+    table, stats = [], Counter()
+    with Stage("load models (not in the sum)", []):
+        tokenizer = WordPieceTokenizer(vocab_list)
+        segmenter = LtpSegmenter("default")
+    with Stage("read/clean/split", table):
+        with open(path, "rb") as f:
+            # Document ids as the job makes them for a lone input file: its name.
+            docs = list(iter_documents(f, source=path.name, input_format="google",
+                                       max_sentence_chars=500, stats=stats))
+    batches = [docs[b:b + 64] for b in range(0, len(docs), 64)]  # --tokenize_batch_size
+    spans_per_batch = []
+    with Stage("LTP segmentation (word_spans)", table):
+        for batch in batches:
+            texts = [s for _, sents in batch for s in sents]
+            chinese = [i for i, t in enumerate(texts) if has_cjk(t)]
+            found = segmenter.word_spans([texts[i] for i in chinese])
+            spans = [()] * len(texts)
+            for i, s in zip(chinese, found):
+                spans[i] = s
+            spans_per_batch.append((texts, spans))
+    tokenized = []
+    with Stage("WordPiece + word flags (encode)", table):
+        for batch, (texts, spans) in zip(batches, spans_per_batch):
+            encoded = tokenizer.encode(texts, spans, stats=stats)
+            k = 0
+            for doc_id, sents in batch:
+                kept = [e for e in encoded[k:k + len(sents)] if len(e.ids)]
+                k += len(sents)
+                if kept:
+                    tokenized.append((doc_id, kept))
+    config = core.InstanceConfig(
+        max_seq_length=128, max_predictions_per_seq=20, masked_lm_prob=0.15,
+        vocab_size=len(vocab_list), cls_id=vocab_list.index("[CLS]"),
+        sep_id=vocab_list.index("[SEP]"), mask_id=vocab_list.index("[MASK]"))
+    seed, dupe_factor = SETTINGS["random_seed"], SETTINGS["dupe_factor"]
+    made = []
+    with Stage("instances + masking (Google's algorithm)", table):
+        n_buckets = max(1, -(-len(tokenized) // 10000))  # --docs_per_bucket default
+        buckets = [[] for _ in range(n_buckets)]
+        for doc in tokenized:
+            buckets[stable_hash64(seed, "bucket", doc[0]) % n_buckets].append(doc)
+        for bucket in buckets:
+            bucket.sort(key=lambda d: d[0])
+            pool = [d[1] for d in bucket]
+            for dupe in range(dupe_factor):
+                for index, (doc_id, _) in enumerate(bucket):
+                    rng = rng_for(seed, "instances", doc_id, dupe)
+                    for j, inst in enumerate(core.create_instances_from_document(
+                            pool, index, config, rng, stats)):
+                        made.append((stable_hash64(seed, "order", doc_id, dupe, j), inst))
+    with Stage("pack + unpack (inter-stage wire format)", table):
+        blobs = [(k, schema.pack_instance(i)) for k, i in made]
+        instances = [schema.unpack_instance(b) for _, b in sorted(blobs)]
+    with Stage("TFRecord serialize + frame", table):
+        records = [frame_record(serialize_example(i, 128, 20)) for i in instances]
+    with Stage("Parquet (instances_to_table + write)", table):
+        shards = 4
+        for s in range(shards):
+            part = instances[s::shards]
+            sink = io.BytesIO()
+            pq.write_table(instances_to_table(part), sink, compression="snappy")
+    del records
+    out = WORK / "out" / f"profile-{corpus}"
+    argv = [f"--input={path}", f"--output_dir={out}", "--overwrite", "--runner=DirectRunner",
+            "--direct_running_mode=in_memory", f"--vocab_file={corpora.vocab_for(corpus)}",
+            "--output_formats=tfrecord,parquet"] + [f"--{k}={v}" for k, v in SETTINGS.items()]
+    from pipeline.run import run
+
+    full = []
+    with Stage("full DirectRunner in_memory run", full):
+        manifest = run(argv)
+    stage_wall = sum(w for _, w, _ in table)
+    stage_cpu = sum(c for _, _, c in table)
+    overhead = ("Beam overhead (full run - sum of stages)", full[0][1] - stage_wall,
+                full[0][2] - stage_cpu)
+    return {"corpus": corpus, "scale": scale, "quick": quick, "input_bytes": path.stat().st_size,
+            "documents": len(docs), "instances_profile": len(instances),
+            "instances_pipeline": manifest["total_instances"],
+            "stages": [dict(stage=n, wall_s=w, cpu_s=c) for n, w, c in table + [overhead]],
+            "full_run": dict(wall_s=full[0][1], cpu_s=full[0][2]),
+            "load_after": os.getloadavg()}
+
+
+def print_profile(p: dict) -> None:
+    total_w, total_c = p["full_run"]["wall_s"], p["full_run"]["cpu_s"]
+    print(f"\nper-stage profile: {p['corpus']}{'-quick' if p['quick'] else ''} x{p['scale']}, "
+          f"{p['input_bytes'] / 1e6:.2f} MB, {p['documents']} docs, {p['instances_profile']} "
+          f"instances (pipeline: {p['instances_pipeline']}); load after "
+          f"{load_str(p['load_after'])}")
+    print(f"{'stage':<45} {'wall s':>8} {'share':>6} {'CPU s':>8} {'share':>6}")
+    for s in p["stages"]:
+        print(f"{s['stage']:<45} {s['wall_s']:>8.2f} {s['wall_s'] / total_w:>6.1%} "
+              f"{s['cpu_s']:>8.2f} {s['cpu_s'] / total_c:>6.1%}")
+    print(f"{'= full DirectRunner in_memory run':<45} {total_w:>8.2f} {1:>6.0%} "
+          f"{total_c:>8.2f} {1:>6.0%}")
+
+
+def code_version() -> str:
+    """sha256 over pipeline/**/*.py: which code a result was measured on (it changes often)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for f in sorted((REPO / "pipeline").rglob("*.py")):
+        digest.update(f.relative_to(REPO).as_posix().encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "_floor":
+        floor_main(*argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default="pd", choices=corpora.CORPORA + ("all",))
+    parser.add_argument("--scale", type=int, nargs="+", default=[1])
+    parser.add_argument("--quick", action="store_true", help="a ~200 KB slice of each corpus")
+    parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=TOOLS)
+    parser.add_argument("--profile", action="store_true", help="per-stage breakdown instead")
+    parser.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    args = parser.parse_args(argv)
+    names = corpora.CORPORA if args.corpus == "all" else (args.corpus,)
+    from pipeline.core.ltp_default import default_model_dir
+
+    model = default_model_dir()  # built (trained, ~30 s) before anything is timed
+    meta = {"settings": SETTINGS, "code_sha256": code_version(),
+            "python": sys.version.split()[0], "cpus": os.cpu_count(),
+            "machine": platform.platform(), "ltp_model": str(model),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_start": os.getloadavg()}
+    result = {"meta": meta}
+    if args.profile:
+        result["profiles"] = []
+        for name in names:
+            for scale in args.scale:
+                p = profile(name, scale, args.quick)
+                print_profile(p)
+                result["profiles"].append(p)
+    else:
+        rows, startup = [], {}
+        for name in names:
+            for scale in args.scale:
+                rows.extend(bench_corpus(name, scale, args.quick, args.tools, startup))
+        print()
+        print_table(rows)
+        print()
+        for line in targets(rows):
+            print(line)
+        result.update(rows=rows, startup={f"{t}/{c}": v for (t, c), v in startup.items()},
+                      targets=targets(rows))
+    meta["load_end"] = os.getloadavg()
+    print(f"\nload averages (1/5/15 min): start {load_str(meta['load_start'])}, "
+          f"end {load_str(meta['load_end'])}; {os.cpu_count()} CPUs; "
+          f"pipeline code {meta['code_sha256']}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, default=str))
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
