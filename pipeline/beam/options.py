@@ -75,7 +75,7 @@ class WwmOptions(PipelineOptions):
             help="replace the pipeline's files in a non-empty --output_dir")
         add("--max_sentence_chars", type=int, default=500,
             help="longer sentences are cut (at a comma or space when possible)")
-        add("--docs_per_bucket", type=int, default=10000,
+        add("--docs_per_bucket", type=int, default=1000,
             help="documents per pool that random next segments are drawn from")
         add("--tokenize_batch_size", type=int, default=64,
             help="most documents per segmentation/WordPiece batch")
