@@ -206,7 +206,8 @@ def floor_main(way: str, corpus_path: str, vocab_path: str, out: str) -> None:
     a: LTP words → ``encode_batch(words, is_pretokenized=True)`` → ``word_ids``.
     b: whole sentences → ``LtpSegmenter.word_spans`` + ``WordPieceTokenizer.encode`` (offsets).
     """
-    from pipeline.core.segment import LtpSegmenter, contains_cjk
+    from pipeline.core.segment import LtpSegmenter
+    from pipeline.core.text import has_cjk
     from pipeline.core.text import iter_documents
     from pipeline.core.wordpiece import WordPieceTokenizer, read_vocab
 
@@ -222,7 +223,7 @@ def floor_main(way: str, corpus_path: str, vocab_path: str, out: str) -> None:
     for b in range(0, len(sentences), 1024):
         batch = sentences[b:b + 1024]
         if way == "a":
-            words = _ltp_words(segmenter, batch, contains_cjk)
+            words = _ltp_words(segmenter, batch, has_cjk)
             encodings = tokenizer._tok.encode_batch(words, is_pretokenized=True,
                                                     add_special_tokens=False)
             tokens += sum(len(e.ids) for e in encodings if e.word_ids is not None)
@@ -233,8 +234,8 @@ def floor_main(way: str, corpus_path: str, vocab_path: str, out: str) -> None:
         json.dump({"sentences": len(sentences), "tokens": tokens}, f)
 
 
-def _ltp_words(segmenter, batch, contains_cjk):
-    cjk = [i for i, s in enumerate(batch) if contains_cjk(s)]
+def _ltp_words(segmenter, batch, has_cjk):
+    cjk = [i for i, s in enumerate(batch) if has_cjk(s)]
     words = [s.split() for s in batch]
     found = segmenter._predict([batch[i] for i in cjk]) if cjk else []
     for i, w in zip(cjk, found):
@@ -355,7 +356,8 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
     from pipeline.core.segment import LtpSegmenter
     from pipeline.core.seeds import rng_for, stable_hash64
     from pipeline.core.text import iter_documents
-    from pipeline.core.wordpiece import WordPieceTokenizer, has_cjk, read_vocab
+    from pipeline.core.text import has_cjk
+    from pipeline.core.wordpiece import WordPieceTokenizer, read_vocab
     from pipeline.writers.parquet import instances_to_table
     from pipeline.writers.tfrecord import frame_record, serialize_example
 

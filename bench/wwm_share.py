@@ -20,7 +20,7 @@ from collections import Counter
 import pyarrow.parquet as pq
 
 from pipeline.core.segment import LtpSegmenter
-from pipeline.core.wordpiece import is_cjk_char
+from pipeline.core.text import is_cjk_char
 
 
 def chinese_runs(tokens):

@@ -5,7 +5,6 @@ import os
 
 import pytest
 
-from pipeline import schema
 from pipeline.run import run
 from tests import realdata
 

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes

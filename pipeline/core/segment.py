@@ -44,11 +44,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from pipeline.core.text import has_cjk
+
 Spans = list[tuple[int, int]]
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
-_CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2A6DF),
-               (0x2A700, 0x2EBEF), (0x2F800, 0x2FA1F), (0x30000, 0x323AF))
 _BREAK_STRONG = set("。！？；!?;\n")
 _BREAK_WEAK = set("，、,：:")
 NEURAL_MAX_CHARS = 500
@@ -56,16 +56,6 @@ LEGACY_MAX_CHARS = 20_000
 _LOOKAHEAD = 64
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _WHITESPACE = re.compile(r"\s")
-
-
-def is_cjk(ch: str) -> bool:
-    """True for a CJK unified/compatibility ideograph (all planes BERT's tokenizer treats so)."""
-    code = ord(ch)
-    return any(lo <= code <= hi for lo, hi in _CJK_RANGES)
-
-
-def contains_cjk(text: str) -> bool:
-    return any(is_cjk(ch) for ch in text)
 
 
 def model_safe(text: str) -> str:
@@ -297,7 +287,7 @@ class LtpSegmenter:
         jobs: list[tuple[int, int, str]] = []  # (text index, offset, chunk)
         for i, text in enumerate(texts):
             self.stats["texts"] += 1
-            if not isinstance(text, str) or not contains_cjk(text):
+            if not isinstance(text, str) or not has_cjk(text):
                 continue
             self.stats["segmented_texts"] += 1
             self.stats["chars"] += len(text)

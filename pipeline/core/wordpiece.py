@@ -22,6 +22,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from pipeline import schema
+from pipeline.core.text import is_cjk_char
 
 # Flags per token (one byte each).
 WORD_START = 1  # first piece of a word: masking groups begin here
@@ -32,18 +33,6 @@ class Sentence(NamedTuple):
     """Token ids and per-token flags of one sentence (both of equal length)."""
     ids: array  # array('i')
     flags: bytes
-
-
-def is_cjk_char(ch: str) -> bool:
-    """CJK Unified Ideographs and extensions, compatibility ideographs (Google's ranges)."""
-    cp = ord(ch)
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
-            or 0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF
-            or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
-
-
-def has_cjk(text: str) -> bool:
-    return any(is_cjk_char(ch) for ch in text)
 
 
 def read_vocab(text: str) -> List[str]:

@@ -125,7 +125,7 @@ def test_progress_metrics_are_reported(tmp_path):
     p = TestPipeline()
     read = p | beam.Create([(str(path), "docs.txt")]) | ReadDocuments(
         job_config(f"--input={path}"))
-    out = read.docs | Tokenize(job_config(), realdata.vocab())
+    read.docs | Tokenize(job_config(), realdata.vocab())
     result = p.run()
     result.wait_until_finish()
     counters = {r.key.metric.name: r.committed for r in

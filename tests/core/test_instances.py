@@ -3,7 +3,6 @@ import random
 from array import array
 from collections import Counter
 
-import pytest
 
 from pipeline import schema
 from pipeline.core.instances import (SPECIAL, InstanceConfig, create_instances_from_document,

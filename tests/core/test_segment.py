@@ -11,7 +11,8 @@ import time
 import pytest
 
 from pipeline.core import ltp_default, peoples_daily
-from pipeline.core.segment import (LtpSegmenter, align_words, contains_cjk, load_user_dict,
+from pipeline.core.text import has_cjk
+from pipeline.core.segment import (LtpSegmenter, align_words, load_user_dict,
                                    resolve_model, split_for_model)
 from tests import realdata
 
@@ -56,7 +57,7 @@ def test_held_out_f1(seg):
     assert result["f1"] >= 0.93, result
     assert seg.stats["unaligned_words"] == before["unaligned_words"]
     assert seg.stats["failed_texts"] == before["failed_texts"]
-    n_cjk = sum(map(contains_cjk, ("".join(p.words) for p in peoples_daily.held_out_paragraphs())))
+    n_cjk = sum(map(has_cjk, ("".join(p.words) for p in peoples_daily.held_out_paragraphs())))
     assert 1900 < n_cjk < 1948  # a few paragraphs are digits/Latin only: not segmented
     assert seg.stats["segmented_texts"] - before["segmented_texts"] == n_cjk
 
@@ -64,7 +65,7 @@ def test_held_out_f1(seg):
 def test_spans_are_exact_offsets_of_ltp_words(seg, held_out_texts, default_ltp_model_dir):
     from ltp import LTP
 
-    texts = [t for t in held_out_texts[:300] if contains_cjk(t)]
+    texts = [t for t in held_out_texts[:300] if has_cjk(t)]
     direct = LTP(str(default_ltp_model_dir)).pipeline(texts, tasks=["cws"]).cws
     for text, spans, words in zip(texts, seg.word_spans(texts), direct):
         assert [text[s:e] for s, e in spans] == words
@@ -95,7 +96,7 @@ def test_odd_texts_never_crash(seg):
     for text, spans in zip(texts, results):
         check_spans(text, spans)
         covered = {i for s, e in spans for i in range(s, e)}
-        expected = {i for i, c in enumerate(text) if not c.isspace() and contains_cjk(text)}
+        expected = {i for i, c in enumerate(text) if not c.isspace() and has_cjk(text)}
         assert covered == expected, text  # legacy LTP keeps every non-space character
     assert [ODD[0][s:e] for s, e in results[0]][:2] == ["中国", "人民"]
 
@@ -103,7 +104,7 @@ def test_odd_texts_never_crash(seg):
 def test_non_cjk_texts_get_no_spans(seg):
     texts = ["hello world", "", "   ", "１２３４", "ＡＢＣ", "\x00", "😀", "かなカナ", "한국어"]
     assert seg.word_spans(texts) == [[] for _ in texts]
-    assert not contains_cjk("hello") and contains_cjk("a中") and contains_cjk("𠀀")
+    assert not has_cjk("hello") and has_cjk("a中") and has_cjk("𠀀")
 
 
 def test_long_text_is_chunked_and_offsets_shifted(default_ltp_model_dir, held_out_texts):

@@ -1,6 +1,4 @@
 """Model pieces: the gathered MLM loss equals transformers' labels= loss, metrics, optimizers."""
-import dataclasses
-
 import pytest
 import torch
 
