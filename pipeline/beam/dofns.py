@@ -44,23 +44,31 @@ def report(stats: Counter) -> None:
 
 
 def localize(path: str) -> str:
-    """A local path for ``path``: remote files/directories (gs://, s3://, ...) are copied once."""
-    if "://" not in path or path.startswith("file://"):
-        return path[len("file://"):] if path.startswith("file://") else path
-    target = tempfile.mkdtemp(prefix="bert_wwm_")
+    """A local path for ``path``: a remote directory or file (gs://, s3://, ...) is copied to a
+    fresh temporary directory; local paths (and file://) are returned as they are."""
+    if path.startswith("file://"):
+        return path[len("file://"):]
+    if "://" not in path:
+        return path
     base = path.rstrip("/")
-    matches = FileSystems.match([base + "/**"])[0].metadata_list
-    if not matches:  # a single file
-        matches = FileSystems.match([base])[0].metadata_list
-        base = base.rsplit("/", 1)[0]
-    for meta in matches:
-        local = os.path.join(target, meta.path[len(base):].lstrip("/"))
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        with FileSystems.open(meta.path, compression_type=CompressionTypes.UNCOMPRESSED) as src, \
-                open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    return target if len(matches) != 1 or path.endswith("/") else os.path.join(
-        target, matches[0].path[len(base):].lstrip("/"))
+    target = tempfile.mkdtemp(prefix="bert_wwm_")
+    inside = FileSystems.match([base + "/**"])[0].metadata_list
+    if inside:  # a directory (e.g. an LTP model): copy it whole, keep relative names
+        for meta in inside:
+            _copy(meta.path, os.path.join(target, meta.path[len(base):].lstrip("/")))
+        return target
+    if not FileSystems.match([base])[0].metadata_list:
+        raise FileNotFoundError(f"{path} does not exist")
+    local = os.path.join(target, base.rsplit("/", 1)[-1])
+    _copy(base, local)
+    return local
+
+
+def _copy(remote: str, local: str) -> None:
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    with FileSystems.open(remote, compression_type=CompressionTypes.UNCOMPRESSED) as src, \
+            open(local, "wb") as dst:
+        shutil.copyfileobj(src, dst)
 
 
 class ReadDocumentsDoFn(beam.DoFn):
