@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from collections import Counter
 from typing import List, Optional, Sequence, Tuple
-
-import numpy as np
 
 from pipeline import schema
 from pipeline.core.wordpiece import CJK, WORD_START, Sentence
@@ -89,31 +88,26 @@ def num_to_predict(num_tokens: int, config: InstanceConfig) -> int:
                max(1, int(round(num_tokens * config.masked_lm_prob))))
 
 
+# Flags → one letter per position, so groups are found by a regex (a C loop, about twice as
+# fast as numpy on ~128 positions): X special ([CLS]/[SEP]), S word start, c continuation.
+_LETTERS = bytes(ord("X") if f & SPECIAL else ord("S") if f & WORD_START else ord("c")
+                 for f in range(256))
+# A group starts at a word start, or at a continuation right after [CLS]/[SEP] (so a piece cut
+# loose by truncation never joins a word across [SEP]), and runs over the continuations.
+_WORD_GROUP = re.compile(rb"(?:S|(?<=X)c)c*")
+_TOKEN_GROUP = re.compile(rb"[Sc]")
+
+
 def group_bounds(flags: bytes, whole_word: bool) -> Tuple[List[int], List[int]]:
     """(starts, ends) of the candidate masking groups, in position order.
 
     One group per word with ``whole_word`` (a word start and its continuations), else one per
     token. ``flags`` has ``SPECIAL`` at [CLS]/[SEP]: never candidates, and they end any open
-    group, so a piece cut loose by truncation never joins a word across [SEP]. Vectorised:
-    this runs once per instance.
+    group. Runs once per instance.
     """
-    f = np.frombuffer(flags, dtype=np.uint8)
-    special = (f & SPECIAL) != 0
-    if whole_word:
-        after_special = np.empty_like(special)
-        after_special[0] = True
-        after_special[1:] = special[:-1]
-        starts = np.flatnonzero((((f & WORD_START) != 0) | after_special) & ~special)
-        # A group ends at the next start or the next special position.
-        boundaries = np.flatnonzero(special)
-        next_start = np.append(starts[1:], len(f))
-        next_special = boundaries[np.searchsorted(boundaries, starts)] if len(boundaries) \
-            else np.full(len(starts), len(f))
-        ends = np.minimum(next_start, next_special)
-    else:
-        starts = np.flatnonzero(~special)
-        ends = starts + 1
-    return starts.tolist(), ends.tolist()
+    pattern = _WORD_GROUP if whole_word else _TOKEN_GROUP
+    spans = [m.span() for m in pattern.finditer(bytes(flags).translate(_LETTERS))]
+    return [s for s, _ in spans], [e for _, e in spans]
 
 
 def mask_groups(flags: bytes, whole_word: bool) -> List[range]:

@@ -206,7 +206,7 @@ def test_chinese_words_masked_whole_on_real_text():
     assert share > 0.8  # most masked characters belong to a two-character word masked whole
 
 
-def test_vectorised_groups_match_the_plain_definition():
+def test_regex_groups_match_the_plain_definition():
     """group_bounds against a token-by-token loop, on many random flag strings."""
     def plain(flags, whole_word):
         groups, open_group = [], False
