@@ -118,7 +118,10 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # force: importing Beam may already have configured the root logger at WARNING level,
+    # which would swallow our start and end lines.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        force=True)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)  # keep our progress lines visible
     try:
         run()

@@ -132,3 +132,18 @@ def test_non_empty_output_dir_is_refused_then_overwritten(job, tmp_path):
 def test_missing_input_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="matches no file"):
         run([f"--input={tmp_path}/nothing-*.txt", f"--output_dir={tmp_path}/o"])
+
+
+def test_command_line_says_where_the_output_went_and_refuses_clearly(tmp_path):
+    import subprocess
+    import sys
+
+    small = tmp_path / "small.txt"
+    small.write_text("\n\n".join(sample_documents(4)), encoding="utf-8")
+    argv = [sys.executable, "-m", "pipeline.run", f"--input={small}",
+            f"--output_dir={tmp_path / 'out'}", "--dupe_factor=1", "--num_shards=1"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=realdata.REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "reading 1 file(s)" in done.stderr and "instances in 1 shard(s) under" in done.stderr
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=realdata.REPO)
+    assert again.returncode == 2 and "pass --overwrite" in again.stderr
