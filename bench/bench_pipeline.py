@@ -352,14 +352,17 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
     import pyarrow.parquet as pq
 
     from pipeline import schema
+    import numpy as np
+
     from pipeline.core import instances as core
+    from pipeline.core.batched import create_bucket_instances
     from pipeline.core.segment import LtpSegmenter
-    from pipeline.core.seeds import rng_for, stable_hash64
+    from pipeline.core.seeds import stable_hash64
     from pipeline.core.text import iter_documents
     from pipeline.core.text import has_cjk
     from pipeline.core.wordpiece import WordPieceTokenizer, read_vocab
-    from pipeline.writers.parquet import instances_to_table
-    from pipeline.writers.tfrecord import frame_record, serialize_example
+    from pipeline.writers.parquet import batch_to_table
+    from pipeline.writers.tfrecord import frame_record, serialize_batch
 
     path = corpora.corpus_file(corpus, scale=scale, quick=quick)
     vocab_list = read_vocab(corpora.vocab_for(corpus).read_text(encoding="utf-8"))
@@ -399,31 +402,28 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
         sep_id=vocab_list.index("[SEP]"), mask_id=vocab_list.index("[MASK]"))
     seed, dupe_factor = SETTINGS["random_seed"], SETTINGS["dupe_factor"]
     made = []
-    with Stage("instances + masking (Google's algorithm)", table):
-        n_buckets = max(1, -(-len(tokenized) // 10000))  # --docs_per_bucket default
+    with Stage("instances + masking (vectorized, per bucket)", table):
+        n_buckets = max(1, -(-len(tokenized) // 1000))  # --docs_per_bucket default
         buckets = [[] for _ in range(n_buckets)]
         for doc in tokenized:
             buckets[stable_hash64(seed, "bucket", doc[0]) % n_buckets].append(doc)
-        for bucket in buckets:
+        for key, bucket in enumerate(buckets):
             bucket.sort(key=lambda d: d[0])
-            pool = [d[1] for d in bucket]
-            for dupe in range(dupe_factor):
-                for index, (doc_id, _) in enumerate(bucket):
-                    rng = rng_for(seed, "instances", doc_id, dupe)
-                    for j, inst in enumerate(core.create_instances_from_document(
-                            pool, index, config, rng, stats)):
-                        made.append((stable_hash64(seed, "order", doc_id, dupe, j), inst))
-    with Stage("pack + unpack (inter-stage wire format)", table):
-        blobs = [(k, schema.pack_instance(i)) for k, i in made]
-        instances = [schema.unpack_instance(b) for _, b in sorted(blobs)]
+            made.append(create_bucket_instances([d[1] for d in bucket], config,
+                                                dupe_factor=dupe_factor, seed=seed,
+                                                bucket=key, stats=stats))
+    shards = 4
+    with Stage("split to shards + shard shuffle", table):
+        everything = schema.InstanceBatch.concat(made)
+        parts = [everything.take(np.arange(s, len(everything), shards)) for s in range(shards)]
+        parts = [p.take(np.random.default_rng(s).permutation(len(p))) for s, p in enumerate(parts)]
     with Stage("TFRecord serialize + frame", table):
-        records = [frame_record(serialize_example(i, 128, 20)) for i in instances]
-    with Stage("Parquet (instances_to_table + write)", table):
-        shards = 4
-        for s in range(shards):
-            part = instances[s::shards]
+        records = [frame_record(r) for part in parts for r in serialize_batch(part, 128, 20)]
+    with Stage("Parquet (batch_to_table + write)", table):
+        for part in parts:
             sink = io.BytesIO()
-            pq.write_table(instances_to_table(part), sink, compression="snappy")
+            pq.write_table(batch_to_table(part), sink, compression="snappy")
+    instances = everything
     del records
     out = WORK / "out" / f"profile-{corpus}"
     argv = [f"--input={path}", f"--output_dir={out}", "--overwrite", "--runner=DirectRunner",

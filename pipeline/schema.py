@@ -11,8 +11,7 @@ built on request, so the pure core, the Beam workers and the PyTorch trainer can
 from __future__ import annotations
 
 import dataclasses
-import struct
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 # Special tokens of every BERT WordPiece vocabulary we accept.
 CLS, SEP, MASK, PAD, UNK = "[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]"
@@ -109,24 +108,156 @@ class Instance:
         }
 
 
-# Compact wire format for instances between pipeline stages: a header of four uint32
-# (n tokens, num_a, n predictions, nsp label) then uint32 arrays. Much smaller and faster to
-# pickle than a dataclass of lists, and independent of Python's pickle protocol.
-_HEADER = struct.Struct("<4I")
+class InstanceBatch:
+    """Many instances as flat columns: how instances travel between stages and reach writers.
+
+    Row ``i`` has ``lengths[i]`` tokens (its slice of ``tokens``), ``num_a[i]`` of them in
+    segment 0, ``num_pred[i]`` predictions (its slices of ``positions`` and ``labels``) and NSP
+    label ``nsp[i]``: the unpadded ``Instance`` fields, column-wise. Token ids are stored as
+    uint16 when the vocabulary fits (a third of a pickled row of Python ints), else int32.
+    """
+
+    __slots__ = ("tokens", "lengths", "num_a", "positions", "labels", "num_pred", "nsp")
+
+    def __init__(self, tokens, lengths, num_a, positions, labels, num_pred, nsp):
+        import numpy as np
+
+        self.tokens, self.labels = np.asarray(tokens), np.asarray(labels)
+        self.lengths = np.asarray(lengths, dtype=np.int32)
+        self.num_a = np.asarray(num_a, dtype=np.int32)
+        self.positions = np.asarray(positions, dtype=np.uint16)
+        self.num_pred = np.asarray(num_pred, dtype=np.int32)
+        self.nsp = np.asarray(nsp, dtype=np.int8)
+        predictions = int(self.num_pred.sum())
+        if (int(self.lengths.sum()) != len(self.tokens) or len(self.positions) != predictions
+                or len(self.labels) != predictions):
+            raise ValueError("InstanceBatch columns disagree in length")
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getstate__(self):
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __setstate__(self, state):
+        for k, v in zip(self.__slots__, state):
+            setattr(self, k, v)
+
+    @staticmethod
+    def id_dtype(vocab_size: int):
+        import numpy as np
+
+        return np.uint16 if vocab_size <= 1 << 16 else np.int32
+
+    @classmethod
+    def from_instances(cls, instances: Sequence["Instance"], vocab_size: Optional[int] = None
+                       ) -> "InstanceBatch":
+        """Rows → columns; ids as uint16 if ``vocab_size`` (default: the largest id + 1) fits."""
+        import numpy as np
+
+        if vocab_size is None:
+            vocab_size = 1 + max((max(max(i.input_ids, default=0), max(i.masked_lm_ids,
+                                                                        default=0))
+                                  for i in instances), default=0)
+        dtype = cls.id_dtype(vocab_size)
+        flat = lambda rows: np.array([v for r in rows for v in r], dtype=dtype)  # noqa: E731
+        return cls(tokens=flat(i.input_ids for i in instances),
+                   lengths=[len(i.input_ids) for i in instances],
+                   num_a=[i.num_a for i in instances],
+                   positions=[p for i in instances for p in i.masked_lm_positions],
+                   labels=flat(i.masked_lm_ids for i in instances),
+                   num_pred=[len(i.masked_lm_positions) for i in instances],
+                   nsp=[i.next_sentence_label for i in instances])
+
+    @staticmethod
+    def _offsets(lengths):
+        import numpy as np
+
+        out = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=out[1:])
+        return out
+
+    def token_offsets(self):
+        return self._offsets(self.lengths)
+
+    def prediction_offsets(self):
+        return self._offsets(self.num_pred)
+
+    def take(self, rows) -> "InstanceBatch":
+        """The rows ``rows`` (indices, in that order) as a new batch."""
+        import numpy as np
+
+        rows = np.asarray(rows, dtype=np.int64)
+        return InstanceBatch(
+            tokens=self.tokens[_ragged_index(self.token_offsets(), rows)],
+            lengths=self.lengths[rows], num_a=self.num_a[rows],
+            positions=self.positions[_ragged_index(self.prediction_offsets(), rows)],
+            labels=self.labels[_ragged_index(self.prediction_offsets(), rows)],
+            num_pred=self.num_pred[rows], nsp=self.nsp[rows])
+
+    @staticmethod
+    def concat(batches: Sequence["InstanceBatch"]) -> "InstanceBatch":
+        import numpy as np
+
+        if not batches:
+            raise ValueError("nothing to concatenate")
+        dtype = np.result_type(*[b.tokens.dtype for b in batches])
+        return InstanceBatch(*(np.concatenate([getattr(b, k) for b in batches]).astype(
+            dtype if k in ("tokens", "labels") else getattr(batches[0], k).dtype, copy=False)
+            for k in InstanceBatch.__slots__))
+
+    def instances(self) -> List["Instance"]:
+        """Row objects (for tests and small outputs; writers use the columns)."""
+        t, p = self.token_offsets().tolist(), self.prediction_offsets().tolist()
+        tokens, positions, labels = (self.tokens.tolist(), self.positions.tolist(),
+                                     self.labels.tolist())
+        return [Instance(input_ids=tokens[t[i]:t[i + 1]], num_a=int(self.num_a[i]),
+                         masked_lm_positions=positions[p[i]:p[i + 1]],
+                         masked_lm_ids=labels[p[i]:p[i + 1]],
+                         next_sentence_label=int(self.nsp[i])) for i in range(len(self))]
+
+    def padded(self, max_seq_length: int, max_predictions_per_seq: int) -> Dict[str, "object"]:
+        """Google's fixed-length features as [rows, length] int64/float32 arrays."""
+        import numpy as np
+
+        n, m = len(self), max_predictions_per_seq
+        if len(self) and (self.lengths.max() > max_seq_length or self.num_pred.max() > m):
+            raise ValueError(f"an instance exceeds max_seq_length={max_seq_length} / "
+                             f"max_predictions_per_seq={m}")
+        col = np.arange(max_seq_length)
+        mask = col[None, :] < self.lengths[:, None]
+        ids = np.zeros((n, max_seq_length), dtype=np.int64)
+        ids[mask] = self.tokens
+        pcol = np.arange(m)
+        pmask = pcol[None, :] < self.num_pred[:, None]
+        positions = np.zeros((n, m), dtype=np.int64)
+        positions[pmask] = self.positions
+        labels = np.zeros((n, m), dtype=np.int64)
+        labels[pmask] = self.labels
+        return {
+            "input_ids": ids,
+            "input_mask": mask.astype(np.int64),
+            "segment_ids": (mask & (col[None, :] >= self.num_a[:, None])).astype(np.int64),
+            "masked_lm_positions": positions,
+            "masked_lm_ids": labels,
+            "masked_lm_weights": pmask.astype(np.float32),
+            "next_sentence_labels": self.nsp.astype(np.int64)[:, None],
+        }
 
 
-def pack_instance(inst: Instance) -> bytes:
-    n, m = len(inst.input_ids), len(inst.masked_lm_positions)
-    body = struct.pack(f"<{n + 2 * m}I", *inst.input_ids, *inst.masked_lm_positions,
-                       *inst.masked_lm_ids)
-    return _HEADER.pack(n, inst.num_a, m, inst.next_sentence_label) + body
+def _ragged_index(offsets, rows):
+    """Flat indexes of the values of ``rows`` (in that order) in a column with ``offsets``."""
+    import numpy as np
 
-
-def unpack_instance(blob: bytes) -> Instance:
-    n, num_a, m, label = _HEADER.unpack_from(blob, 0)
-    values = struct.unpack_from(f"<{n + 2 * m}I", blob, _HEADER.size)
-    return Instance(input_ids=values[:n], num_a=num_a, masked_lm_positions=values[n:n + m],
-                    masked_lm_ids=values[n + m:], next_sentence_label=label)
+    starts, ends = offsets[rows], offsets[rows + 1]
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if not total:
+        return np.zeros(0, dtype=np.int64)
+    # For every output value: its row's start, plus its rank inside the row.
+    out_starts = np.zeros(len(rows), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=out_starts[1:])
+    return np.repeat(starts - out_starts, lengths) + np.arange(total, dtype=np.int64)
 
 
 def tf_feature_spec(max_seq_length: int, max_predictions_per_seq: int) -> dict:

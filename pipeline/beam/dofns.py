@@ -15,6 +15,7 @@ from collections import Counter
 from typing import List, Optional, Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -22,7 +23,8 @@ from apache_beam.utils import shared
 
 from pipeline import schema
 from pipeline.core import instances as core_instances
-from pipeline.core.seeds import rng_for, stable_hash64
+from pipeline.core.batched import create_bucket_instances
+from pipeline.core.seeds import rng_for
 from pipeline.core.text import CorruptInputError, decompressed, iter_documents
 from pipeline.core.wordpiece import WordPieceTokenizer
 
@@ -162,59 +164,61 @@ class TokenizeDoFn(beam.DoFn):
 
 
 class CreateInstancesDoFn(beam.DoFn):
-    """(bucket, documents) → (order key, packed instance) for every dupe pass.
+    """(bucket, documents) → (bucket, InstanceBatch) of every dupe pass, rows shuffled.
 
     Documents are sorted by id first, so the pool and every draw are independent of the order
-    the shuffle delivered them in. Each document and pass has its own generator.
+    the shuffle delivered them in; generators are seeded by (seed, bucket, pass).
     """
 
-    def __init__(self, *, config: core_instances.InstanceConfig, dupe_factor: int, seed: int):
+    def __init__(self, *, config: core_instances.InstanceConfig, dupe_factor: int, seed: int,
+                 exact_google_draws: bool = False):
         self._config, self._dupe, self._seed = config, dupe_factor, seed
+        self._exact = exact_google_draws
 
     def process(self, element):
-        _, docs = element
+        bucket, docs = element
         docs = sorted(docs, key=lambda d: d[0])
-        ids = [d[0] for d in docs]
         pool = [d[1] for d in docs]
         stats = Counter()
         stats["buckets"] += 1
         Metrics.distribution(NAMESPACE, "bucket_documents").update(len(pool))
+        if self._exact:
+            batch = self._google_draws([d[0] for d in docs], pool, bucket, stats)
+        else:
+            batch = create_bucket_instances(pool, self._config, dupe_factor=self._dupe,
+                                            seed=self._seed, bucket=bucket, stats=stats)
+        report(stats)
+        yield bucket, batch
+        yield beam.pvalue.TaggedOutput(STATS, stats)
+
+    def _google_draws(self, ids, pool, bucket, stats) -> schema.InstanceBatch:
+        """Google's draw-for-draw path: a generator per document and pass."""
+        made = []
         for dupe in range(self._dupe):
             for index, doc_id in enumerate(ids):
                 rng = rng_for(self._seed, "instances", doc_id, dupe)
-                made = core_instances.create_instances_from_document(
+                made += core_instances.create_instances_from_document(
                     pool, index, self._config, rng, stats)
-                for j, inst in enumerate(made):
-                    yield stable_hash64(self._seed, "order", doc_id, dupe, j), \
-                        schema.pack_instance(inst)
-        report(stats)
-        yield beam.pvalue.TaggedOutput(STATS, stats)
+        batch = schema.InstanceBatch.from_instances(made, self._config.vocab_size)
+        order = rng_for(self._seed, "order", bucket).sample(range(len(batch)), len(batch))
+        return batch.take(order)
 
 
-def shard_of(position: int, total: int, num_shards: int) -> int:
-    """Shard of the ``position``-th instance so that shard sizes differ by at most one."""
-    base, extra = divmod(total, num_shards)
-    if position < extra * (base + 1):
-        return position // (base + 1)
-    return extra + (position - extra * (base + 1)) // base
+class SplitToShardsDoFn(beam.DoFn):
+    """(bucket, batch) → (shard, (bucket, rows of the batch for that shard)).
 
-
-class AssignShardsDoFn(beam.DoFn):
-    """(provisional shard, [(key, blob)]) → (final shard, (key, blob)), balanced.
-
-    Instances first land in provisional shard ``key % num_shards`` (a uniform random spread);
-    concatenating the provisional shards in order, each sorted by key, gives every instance a
-    global position, and cutting that sequence into equal runs gives shards whose sizes differ by
-    at most one. Only the few instances at run boundaries change shard.
+    Buckets in key order, each batch's rows in order, make one global sequence of instances
+    (``counts`` gives every bucket's size); instance ``g`` of it goes to shard ``g % num_shards``,
+    Google's round-robin. Shard sizes therefore differ by at most one.
     """
 
     def __init__(self, num_shards: int):
         self._n = num_shards
 
     def process(self, element, counts):
-        provisional, items = element
-        counts = dict(counts)
-        total = sum(counts.values())
-        offset = sum(c for p, c in counts.items() if p < provisional)
-        for rank, item in enumerate(sorted(items)):
-            yield shard_of(offset + rank, total, self._n), item
+        bucket, batch = element
+        offset = sum(n for b, n in counts if b < bucket)
+        for shard in range(self._n):
+            rows = np.arange((shard - offset) % self._n, len(batch), self._n)
+            if len(rows):
+                yield shard, (bucket, batch.take(rows))

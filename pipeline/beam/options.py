@@ -79,6 +79,10 @@ class WwmOptions(PipelineOptions):
             help="documents per pool that random next segments are drawn from")
         add("--tokenize_batch_size", type=int, default=64,
             help="most documents per segmentation/WordPiece batch")
+        add("--exact_google_draws", type=str2bool, default=False,
+            help="make instances with Google's per-token random draws (given the same "
+                 "generator, Google's exact output; about 4x slower). Default: the same "
+                 "algorithm and distributions, vectorized")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +111,7 @@ class JobConfig:
     max_sentence_chars: int
     docs_per_bucket: int
     tokenize_batch_size: int
+    exact_google_draws: bool = False
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "JobConfig":
@@ -124,7 +129,8 @@ class JobConfig:
             output_formats=formats, compression=o.compression,
             parquet_compression=o.parquet_compression, overwrite=bool(o.overwrite),
             max_sentence_chars=o.max_sentence_chars, docs_per_bucket=o.docs_per_bucket,
-            tokenize_batch_size=o.tokenize_batch_size)
+            tokenize_batch_size=o.tokenize_batch_size,
+            exact_google_draws=bool(o.exact_google_draws))
         config.validate()
         return config
 

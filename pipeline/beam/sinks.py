@@ -12,13 +12,15 @@ import logging
 import uuid
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import schema
+from pipeline.core.seeds import stable_seed
 from pipeline.writers.manifest import build_manifest, build_stats
 from pipeline.writers.parquet import write_parquet
-from pipeline.writers.tfrecord import serialize_example, write_tfrecords
+from pipeline.writers.tfrecord import serialize_batch, write_tfrecords
 
 LOG = logging.getLogger(__name__)
 PIPELINE_FILES = (schema.TFRECORD_DIR, schema.PARQUET_DIR, schema.MANIFEST_FILE,
@@ -47,31 +49,37 @@ def make_dirs(path: str) -> None:
 
 
 class WriteShardDoFn(beam.DoFn):
-    """(shard index, [(key, packed instance) | None]) → the shard's files and a summary."""
+    """(shard index, [(bucket, InstanceBatch) | None]) → the shard's files and a summary."""
 
-    def __init__(self, *, output_dir: str, num_shards: int, formats, max_seq_length: int,
-                 max_predictions_per_seq: int, gzip: bool, parquet_compression: str):
+    def __init__(self, *, output_dir: str, num_shards: int, seed: int, formats,
+                 max_seq_length: int, max_predictions_per_seq: int, gzip: bool,
+                 parquet_compression: str):
         self._dir, self._n, self._formats = output_dir, num_shards, tuple(formats)
+        self._seed = seed
         self._lengths = (max_seq_length, max_predictions_per_seq)
         self._gzip, self._pq = gzip, parquet_compression
 
     def process(self, element):
         index, items = element
-        # Sorting by the stable random key is the shuffle: deterministic, any arrival order.
-        blobs = [blob for _, blob in sorted(i for i in items if i is not None)]
-        instances = [schema.unpack_instance(b) for b in blobs]
-        summary = {"index": index, "instances": len(instances), "paths": {}, "bytes": {}}
+        # Buckets in key order (any arrival order), then one seeded shuffle of the whole shard:
+        # every shard mixes instances of every bucket.
+        parts = [batch for _, batch in sorted((i for i in items if i is not None),
+                                              key=lambda kv: kv[0])]
+        batch = (schema.InstanceBatch.concat(parts) if parts
+                 else schema.InstanceBatch.from_instances([]))
+        rng = np.random.default_rng(stable_seed(self._seed, "shard", index))
+        batch = batch.take(rng.permutation(len(batch)))
+        summary = {"index": index, "instances": len(batch), "paths": {}, "bytes": {}}
         if "tfrecord" in self._formats:
             suffix = ".tfrecord.gz" if self._gzip else ".tfrecord"
             rel = f"{schema.TFRECORD_DIR}/{schema.shard_name(index, self._n, suffix)}"
             sink = io.BytesIO()
-            write_tfrecords(sink, (serialize_example(i, *self._lengths) for i in instances),
-                            gzip=self._gzip)
+            write_tfrecords(sink, serialize_batch(batch, *self._lengths), gzip=self._gzip)
             self._put(rel, sink.getvalue(), summary, "tfrecord")
         if "parquet" in self._formats:
             rel = f"{schema.PARQUET_DIR}/{schema.shard_name(index, self._n, '.parquet')}"
             sink = io.BytesIO()
-            write_parquet(sink, instances,
+            write_parquet(sink, batch,
                           compression=None if self._pq == "none" else self._pq)
             self._put(rel, sink.getvalue(), summary, "parquet")
         yield summary

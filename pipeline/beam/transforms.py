@@ -66,7 +66,7 @@ class Tokenize(beam.PTransform):
 
 
 class CreateInstances(beam.PTransform):
-    """Tokenized documents → (order key, packed instance); tagged output ``stats``.
+    """Tokenized documents → (bucket, InstanceBatch); tagged output ``stats``.
 
     The number of buckets follows from the document count (a deterministic number), so a
     bucket holds about ``docs_per_bucket`` documents whatever the corpus size.
@@ -89,31 +89,29 @@ class CreateInstances(beam.PTransform):
                     n=beam.pvalue.AsSingleton(num_buckets))
                 | "Pool" >> beam.GroupByKey()
                 | "Google's algorithm" >> beam.ParDo(dofns.CreateInstancesDoFn(
-                    config=self._instance_config, dupe_factor=c.dupe_factor,
-                    seed=seed)).with_outputs(dofns.STATS, main="instances"))
+                    config=self._instance_config, dupe_factor=c.dupe_factor, seed=seed,
+                    exact_google_draws=c.exact_google_draws)).with_outputs(
+                        dofns.STATS, main="instances"))
 
 
 class BalancedShards(beam.PTransform):
-    """(key, blob) → (shard, [(key, blob)]) with every shard index present, sizes within one."""
+    """(bucket, InstanceBatch) → (shard, [(bucket, InstanceBatch) | None]) for every shard index,
+    shard sizes within one (see ``SplitToShardsDoFn``). Elements are whole batches: a bucket's
+    instances cross the shuffle as a few numpy arrays per shard, not one element each."""
 
     def __init__(self, num_shards: int):
         super().__init__()
         self._n = num_shards
 
-    def expand(self, instances):
+    def expand(self, batches):
         n = self._n
-        provisional = instances | "Provisional shard" >> beam.Map(lambda kv: (kv[0] % n, kv))
-        counts = (provisional
-                  | "Shard keys" >> beam.Keys()
-                  | "Count per shard" >> beam.combiners.Count.PerElement())
-        assigned = (provisional
-                    | "Group provisional" >> beam.GroupByKey()
-                    | "Balance" >> beam.ParDo(dofns.AssignShardsDoFn(n),
-                                              counts=beam.pvalue.AsList(counts)))
+        counts = batches | "Bucket sizes" >> beam.Map(lambda kv: (kv[0], len(kv[1])))
+        split = batches | "Split to shards" >> beam.ParDo(dofns.SplitToShardsDoFn(n),
+                                                         counts=beam.pvalue.AsList(counts))
         # One empty marker per shard, so a shard that gets no instance is still written.
-        markers = (instances.pipeline
+        markers = (batches.pipeline
                    | "Shard indexes" >> beam.Create([(i, None) for i in range(n)]))
-        return (assigned, markers) | "With markers" >> beam.Flatten() \
+        return (split, markers) | "With markers" >> beam.Flatten() \
             | "Group shards" >> beam.GroupByKey()
 
 
@@ -145,6 +143,7 @@ def build(p: beam.Pipeline, *, config: JobConfig, files: Sequence[str], vocab: S
               | "BalancedShards" >> BalancedShards(config.num_shards)
               | "WriteShards" >> beam.ParDo(sinks.WriteShardDoFn(
                   output_dir=config.output_dir, num_shards=config.num_shards,
+                  seed=config.random_seed,
                   formats=config.output_formats, max_seq_length=config.max_seq_length,
                   max_predictions_per_seq=config.max_predictions_per_seq,
                   gzip=config.compression == "gzip",

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Iterable, List
 
 import google_crc32c
+import numpy as np
 
 from pipeline import schema
 
@@ -36,23 +37,6 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint((number << 3) | _WIRE_LEN) + _varint(len(payload)) + payload
 
 
-# Varint encodings of small non-negative ints (ids, positions, 0/1), looked up instead of
-# computed: serialization is a hot path (one Example per instance).
-_VARINT = ([bytes((v,)) for v in range(1 << 7)]
-           + [bytes((v & 0x7F | 0x80, v >> 7)) for v in range(1 << 7, 1 << 14)]
-           + [bytes((v & 0x7F | 0x80, (v >> 7) & 0x7F | 0x80, v >> 14))
-              for v in range(1 << 14, 1 << 18)])
-_FLOAT_ONE, _FLOAT_ZERO = struct.pack("<f", 1.0), struct.pack("<f", 0.0)
-
-
-def _packed_varints(values) -> bytes:
-    table = _VARINT
-    try:
-        return b"".join([table[v] for v in values])
-    except IndexError:  # an id beyond the table (huge vocabularies): encode directly
-        return b"".join(_varint(v) for v in values)
-
-
 def _int64_feature(packed: bytes) -> bytes:
     return _field(3, _field(1, packed))  # Feature.int64_list = 3; Int64List.value = 1 (packed)
 
@@ -69,32 +53,89 @@ def _entry(name: str, feature: bytes) -> bytes:
     return _field(1, _KEYS[name] + _field(2, feature))  # a Features.feature map entry
 
 
+def _varint_rows(values: np.ndarray) -> tuple:
+    """Packed varints of each row of a non-negative [rows, k] int array, all rows in one buffer:
+    (bytes, row offsets). Values below 2**28 (any vocabulary) take at most 4 bytes."""
+    rows, k = values.shape
+    top = int(values.max()) if values.size else 0
+    if top < 1 << 7:  # one byte per value (masks, segments, positions): the values themselves
+        return values.astype(np.uint8).tobytes(), list(range(0, rows * k + 1, k))
+    if top >= 1 << 28:
+        raise ValueError("id too large for this encoder (>= 2**28)")
+    flat = values.reshape(-1).astype(np.int64)
+    size = np.ones(len(flat), dtype=np.int64)
+    for bits in (7, 14, 21):
+        size += flat >= 1 << bits
+    start = np.zeros(len(flat) + 1, dtype=np.int64)
+    np.cumsum(size, out=start[1:])
+    out = np.empty(int(start[-1]), dtype=np.uint8)
+    # Byte j of a value: its 7-bit group j, with the continuation bit unless it is the last.
+    out[start[:-1]] = (flat & 0x7F) | ((size > 1) << 7)
+    for j in (1, 2, 3):
+        has = np.nonzero(size > j)[0]
+        if not len(has):
+            break
+        out[start[has] + j] = ((flat[has] >> (7 * j)) & 0x7F) | ((size[has] > j + 1) << 7)
+    return out.tobytes(), start[::k].tolist()
+
+
+class _Prefixes(dict):
+    """Everything of one int64 feature's map entry before its payload, per payload length."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self._name = name
+
+    def __missing__(self, length: int) -> bytes:
+        probe = _entry(self._name, _int64_feature(b"\0" * length))
+        self[length] = prefix = probe[:len(probe) - length]
+        return prefix
+
+
+def serialize_batch(batch: schema.InstanceBatch, max_seq_length: int,
+                    max_predictions_per_seq: int) -> List[bytes]:
+    """The serialized ``tf.train.Example`` of every row of ``batch``, padded to fixed lengths.
+
+    Features come in ``schema.FEATURES`` order with the values of ``InstanceBatch.padded``
+    (tests parse the bytes with TensorFlow). Varints are encoded for the whole batch with
+    numpy; each record is then a join of slices.
+    """
+    padded = batch.padded(max_seq_length, max_predictions_per_seq)
+    varint_features = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",
+                       "masked_lm_ids")
+    encoded = [_varint_rows(padded[name]) for name in varint_features]
+    prefixes = [_Prefixes(name) for name in varint_features]
+    weights = padded["masked_lm_weights"].astype("<f4")
+    width = 4 * max_predictions_per_seq
+    weight_prefix = _entry("masked_lm_weights", _float_feature(b"\0" * width))[:-width]
+    weight_bytes = weights.tobytes()
+    label_entries = [_entry("next_sentence_labels", _int64_feature(bytes((v,))))
+                     for v in (0, 1)]
+    labels = batch.nsp.tolist()
+    example_head = {}
+    records = []
+    for row in range(len(batch)):
+        parts = []
+        for (data, offsets), prefix in zip(encoded, prefixes):
+            start, end = offsets[row], offsets[row + 1]
+            parts.append(prefix[end - start])
+            parts.append(data[start:end])
+        parts.append(weight_prefix)
+        parts.append(weight_bytes[row * width:(row + 1) * width])
+        parts.append(label_entries[labels[row]])
+        body = b"".join(parts)
+        head = example_head.get(len(body))
+        if head is None:
+            head = example_head[len(body)] = _field(1, b"\0" * len(body))[:-len(body)]
+        records.append(head + body)  # Example.features = 1
+    return records
+
+
 def serialize_example(inst: schema.Instance, max_seq_length: int,
                       max_predictions_per_seq: int) -> bytes:
-    """The serialized ``tf.train.Example`` of one instance, padded to fixed lengths.
-
-    Features come in ``schema.FEATURES`` order; values are those of
-    ``Instance.padded_features`` (a test checks both against TensorFlow's parser).
-    """
-    n, m = len(inst.input_ids), len(inst.masked_lm_positions)
-    if n > max_seq_length or m > max_predictions_per_seq:
-        raise ValueError(f"instance of {n} tokens / {m} predictions exceeds "
-                         f"{max_seq_length} / {max_predictions_per_seq}")
-    pad_s, pad_p = b"\x00" * (max_seq_length - n), b"\x00" * (max_predictions_per_seq - m)
-    label = inst.next_sentence_label
-    features = (
-        ("input_ids", _int64_feature(_packed_varints(inst.input_ids) + pad_s)),
-        ("input_mask", _int64_feature(b"\x01" * n + pad_s)),
-        ("segment_ids", _int64_feature(b"\x00" * inst.num_a + b"\x01" * (n - inst.num_a)
-                                       + pad_s)),
-        ("masked_lm_positions",
-         _int64_feature(_packed_varints(inst.masked_lm_positions) + pad_p)),
-        ("masked_lm_ids", _int64_feature(_packed_varints(inst.masked_lm_ids) + pad_p)),
-        ("masked_lm_weights", _float_feature(
-            _FLOAT_ONE * m + _FLOAT_ZERO * (max_predictions_per_seq - m))),
-        ("next_sentence_labels", _int64_feature(_VARINT[label])),
-    )
-    return _field(1, b"".join(_entry(name, f) for name, f in features))  # Example.features
+    """The serialized ``tf.train.Example`` of one instance (``serialize_batch`` of one row)."""
+    return serialize_batch(schema.InstanceBatch.from_instances([inst]), max_seq_length,
+                           max_predictions_per_seq)[0]
 
 
 def _masked_crc(data: bytes) -> int:

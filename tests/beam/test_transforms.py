@@ -7,6 +7,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipeline import schema
 from pipeline.beam import dofns
 from pipeline.beam.options import JobConfig, expand_config
 from pipeline.beam.transforms import BalancedShards, ReadDocuments, Tokenize
@@ -26,28 +27,32 @@ def test_source_names_are_relative_to_the_common_directory():
     assert source_names(["gs://k/d/one.txt"]) == [("gs://k/d/one.txt", "one.txt")]
 
 
-def test_shard_of_balances_within_one():
-    for total in (0, 1, 5, 97, 1000):
-        for shards in (1, 3, 8):
-            sizes = Counter(dofns.shard_of(p, total, shards) for p in range(total))
-            if total:
-                assert max(sizes.values()) - min(sizes.get(i, 0) for i in range(shards)) <= 1
-                assert set(sizes) <= set(range(shards))
+def _batch(first, count):
+    """``count`` one-token instances whose token ids are first, first + 1, ..."""
+    return schema.InstanceBatch.from_instances(
+        [schema.Instance([first + k], 1, [], [], 0) for k in range(count)], 1 << 16)
 
 
-def test_balanced_shards_every_index_present_each_item_once():
-    items = [(i * 2654435761 % (1 << 64), b"x%d" % i) for i in range(101)]
+@pytest.mark.parametrize("shards", [1, 3, 4])
+def test_balanced_shards_every_index_present_each_instance_once(shards):
+    sizes = [7, 0, 1, 30, 2, 11]  # buckets of uneven sizes, one empty
+    batches = [(b, _batch(1000 * b, n)) for b, n in enumerate(sizes)]
+    expected = sorted(t for _, batch in batches for t in batch.tokens.tolist())
 
     def check(grouped):
-        grouped = sorted(grouped)
-        assert [k for k, _ in grouped] == list(range(4))
+        grouped = sorted(grouped, key=lambda kv: kv[0])
+        assert [k for k, _ in grouped] == list(range(shards))
         real = [[v for v in values if v is not None] for _, values in grouped]
-        sizes = [len(r) for r in real]
-        assert max(sizes) - min(sizes) <= 1
-        assert sorted(v for r in real for v in r) == sorted(items)
+        got = [sorted(t for _, batch in r for t in batch.tokens.tolist()) for r in real]
+        counts = [len(g) for g in got]
+        assert max(counts) - min(counts) <= 1
+        assert sorted(t for g in got for t in g) == expected
+        # Google's round-robin over buckets in key order: instance g goes to shard g % shards.
+        order = [t for _, batch in batches for t in batch.tokens.tolist()]
+        assert got == [sorted(order[s::shards]) for s in range(shards)]
 
     with TestPipeline() as p:
-        out = p | beam.Create(items) | BalancedShards(4)
+        out = p | beam.Create(batches) | BalancedShards(shards)
         assert_that(out | beam.combiners.ToList(), lambda lists: check(lists[0]))
 
 

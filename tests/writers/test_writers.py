@@ -1,12 +1,15 @@
 """Our hand-encoded Examples and framing, checked with TensorFlow's own parser and reader."""
 import io
+import pickle
+import random
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline import schema
 from pipeline.writers.parquet import instances_to_table, write_parquet
-from pipeline.writers.tfrecord import serialize_example, write_tfrecords
+from pipeline.writers.tfrecord import serialize_batch, serialize_example, write_tfrecords
 
 INSTANCES = [
     schema.Instance(input_ids=[101, 2769, 103, 102, 200000, 102], num_a=4,
@@ -46,12 +49,55 @@ def test_tfrecord_files_read_back_with_crc_checks(tmp_path, gzip):
     assert got[0]["masked_lm_weights"].numpy().tolist() == [1.0, 1.0, 0.0]
 
 
-def test_parquet_rows_and_pack_round_trip():
-    assert [schema.unpack_instance(schema.pack_instance(i)) for i in INSTANCES] == \
-        [schema.Instance(tuple(i.input_ids), i.num_a, tuple(i.masked_lm_positions),
-                         tuple(i.masked_lm_ids), i.next_sentence_label) for i in INSTANCES]
+def _random_instances(n, seed, max_seq=16, max_pred=4, top=30000):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        length = rng.randint(3, max_seq)
+        m = rng.randint(0, min(max_pred, length - 2))
+        out.append(schema.Instance(
+            input_ids=[rng.choice([0, 1, 127, 128, 16383, 16384, top]) if rng.random() < 0.3
+                       else rng.randint(0, top) for _ in range(length)],
+            num_a=rng.randint(2, length - 1),
+            masked_lm_positions=sorted(rng.sample(range(1, length), m)),
+            masked_lm_ids=[rng.randint(0, top) for _ in range(m)],
+            next_sentence_label=rng.randint(0, 1)))
+    return out
+
+
+@pytest.mark.parametrize("top", [30000, 250000])  # uint16 and int32 id columns
+def test_instance_batch_round_trips_and_pads_like_instances(top):
+    rows = _random_instances(300, seed=top, top=top)
+    batch = schema.InstanceBatch.from_instances(rows)
+    assert batch.tokens.dtype == (np.uint16 if top < 1 << 16 else np.int32)
+    assert batch.instances() == [schema.Instance(list(i.input_ids), i.num_a,
+                                                 list(i.masked_lm_positions),
+                                                 list(i.masked_lm_ids), i.next_sentence_label)
+                                 for i in rows]
+    order = list(range(299, -1, -3)) + [0, 0]
+    assert batch.take(order).instances() == [batch.instances()[k] for k in order]
+    again = pickle.loads(pickle.dumps(schema.InstanceBatch.concat([batch.take([]), batch])))
+    assert again.instances() == batch.instances()
+    padded = batch.padded(16, 4)
+    for k, inst in enumerate(rows):
+        for name, values in inst.padded_features(16, 4).items():
+            assert padded[name][k].tolist() == values, name
+
+
+def test_batch_serialization_parses_with_tensorflow():
+    tf = pytest.importorskip("tensorflow")
+    rows = _random_instances(200, seed=7, max_seq=40, max_pred=6, top=250000)
+    spec = schema.tf_feature_spec(40, 6)
+    records = serialize_batch(schema.InstanceBatch.from_instances(rows), 40, 6)
+    for inst, record in zip(rows, records):
+        got = tf.io.parse_single_example(record, spec)
+        for name, values in inst.padded_features(40, 6).items():
+            assert got[name].numpy().tolist() == values, name
+
+
+def test_parquet_rows():
     assert instances_to_table(INSTANCES).to_pylist() == [i.row() for i in INSTANCES]
     sink = io.BytesIO()
-    write_parquet(sink, INSTANCES, row_group_size=1)
+    write_parquet(sink, schema.InstanceBatch.from_instances(INSTANCES), row_group_size=1)
     f = pq.ParquetFile(io.BytesIO(sink.getvalue()))
     assert f.num_row_groups == 2 and f.schema_arrow == schema.arrow_schema()
