@@ -103,8 +103,10 @@ def align_words(text: str, words: Sequence[str], *, lookahead: int = _LOOKAHEAD
     """
     if _WHITESPACE.search(text) is None and "".join(words) == text:
         # The common case (legacy LTP on text without spaces): the words tile the text.
-        ends = list(itertools.accumulate(len(w) for w in words))
-        return [(e - len(w), e) for w, e in zip(words, ends) if w], 0
+        if "" in words:
+            words = [w for w in words if w]
+        ends = list(itertools.accumulate(map(len, words)))
+        return list(zip([0] + ends[:-1], ends)), 0
     spans: Spans = []
     unaligned = 0
     cursor = 0
@@ -304,7 +306,10 @@ class LtpSegmenter:
                     continue
                 spans, missed = align_words(chunk, words)
                 self.stats["unaligned_words"] += missed
-                results[i].extend((s + off, e + off) for s, e in spans)
+                if not off and not results[i]:
+                    results[i] = spans  # the usual case: one chunk per text
+                else:
+                    results[i].extend((s + off, e + off) for s, e in spans)
         for i in failed:
             results[i] = []
         self.stats["failed_texts"] += len(failed)
