@@ -22,7 +22,7 @@ def _shards(out):
 def test_byte_identical_across_worker_counts_and_modes(tmp_path):
     corpus = _corpus(tmp_path)
     common = [f"--input={corpus}", "--dupe_factor=2", "--num_shards=3",
-              "--docs_per_bucket=8", "--tokenize_batch_size=3"]
+              "--range_mb=0.002", "--tokenize_batch_size=3"]
     runs = {
         "in_memory": ["--direct_running_mode=in_memory"],
         "mp1": ["--direct_running_mode=multi_processing", "--direct_num_workers=1"],
@@ -38,10 +38,11 @@ def test_byte_identical_across_worker_counts_and_modes(tmp_path):
         match, mismatch, errors = filecmp.cmpfiles(tmp_path / "in_memory", tmp_path / name,
                                                    reference, shallow=False)
         assert not mismatch and not errors, (name, mismatch, errors)
-    # Several buckets were used, so the random-next pools really were partitioned.
+    # Files were cut into many ranges, so ranges really met different workers and pools.
     import json
     with open(tmp_path / "mp2" / "stats.json", encoding="utf-8") as f:
-        assert json.load(f)["counts"]["buckets"] == 3
+        counts = json.load(f)["counts"]
+    assert counts["ranges"] > 10 and counts["files"] == 2 and counts["documents"] == 24
     assert manifests["mp2"]["total_instances"] > 0
 
 

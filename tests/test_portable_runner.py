@@ -27,7 +27,7 @@ def _shards(out):
 
 def test_portable_runner_matches_direct_runner(tmp_path):
     common = [f"--input={_corpus(tmp_path)}", "--dupe_factor=2", "--num_shards=3",
-              "--docs_per_bucket=8", "--tokenize_batch_size=4"]
+              "--range_mb=0.002", "--tokenize_batch_size=4"]
     direct = run(common + ["--runner=DirectRunner", f"--output_dir={tmp_path / 'direct'}"])
     portable = run(common + ["--runner=PortableRunner", "--job_endpoint=embed",
                              "--environment_type=LOOPBACK",

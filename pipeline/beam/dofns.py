@@ -1,9 +1,9 @@
-"""The DoFns: each wraps one pure step of ``pipeline.core`` and counts what it did.
+"""The DoFns: each wraps pure steps of ``pipeline.core`` and counts what it did.
 
 Heavy objects (the LTP model, the WordPiece tokenizer) are built once per worker process in
 ``setup`` through ``apache_beam.utils.shared.Shared`` and reused by every DoFn instance and
-bundle there. Per-step statistics leave as a tagged ``stats`` output (a Counter per file, batch
-or bucket), summed into stats.json at the end; the same numbers feed Beam metrics for progress.
+bundle there. Per-step statistics leave as a tagged ``stats`` output (a Counter per file or
+range), summed into stats.json at the end; the same numbers feed Beam metrics for progress.
 """
 from __future__ import annotations
 
@@ -24,9 +24,12 @@ from apache_beam.utils import shared
 from pipeline import schema
 from pipeline.core import instances as core_instances
 from pipeline.core.batched import create_bucket_instances
-from pipeline.core.seeds import rng_for
-from pipeline.core.text import CorruptInputError, decompressed, iter_documents
+from pipeline.core.seeds import rng_for, stable_hash64
+from pipeline.core.text import (SNIFF_BYTES, CorruptInputError, RangeReader, decompressed,
+                                document_boundary, iter_documents, looks_binary)
 from pipeline.core.wordpiece import WordPieceTokenizer
+from pipeline.beam.sinks import write_atomic
+from pipeline.writers.pieces import encode_piece
 
 STATS = "stats"
 NAMESPACE = "bert_wwm"
@@ -73,37 +76,6 @@ def _copy(remote: str, local: str) -> None:
         shutil.copyfileobj(src, dst)
 
 
-class ReadDocumentsDoFn(beam.DoFn):
-    """(file path, source name) → (doc_id, [sentence, ...]) per non-empty document.
-
-    Document ids start with the source name (the path relative to the inputs' common
-    directory), not the absolute path: the same corpus gives the same data wherever it is
-    mounted or copied.
-    """
-
-    def __init__(self, *, input_format: str, text_field: str, max_sentence_chars: int):
-        self._kw = dict(input_format=input_format, text_field=text_field,
-                        max_sentence_chars=max_sentence_chars)
-
-    def process(self, element: Tuple[str, str]):
-        path, source = element
-        stats = Counter()
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-            stream = decompressed(raw, path)
-            try:
-                for doc in iter_documents(stream, source=source, stats=stats, **self._kw):
-                    yield doc
-            except CorruptInputError as e:
-                raise CorruptInputError(f"{path}: {e}") from e
-        if stats["binary_files_skipped"]:
-            LOG.warning("skipped %s: binary or not UTF-8", path)
-        elif not stats["documents"]:
-            stats["files_without_documents"] += 1
-            LOG.warning("no documents in %s", path)
-        report(stats)
-        yield beam.pvalue.TaggedOutput(STATS, stats)
-
-
 class _Tokenization:
     """What one worker process keeps: the tokenizer and (with WWM) the LTP segmenter."""
 
@@ -119,16 +91,63 @@ class _Tokenization:
                                           else None)
 
 
-class TokenizeDoFn(beam.DoFn):
-    """A batch of (doc_id, sentences) → (doc_id, [Sentence, ...]) with word flags.
+class PlanRangesDoFn(beam.DoFn):
+    """(file path, source name) → (path, source, start, end) document-aligned byte ranges.
 
-    Sentences of the whole batch go to LTP and to ``tokenizers`` together (both are much faster
-    on batches than on single sentences).
+    Uncompressed text files are cut near every ``range_bytes`` at offsets where a document
+    surely starts (``core.text.document_boundary``); compressed files cannot be entered in the
+    middle and are one range; a file that looks binary is one range, which counts and skips it.
+    ``end`` None means to the end of the file.
+    """
+
+    def __init__(self, *, input_format: str, range_bytes: int):
+        self._format, self._bytes = input_format, range_bytes
+
+    def process(self, element: Tuple[str, str]):
+        path, source = element
+        if path.lower().endswith((".gz", ".bz2")):
+            yield path, source, 0, None
+            return
+        size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            if looks_binary(f.read(SNIFF_BYTES)):
+                yield path, source, 0, None
+                return
+            cuts = [0]
+            for nominal in range(self._bytes, size, self._bytes):
+                if nominal <= cuts[-1]:
+                    continue  # a long document already reached past this point
+                cut = document_boundary(f, nominal, self._format)
+                if cut is None or cut >= size:
+                    break
+                cuts.append(cut)
+        cuts.append(None)
+        for start, end in zip(cuts[:-1], cuts[1:]):
+            yield path, source, start, end
+
+
+class MakeInstancesDoFn(beam.DoFn):
+    """One range of one file → its instances, parked in a piece file; yields the piece's index.
+
+    Everything between the raw bytes and the instances happens here, one range at a time:
+    read and clean, LTP and WordPiece in batches of ``tokenize_batch_size`` documents, then
+    Google's algorithm with the range's documents as the pool random next segments come from
+    (as Google's script pools one input file). Memory is bounded by one range, whatever the
+    corpus size. Generators are seeded by (seed, source, range start).
     """
 
     def __init__(self, *, vocab: Sequence[str], do_lower_case: bool, ltp_model: Optional[str],
-                 user_dict: Optional[str]):
+                 user_dict: Optional[str], input_format: str, text_field: str,
+                 max_sentence_chars: int, tokenize_batch_size: int,
+                 config: core_instances.InstanceConfig, dupe_factor: int, seed: int,
+                 exact_google_draws: bool, pieces_dir: str, num_shards: int):
         self._args = (tuple(vocab), do_lower_case, ltp_model, user_dict)
+        self._read = dict(input_format=input_format, text_field=text_field,
+                          max_sentence_chars=max_sentence_chars)
+        self._batch = tokenize_batch_size
+        self._config, self._dupe, self._seed = config, dupe_factor, seed
+        self._exact = exact_google_draws
+        self._pieces, self._shards = pieces_dir, num_shards
         self._shared = shared.Shared()
         self._state = None
 
@@ -136,10 +155,53 @@ class TokenizeDoFn(beam.DoFn):
         key = f"tokenization:{hash(self._args)}"
         self._state = self._shared.acquire(lambda: _Tokenization(*self._args), tag=key)
 
-    def process(self, batch: List[Tuple[str, List[str]]]):
+    def process(self, element):
+        path, source, start, end = element
         stats = Counter()
+        docs = []
+        for batch in _batches(self._documents(path, source, start, end, stats), self._batch):
+            docs.extend(self._tokenize(batch, stats))
+        stats["ranges"] += 1
+        Metrics.distribution(NAMESPACE, "range_documents").update(len(docs))
+        key = (source, start)
+        if self._exact:
+            batch = self._google_draws(docs, key, stats)
+        else:
+            batch = create_bucket_instances([d[1] for d in docs], self._config,
+                                            dupe_factor=self._dupe, seed=self._seed,
+                                            bucket=key, stats=stats)
+        name = f"piece-{stable_hash64(source, start):016x}.bin"
+        data, classes = encode_piece(batch, self._shards)
+        write_atomic(FileSystems.join(self._pieces, name), data)
+        report(stats)
+        yield {"key": key, "path": name, "rows": len(batch), "classes": classes}
+        yield beam.pvalue.TaggedOutput(STATS, stats)
+
+    def _documents(self, path, source, start, end, stats):
+        whole = not start and end is None
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            if whole:
+                stream = decompressed(raw, path)
+            else:
+                raw.seek(start)
+                stream = raw if end is None else RangeReader(raw, end - start)
+            # Ids of a later range start with its offset: unique, and stable for the flags.
+            source_id = f"{source}@{start}" if start else source
+            try:
+                yield from iter_documents(stream, source=source_id, whole_file=not start,
+                                          stats=stats, **self._read)
+            except CorruptInputError as e:
+                raise CorruptInputError(f"{path}: {e}") from e
+        if stats["binary_files_skipped"]:
+            LOG.warning("skipped %s: binary or not UTF-8", path)
+        elif whole and not stats["documents"]:
+            stats["files_without_documents"] += 1
+            LOG.warning("no documents in %s", path)
+
+    def _tokenize(self, batch: List[Tuple[str, List[str]]], stats: Counter):
+        """(doc_id, sentences) → (doc_id, [Sentence]) for a batch; LTP and WordPiece see all
+        its sentences at once (both are much faster on batches than on single sentences)."""
         texts = [s for _, sentences in batch for s in sentences]
-        Metrics.distribution(NAMESPACE, "batch_sentences").update(len(texts))
         spans = None
         segmenter = self._state.segmenter
         if segmenter is not None:
@@ -159,66 +221,47 @@ class TokenizeDoFn(beam.DoFn):
                 yield doc_id, kept
             else:
                 stats["documents_empty_after_tokenization"] += 1
-        report(stats)
-        yield beam.pvalue.TaggedOutput(STATS, stats)
 
-
-class CreateInstancesDoFn(beam.DoFn):
-    """(bucket, documents) → (bucket, InstanceBatch) of every dupe pass, rows shuffled.
-
-    Documents are sorted by id first, so the pool and every draw are independent of the order
-    the shuffle delivered them in; generators are seeded by (seed, bucket, pass).
-    """
-
-    def __init__(self, *, config: core_instances.InstanceConfig, dupe_factor: int, seed: int,
-                 exact_google_draws: bool = False):
-        self._config, self._dupe, self._seed = config, dupe_factor, seed
-        self._exact = exact_google_draws
-
-    def process(self, element):
-        bucket, docs = element
-        docs = sorted(docs, key=lambda d: d[0])
-        pool = [d[1] for d in docs]
-        stats = Counter()
-        stats["buckets"] += 1
-        Metrics.distribution(NAMESPACE, "bucket_documents").update(len(pool))
-        if self._exact:
-            batch = self._google_draws([d[0] for d in docs], pool, bucket, stats)
-        else:
-            batch = create_bucket_instances(pool, self._config, dupe_factor=self._dupe,
-                                            seed=self._seed, bucket=bucket, stats=stats)
-        report(stats)
-        yield bucket, batch
-        yield beam.pvalue.TaggedOutput(STATS, stats)
-
-    def _google_draws(self, ids, pool, bucket, stats) -> schema.InstanceBatch:
+    def _google_draws(self, docs, key, stats) -> schema.InstanceBatch:
         """Google's draw-for-draw path: a generator per document and pass."""
+        pool = [d[1] for d in docs]
         made = []
         for dupe in range(self._dupe):
-            for index, doc_id in enumerate(ids):
+            for index, (doc_id, _) in enumerate(docs):
                 rng = rng_for(self._seed, "instances", doc_id, dupe)
                 made += core_instances.create_instances_from_document(
                     pool, index, self._config, rng, stats)
         batch = schema.InstanceBatch.from_instances(made, self._config.vocab_size)
-        order = rng_for(self._seed, "order", bucket).sample(range(len(batch)), len(batch))
+        order = rng_for(self._seed, "order", *key).sample(range(len(batch)), len(batch))
         return batch.take(order)
 
 
-class SplitToShardsDoFn(beam.DoFn):
-    """(bucket, batch) → (shard, (bucket, rows of the batch for that shard)).
+def _batches(items, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
-    Buckets in key order, each batch's rows in order, make one global sequence of instances
-    (``counts`` gives every bucket's size); instance ``g`` of it goes to shard ``g % num_shards``,
-    Google's round-robin. Shard sizes therefore differ by at most one.
+
+def plan_shards(pieces: List[dict], num_shards: int):
+    """Every piece's index → (shard, [(piece path, blocks)]) for each shard.
+
+    Pieces in key order, each piece's rows in order, make one global sequence of instances;
+    instance ``g`` goes to shard ``g % num_shards`` (Google's round-robin), so shard sizes
+    differ by at most one. Row ``i`` of a piece whose rows start at global offset ``o`` is in
+    class ``i % num_shards`` and lands in shard ``(o + i) % num_shards``: shard ``s`` takes
+    class ``(s - o) % num_shards`` of the piece, whole.
     """
-
-    def __init__(self, num_shards: int):
-        self._n = num_shards
-
-    def process(self, element, counts):
-        bucket, batch = element
-        offset = sum(n for b, n in counts if b < bucket)
-        for shard in range(self._n):
-            rows = np.arange((shard - offset) % self._n, len(batch), self._n)
-            if len(rows):
-                yield shard, (bucket, batch.take(rows))
+    pieces = sorted(pieces, key=lambda p: p["key"])
+    offsets = np.cumsum([0] + [p["rows"] for p in pieces]).tolist()
+    for shard in range(num_shards):
+        sources = []
+        for piece, offset in zip(pieces, offsets):
+            blocks = piece["classes"][(shard - offset) % num_shards]
+            if blocks:
+                sources.append((piece["path"], blocks))
+        yield shard, sources

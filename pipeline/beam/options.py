@@ -75,8 +75,10 @@ class WwmOptions(PipelineOptions):
             help="replace the pipeline's files in a non-empty --output_dir")
         add("--max_sentence_chars", type=int, default=500,
             help="longer sentences are cut (at a comma or space when possible)")
-        add("--docs_per_bucket", type=int, default=1000,
-            help="documents per pool that random next segments are drawn from")
+        add("--range_mb", type=float, default=1.0,
+            help="input is processed in document-aligned ranges of about this many MB "
+                 "(compressed files: whole): the unit of parallel work, and the pool random "
+                 "next segments are drawn from")
         add("--tokenize_batch_size", type=int, default=64,
             help="most documents per segmentation/WordPiece batch")
         add("--exact_google_draws", type=str2bool, default=False,
@@ -109,7 +111,7 @@ class JobConfig:
     parquet_compression: str
     overwrite: bool
     max_sentence_chars: int
-    docs_per_bucket: int
+    range_mb: float
     tokenize_batch_size: int
     exact_google_draws: bool = False
 
@@ -128,11 +130,15 @@ class JobConfig:
             ltp_model=o.ltp_model, user_dict=o.user_dict, num_shards=o.num_shards,
             output_formats=formats, compression=o.compression,
             parquet_compression=o.parquet_compression, overwrite=bool(o.overwrite),
-            max_sentence_chars=o.max_sentence_chars, docs_per_bucket=o.docs_per_bucket,
+            max_sentence_chars=o.max_sentence_chars, range_mb=o.range_mb,
             tokenize_batch_size=o.tokenize_batch_size,
             exact_google_draws=bool(o.exact_google_draws))
         config.validate()
         return config
+
+    @property
+    def range_bytes(self) -> int:
+        return round(self.range_mb * 1_000_000)
 
     def validate(self) -> None:
         bad = [f for f in self.output_formats if f not in OUTPUT_FORMATS]
@@ -143,7 +149,7 @@ class JobConfig:
             (self.num_shards >= 1, "--num_shards must be >= 1"),
             (self.dupe_factor >= 1, "--dupe_factor must be >= 1"),
             (self.max_sentence_chars >= 16, "--max_sentence_chars must be >= 16"),
-            (self.docs_per_bucket >= 2, "--docs_per_bucket must be >= 2"),
+            (self.range_bytes >= 1000, "--range_mb must be at least 0.001 (1 KB)"),
             (self.tokenize_batch_size >= 1, "--tokenize_batch_size must be >= 1"),
             (self.max_predictions_per_seq <= self.max_seq_length,
              "--max_predictions_per_seq cannot exceed --max_seq_length"),

@@ -28,7 +28,7 @@ _BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd\ufeff]")
 # A line that loses more than this share of its characters to cleaning is binary garbage, not
 # text with a few bad bytes: it is skipped whole (and counted) instead of emitting debris.
 _BINARY_SHARE = 0.3
-_SNIFF_BYTES = 8192
+SNIFF_BYTES = 8192
 # What corrupt or truncated files raise while being read (gzip/bz2 errors are OSError/EOFError).
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error)
 
@@ -101,6 +101,53 @@ def decompressed(raw: BinaryIO, path: str) -> BinaryIO:
     return raw
 
 
+class RangeReader(io.RawIOBase):
+    """At most ``length`` bytes of ``stream`` from where it stands (a document-aligned range)."""
+
+    def __init__(self, stream, length: int):
+        super().__init__()
+        self._stream, self._left = stream, length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._stream.read(min(len(buffer), self._left)) if self._left > 0 else b""
+        buffer[:len(data)] = data
+        self._left -= len(data)
+        return len(data)
+
+
+def document_boundary(stream: BinaryIO, position: int, input_format: str,
+                      block: int = 1 << 16) -> Optional[int]:
+    """The first offset >= ``position`` where a document surely starts, or None (end of file).
+
+    ``google``: just after an empty line (``\n\n`` or ``\n\r\n``), which ends a document
+    whatever surrounds it; whitespace-only lines also end documents but are not used as cuts,
+    which only makes ranges longer. ``lines``/``jsonl``: the start of a line. ``stream`` must
+    be seekable and uncompressed. Cutting a file at these offsets gives ranges of whole
+    documents: none is lost or split.
+    """
+    if position <= 0:
+        return 0
+    patterns = (b"\n\n", b"\n\r\n") if input_format == "google" else (b"\n",)
+    start = position - 1  # a pattern may begin with the byte before ``position``
+    stream.seek(start)
+    carry = b""
+    while True:
+        data = stream.read(block)
+        if not data:
+            return None
+        window = carry + data
+        base = start - len(carry)
+        hits = [(i, len(pat)) for pat in patterns for i in [window.find(pat)] if i >= 0]
+        if hits:
+            index, size = min(hits)
+            return base + index + size
+        carry = window[-2:]
+        start += len(data)
+
+
 def _buffered(stream):
     if isinstance(stream, io.BufferedReader):
         return stream
@@ -119,7 +166,7 @@ def looks_binary(head: bytes) -> bool:
     if len(head) < 64:
         return False  # too little to judge: such a file is cleaned line by line
     text = head.decode("utf-8", errors="replace")
-    if len(head) == _SNIFF_BYTES:
+    if len(head) == SNIFF_BYTES:
         text = text[:-3]  # the sample may end inside a multi-byte character
     bad = len(_BAD_CHARS.findall(text))
     return bad > _BINARY_SHARE * max(1, len(text))
@@ -198,25 +245,28 @@ def _sentences(text: str, *, split: bool, max_sentence_chars: int, stats: Counte
 
 def iter_documents(stream: BinaryIO, *, source: str, input_format: str,
                    text_field: str = "text", max_sentence_chars: int = 1000,
-                   max_line_chars: int = 1 << 20,
+                   max_line_chars: int = 1 << 20, whole_file: bool = True,
                    stats: Counter) -> Iterator[Tuple[str, List[str]]]:
     """Yield (doc_id, sentences) for every non-empty document of one file, in file order.
 
     ``doc_id`` is ``"{source}:{n}"``: n counts documents in ``google`` format and lines
     (1-based) otherwise, so ids are stable and say where a document came from.
     Empty and whitespace-only documents are counted (``empty_documents``) and not yielded.
+    ``whole_file=False``: ``stream`` is a later range of a file (see ``document_boundary``);
+    the file was counted and sniffed for binary content with its first range.
     """
     if input_format not in FORMATS:
         raise ValueError(f"input_format must be one of {FORMATS}, not {input_format!r}")
-    stats["files"] += 1
     stream = _buffered(stream)
-    try:
-        head = stream.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
-    except _READ_ERRORS as e:
-        raise CorruptInputError(f"cannot read {source}: {type(e).__name__}: {e}") from e
-    if looks_binary(head):
-        stats["binary_files_skipped"] += 1
-        return
+    if whole_file:
+        stats["files"] += 1
+        try:
+            head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+        except _READ_ERRORS as e:
+            raise CorruptInputError(f"cannot read {source}: {type(e).__name__}: {e}") from e
+        if looks_binary(head):
+            stats["binary_files_skipped"] += 1
+            return
     lines = iter_lines(stream, source=source, max_line_chars=max_line_chars, stats=stats)
     if input_format == "google":
         yield from _google_documents(lines, source=source,

@@ -39,7 +39,7 @@ STAT_KEYS = (
     "sentences_segmented", "ltp_unaligned_words", "ltp_failed_sentences",
     "sentences_empty_after_tokenization",
     "documents_empty_after_tokenization", "tokens", "unk_tokens", "words", "multi_piece_words",
-    "buckets", "instances", "nsp_next", "nsp_random", "random_next_same_document_avoided",
+    "ranges", "instances", "nsp_next", "nsp_random", "random_next_same_document_avoided",
     "random_next_without_pool", "chunks_without_random_document", "masked_tokens",
     "masked_cjk_tokens", "masked_cjk_multichar_words", "masked_cjk_tokens_in_multichar_words",
 )

@@ -5,7 +5,7 @@ written in row groups of ``row_group_size`` so readers can stream a shard group 
 """
 from __future__ import annotations
 
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -51,6 +51,22 @@ def batch_to_table(batch: schema.InstanceBatch) -> pa.Table:
 
 def instances_to_table(instances: Sequence[schema.Instance]) -> pa.Table:
     return batch_to_table(schema.InstanceBatch.from_instances(instances))
+
+
+class ParquetSink:
+    """A Parquet shard written chunk by chunk: each ``write`` adds row groups."""
+
+    def __init__(self, sink: BinaryIO, *, compression: Optional[str] = "snappy",
+                 row_group_size: int = ROW_GROUP_SIZE):
+        self._writer = pq.ParquetWriter(sink, schema.arrow_schema(), compression=compression)
+        self._rows = row_group_size
+
+    def write(self, batch: Optional[schema.InstanceBatch]) -> None:
+        if batch is not None and len(batch):
+            self._writer.write_table(batch_to_table(batch), row_group_size=self._rows)
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 def write_parquet(sink: BinaryIO, batch: schema.InstanceBatch, *,

@@ -149,14 +149,28 @@ def frame_record(data: bytes) -> bytes:
             + struct.pack("<I", _masked_crc(data)))
 
 
-def write_tfrecords(sink: BinaryIO, records: Iterable[bytes], *, gzip: bool = False) -> None:
-    """Write framed records to ``sink``; with ``gzip`` as one gzip member (tf.data 'GZIP').
+class TFRecordSink:
+    """Framed records to ``sink``, with ``gzip`` as one gzip member (tf.data 'GZIP').
 
     zlib's gzip header carries no timestamp, so compressed output is deterministic too.
     """
-    compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None
-    for record in records:
-        framed = frame_record(record)
-        sink.write(compressor.compress(framed) if compressor else framed)
-    if compressor:
-        sink.write(compressor.flush())
+
+    def __init__(self, sink: BinaryIO, *, gzip: bool = False):
+        self._sink = sink
+        self._compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None
+
+    def write_all(self, records: Iterable[bytes]) -> None:
+        data = b"".join(frame_record(r) for r in records)
+        self._sink.write(self._compressor.compress(data) if self._compressor else data)
+
+    def close(self) -> None:
+        if self._compressor:
+            self._sink.write(self._compressor.flush())
+            self._compressor = None
+
+
+def write_tfrecords(sink: BinaryIO, records: Iterable[bytes], *, gzip: bool = False) -> None:
+    """All ``records`` to ``sink`` at once (a ``TFRecordSink`` written and closed)."""
+    out = TFRecordSink(sink, gzip=gzip)
+    out.write_all(records)
+    out.close()

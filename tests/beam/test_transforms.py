@@ -1,5 +1,6 @@
 """Beam transforms on real Beam (TestPipeline + assert_that), real LTP and tokenizers."""
 import gzip
+import io
 from collections import Counter
 
 import apache_beam as beam
@@ -10,7 +11,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline import schema
 from pipeline.beam import dofns
 from pipeline.beam.options import JobConfig, expand_config
-from pipeline.beam.transforms import BalancedShards, ReadDocuments, Tokenize
+from pipeline.beam.transforms import MakeInstances
+from pipeline.writers.pieces import encode_piece, read_blocks
 from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.core.wordpiece import WORD_START
 from tests import realdata
@@ -34,62 +36,69 @@ def _batch(first, count):
 
 
 @pytest.mark.parametrize("shards", [1, 3, 4])
-def test_balanced_shards_every_index_present_each_instance_once(shards):
-    sizes = [7, 0, 1, 30, 2, 11]  # buckets of uneven sizes, one empty
-    batches = [(b, _batch(1000 * b, n)) for b, n in enumerate(sizes)]
-    expected = sorted(t for _, batch in batches for t in batch.tokens.tolist())
+def test_shard_plan_reads_every_instance_once_sizes_within_one(shards):
+    sizes = [7, 0, 1, 30, 2, 1100]  # pieces of uneven sizes, one empty, one of several blocks
+    batches = {f"p{k}": _batch(10_000 * k, n) for k, n in enumerate(sizes)}
+    files, pieces = {}, []
+    for k, (name, batch) in enumerate(batches.items()):
+        files[name], classes = encode_piece(batch, shards, block_rows=256)
+        pieces.append({"key": ("src", 100 * (len(sizes) - k)), "path": name,
+                       "rows": len(batch), "classes": classes})
+    plan = sorted(dofns.plan_shards(pieces, shards))
+    assert [s for s, _ in plan] == list(range(shards))
+    got = [sorted(t for path, blocks in sources
+                  for part in read_blocks(io.BytesIO(files[path]), blocks)
+                  for t in part.tokens.tolist()) for _, sources in plan]
+    counts = [len(g) for g in got]
+    assert max(counts) - min(counts) <= 1
+    # Google's round-robin over pieces in key order: instance g goes to shard g % shards.
+    order = [t for p in sorted(pieces, key=lambda p: p["key"])
+             for t in batches[p["path"]].tokens.tolist()]
+    assert got == [sorted(order[s::shards]) for s in range(shards)]
 
-    def check(grouped):
-        grouped = sorted(grouped, key=lambda kv: kv[0])
-        assert [k for k, _ in grouped] == list(range(shards))
-        real = [[v for v in values if v is not None] for _, values in grouped]
-        got = [sorted(t for _, batch in r for t in batch.tokens.tolist()) for r in real]
-        counts = [len(g) for g in got]
-        assert max(counts) - min(counts) <= 1
-        assert sorted(t for g in got for t in g) == expected
-        # Google's round-robin over buckets in key order: instance g goes to shard g % shards.
-        order = [t for _, batch in batches for t in batch.tokens.tolist()]
-        assert got == [sorted(order[s::shards]) for s in range(shards)]
 
-    with TestPipeline() as p:
-        out = p | beam.Create(batches) | BalancedShards(shards)
-        assert_that(out | beam.combiners.ToList(), lambda lists: check(lists[0]))
+def _make_instances_dofn(config, vocab, tmp_path):
+    from pipeline.core.instances import InstanceConfig
+
+    return dofns.MakeInstancesDoFn(
+        vocab=vocab, do_lower_case=True, ltp_model="default", user_dict=None,
+        input_format=config.input_format, text_field="text", max_sentence_chars=500,
+        tokenize_batch_size=8, config=InstanceConfig(vocab_size=len(vocab)), dupe_factor=1,
+        seed=1, exact_google_draws=False, pieces_dir=str(tmp_path), num_shards=2)
 
 
-def test_read_documents_gzip_and_stats(tmp_path):
+def test_ranges_gzip_whole_and_stats(tmp_path):
     path = tmp_path / "docs.txt.gz"
     path.write_bytes(gzip.compress("第一句。\n第二句。\n\n第三句。\n".encode()))
-    config = job_config(f"--input={path}")
+    config = job_config(f"--input={path}", "--range_mb=0.001")
+    assert list(dofns.PlanRangesDoFn(input_format="google", range_bytes=1000).process(
+        (str(path), "docs.txt.gz"))) == [(str(path), "docs.txt.gz", 0, None)]
     with TestPipeline() as p:
-        read = p | beam.Create([(str(path), "docs.txt.gz")]) | ReadDocuments(config)
-        assert_that(read.docs, equal_to([("docs.txt.gz:0", ["第一句。", "第二句。"]),
-                                         ("docs.txt.gz:1", ["第三句。"])]))
-        assert_that(read[dofns.STATS] | beam.Map(lambda c: (c["documents"], c["sentences"])),
-                    equal_to([(2, 3)]), label="stats")
+        made = (p | beam.Create([(str(path), "docs.txt.gz", 0, None)])
+                | beam.ParDo(_make_instances_dofn(config, realdata.vocab(), tmp_path)
+                             ).with_outputs(dofns.STATS, main="pieces"))
+        assert_that(made[dofns.STATS] | beam.Map(lambda c: (c["documents"], c["sentences"],
+                                                            c["files"], c["ranges"])),
+                    equal_to([(2, 3, 1, 1)]), label="stats")
 
 
-def test_tokenize_groups_ltp_words_on_people_daily_text():
+def test_tokenize_groups_ltp_words_on_people_daily_text(tmp_path):
     """Real LTP (the default model) on real text: multi-character words become groups."""
     from pipeline.core.peoples_daily import iter_paragraphs
 
     paragraphs = [p for _, p in zip(range(40), iter_paragraphs())]
     docs = [(f"doc:{i}", ["".join(p.words)]) for i, p in enumerate(paragraphs)]
-    config = job_config()
-    vocab = realdata.vocab()
-
-    def check(out):
-        assert sorted(d for d, _ in out) == sorted(d for d, _ in docs)
-        groups = Counter()
-        for _, sentences in out:
-            for s in sentences:
-                starts = [i for i, f in enumerate(s.flags) if f & WORD_START] + [len(s.ids)]
-                groups.update(b - a for a, b in zip(starts, starts[1:]))
-        # People's Daily is mostly two-character words: most groups are longer than one.
-        assert groups[2] > groups[1] * 0.5 and sum(groups.values()) > 500
-
-    with TestPipeline() as p:
-        out = p | beam.Create(docs) | Tokenize(config, vocab)
-        assert_that(out.docs | beam.combiners.ToList(), lambda lists: check(lists[0]))
+    dofn = _make_instances_dofn(job_config(), realdata.vocab(), tmp_path)
+    dofn.setup()
+    out = list(dofn._tokenize(docs, Counter()))
+    assert sorted(d for d, _ in out) == sorted(d for d, _ in docs)
+    groups = Counter()
+    for _, sentences in out:
+        for s in sentences:
+            starts = [i for i, f in enumerate(s.flags) if f & WORD_START] + [len(s.ids)]
+            groups.update(b - a for a, b in zip(starts, starts[1:]))
+    # People's Daily is mostly two-character words: most groups are longer than one.
+    assert groups[2] > groups[1] * 0.5 and sum(groups.values()) > 500
 
 
 def test_config_yaml_is_overridden_by_flags(tmp_path):
@@ -127,15 +136,14 @@ def test_progress_metrics_are_reported(tmp_path):
 
     path = tmp_path / "docs.txt"
     path.write_text("一。\n二。\n\n三。\n", encoding="utf-8")
+    config = job_config(f"--input={path}", f"--output_dir={tmp_path / 'out'}")
     p = TestPipeline()
-    read = p | beam.Create([(str(path), "docs.txt")]) | ReadDocuments(
-        job_config(f"--input={path}"))
-    read.docs | Tokenize(job_config(), realdata.vocab())
+    p | beam.Create([(str(path), "docs.txt")]) | MakeInstances(config, realdata.vocab())
     result = p.run()
     result.wait_until_finish()
     counters = {r.key.metric.name: r.committed for r in
                 result.metrics().query(MetricsFilter().with_namespace(dofns.NAMESPACE))[
                     "counters"]}
     assert counters["documents"] == 2 and counters["sentences"] == 3 and counters["tokens"] == 6
-    dists = result.metrics().query(MetricsFilter().with_name("batch_sentences"))["distributions"]
-    assert sum(d.committed.sum for d in dists) == 3
+    dists = result.metrics().query(MetricsFilter().with_name("range_documents"))["distributions"]
+    assert sum(d.committed.sum for d in dists) == 2

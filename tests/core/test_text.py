@@ -3,12 +3,14 @@ import bz2
 import gzip
 import io
 import json
+import random
 from collections import Counter
 
 import pytest
 
-from pipeline.core.text import (CorruptInputError, cap_sentence, clean_text, decompressed,
-                                iter_documents, split_sentences)
+from pipeline.core.text import (CorruptInputError, RangeReader, cap_sentence, clean_text,
+                                decompressed, document_boundary, iter_documents,
+                                split_sentences)
 from tests import realdata
 
 
@@ -128,3 +130,61 @@ def test_real_reviews_round_trip_as_lines():
     # Sentence splitting loses no non-space character.
     for (_, sentences), review in zip(out, reviews):
         assert "".join(sentences).replace(" ", "") == clean_text(review, Counter()).replace(" ", "")
+
+
+def _ranges(data: bytes, fmt: str, step: int):
+    """Cut ``data`` where ``document_boundary`` says, near every ``step`` bytes."""
+    stream = io.BytesIO(data)
+    cuts = [0]
+    for nominal in range(step, len(data), step):
+        if nominal <= cuts[-1]:
+            continue
+        cut = document_boundary(stream, nominal, fmt, block=7)  # tiny blocks: carries matter
+        if cut is None or cut >= len(data):
+            break
+        assert cut >= nominal
+        cuts.append(cut)
+    return list(zip(cuts, cuts[1:] + [len(data)]))
+
+
+@pytest.mark.parametrize("fmt", ["google", "lines", "jsonl"])
+def test_document_ranges_read_every_document_once(fmt):
+    rng = random.Random(fmt)
+    docs = []
+    for d in range(60):
+        sentences = ["".join(rng.choice("中文字词abc，。 ") for _ in range(rng.randint(1, 40)))
+                     .strip() or "x" for _ in range(rng.randint(1, 4))]
+        docs.append(sentences)
+    if fmt == "google":
+        seps = ["\n\n", "\r\n\r\n", "\n  \n", "\n\n\n", "\n\r\n"]
+        text = "".join("\n".join(d) + rng.choice(seps) for d in docs)
+    elif fmt == "lines":
+        text = "".join(" ".join(d) + rng.choice(["\n", "\r\n"]) for d in docs)
+    else:
+        text = "".join(json.dumps({"text": " ".join(d)}, ensure_ascii=False) + "\n" for d in docs)
+    data = text.encode("utf-8")
+
+    def read(stream, source, whole):
+        return [s for _, doc in iter_documents(stream, source=source, input_format=fmt,
+                                                whole_file=whole, stats=Counter())
+                for s in doc]
+
+    whole = read(io.BytesIO(data), "f", True)
+    for step in (1, 13, 100, 1000, 10 ** 6):
+        got = []
+        ranges = _ranges(data, fmt, step)
+        for start, end in ranges:
+            raw = io.BytesIO(data)
+            raw.seek(start)
+            got += read(RangeReader(raw, end - start), f"f@{start}", start == 0)
+        assert got == whole, step
+        if step == 100:
+            assert len(ranges) > 10
+
+
+def test_document_boundary_needs_an_empty_line_in_google_format():
+    data = "a\n  \nb\n\nc\n".encode()  # a whitespace-only line ends a document but is no cut
+    assert document_boundary(io.BytesIO(data), 1, "google") == data.index(b"c")
+    assert document_boundary(io.BytesIO(b"abc\ndef\n"), 2, "google") is None
+    assert document_boundary(io.BytesIO(b"abc\ndef\n"), 2, "lines") == 4
+    assert document_boundary(io.BytesIO(b"abc\ndef\n"), 0, "google") == 0
