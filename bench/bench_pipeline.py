@@ -213,7 +213,7 @@ def floor_main(way: str, corpus_path: str, vocab_path: str, out: str) -> None:
 
     with open(vocab_path, encoding="utf-8") as f:
         tokenizer = WordPieceTokenizer(read_vocab(f.read()))
-    segmenter = LtpSegmenter("default")
+    segmenter = LtpSegmenter("default", parallelism=False)  # as the pipeline runs it
     stats = Counter()
     with open(corpus_path, "rb") as f:
         sentences = [s for _, doc in iter_documents(f, source=corpus_path, input_format="google",
@@ -357,7 +357,7 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
     from pipeline.core import instances as core
     from pipeline.core.batched import create_bucket_instances
     from pipeline.core.segment import LtpSegmenter
-    from pipeline.core.seeds import stable_hash64
+    from pipeline.writers.pieces import encode_piece, read_blocks
     from pipeline.core.text import iter_documents
     from pipeline.core.text import has_cjk
     from pipeline.core.wordpiece import WordPieceTokenizer, read_vocab
@@ -369,7 +369,7 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
     table, stats = [], Counter()
     with Stage("load models (not in the sum)", []):
         tokenizer = WordPieceTokenizer(vocab_list)
-        segmenter = LtpSegmenter("default")
+        segmenter = LtpSegmenter("default", parallelism=False)  # as the pipeline runs it
     with Stage("read/clean/split", table):
         with open(path, "rb") as f:
             # Document ids as the job makes them for a lone input file: its name.
@@ -402,20 +402,26 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
         sep_id=vocab_list.index("[SEP]"), mask_id=vocab_list.index("[MASK]"))
     seed, dupe_factor = SETTINGS["random_seed"], SETTINGS["dupe_factor"]
     made = []
-    with Stage("instances + masking (vectorized, per bucket)", table):
-        n_buckets = max(1, -(-len(tokenized) // 1000))  # --docs_per_bucket default
-        buckets = [[] for _ in range(n_buckets)]
-        for doc in tokenized:
-            buckets[stable_hash64(seed, "bucket", doc[0]) % n_buckets].append(doc)
-        for key, bucket in enumerate(buckets):
-            bucket.sort(key=lambda d: d[0])
-            made.append(create_bucket_instances([d[1] for d in bucket], config,
-                                                dupe_factor=dupe_factor, seed=seed,
-                                                bucket=key, stats=stats))
+    with Stage("instances + masking (vectorized, per range)", table):
+        # Ranges as the job cuts them: consecutive documents, about --range_mb (1 MB) of text.
+        ranges, current, size = [], [], 0
+        for (doc_id, sents), (_, raw) in zip(tokenized, docs):
+            current.append(sents)
+            size += sum(len(s.encode("utf-8")) + 1 for s in raw)
+            if size >= 1_000_000:
+                ranges.append(current)
+                current, size = [], 0
+        ranges += [current] if current else []
+        for key, pool in enumerate(ranges):
+            made.append(create_bucket_instances(pool, config, dupe_factor=dupe_factor,
+                                                seed=seed, bucket=key, stats=stats))
     shards = 4
-    with Stage("split to shards + shard shuffle", table):
-        everything = schema.InstanceBatch.concat(made)
-        parts = [everything.take(np.arange(s, len(everything), shards)) for s in range(shards)]
+    with Stage("piece files: encode + read back", table):
+        blobs = [encode_piece(batch, shards) for batch in made]
+        parts = [[b for data, classes in blobs
+                  for b in read_blocks(io.BytesIO(data), classes[s])] for s in range(shards)]
+    with Stage("shard interleave (random merge)", table):
+        parts = [schema.InstanceBatch.concat(p) for p in parts]
         parts = [p.take(np.random.default_rng(s).permutation(len(p))) for s, p in enumerate(parts)]
     with Stage("TFRecord serialize + frame", table):
         records = [frame_record(r) for part in parts for r in serialize_batch(part, 128, 20)]
@@ -423,7 +429,7 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
         for part in parts:
             sink = io.BytesIO()
             pq.write_table(batch_to_table(part), sink, compression="snappy")
-    instances = everything
+    instances = made
     del records
     out = WORK / "out" / f"profile-{corpus}"
     argv = [f"--input={path}", f"--output_dir={out}", "--overwrite", "--runner=DirectRunner",
@@ -439,7 +445,7 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
     overhead = ("Beam overhead (full run - sum of stages)", full[0][1] - stage_wall,
                 full[0][2] - stage_cpu)
     return {"corpus": corpus, "scale": scale, "quick": quick, "input_bytes": path.stat().st_size,
-            "documents": len(docs), "instances_profile": len(instances),
+            "documents": len(docs), "instances_profile": sum(map(len, instances)),
             "instances_pipeline": manifest["total_instances"],
             "stages": [dict(stage=n, wall_s=w, cpu_s=c) for n, w, c in table + [overhead]],
             "full_run": dict(wall_s=full[0][1], cpu_s=full[0][2]),

@@ -19,6 +19,7 @@ import numpy as np
 from pipeline import schema
 
 _WIRE_LEN = 2
+_FLOAT_ONE, _FLOAT_ZERO = struct.pack("<f", 1.0), struct.pack("<f", 0.0)
 
 
 def _varint(value: int) -> bytes:
@@ -53,41 +54,40 @@ def _entry(name: str, feature: bytes) -> bytes:
     return _field(1, _KEYS[name] + _field(2, feature))  # a Features.feature map entry
 
 
-def _varint_rows(values: np.ndarray) -> tuple:
-    """Packed varints of each row of a non-negative [rows, k] int array, all rows in one buffer:
-    (bytes, row offsets). Values below 2**28 (any vocabulary) take at most 4 bytes."""
-    rows, k = values.shape
-    top = int(values.max()) if values.size else 0
-    if top < 1 << 7:  # one byte per value (masks, segments, positions): the values themselves
-        return values.astype(np.uint8).tobytes(), list(range(0, rows * k + 1, k))
-    if top >= 1 << 28:
+def _varints(values: np.ndarray) -> tuple:
+    """Varint encodings of a flat array of non-negative ints, concatenated: (bytes, starts),
+    ``starts[i]`` the byte offset of value ``i`` (and ``starts[-1]`` the total). Values below
+    2**28 (any vocabulary) take at most 4 bytes."""
+    flat = values.astype(np.int64)
+    if len(flat) and int(flat.max()) >= 1 << 28:
         raise ValueError("id too large for this encoder (>= 2**28)")
-    flat = values.reshape(-1).astype(np.int64)
     size = np.ones(len(flat), dtype=np.int64)
     for bits in (7, 14, 21):
         size += flat >= 1 << bits
-    start = np.zeros(len(flat) + 1, dtype=np.int64)
-    np.cumsum(size, out=start[1:])
-    out = np.empty(int(start[-1]), dtype=np.uint8)
+    starts = np.zeros(len(flat) + 1, dtype=np.int64)
+    np.cumsum(size, out=starts[1:])
+    out = np.empty(int(starts[-1]), dtype=np.uint8)
     # Byte j of a value: its 7-bit group j, with the continuation bit unless it is the last.
-    out[start[:-1]] = (flat & 0x7F) | ((size > 1) << 7)
+    out[starts[:-1]] = (flat & 0x7F) | ((size > 1) << 7)
     for j in (1, 2, 3):
-        has = np.nonzero(size > j)[0]
+        has = np.flatnonzero(size > j)
         if not len(has):
             break
-        out[start[has] + j] = ((flat[has] >> (7 * j)) & 0x7F) | ((size[has] > j + 1) << 7)
-    return out.tobytes(), start[::k].tolist()
+        out[starts[has] + j] = ((flat[has] >> (7 * j)) & 0x7F) | ((size[has] > j + 1) << 7)
+    return out.tobytes(), starts
 
 
 class _Prefixes(dict):
-    """Everything of one int64 feature's map entry before its payload, per payload length."""
+    """Everything of one feature's map entry before its payload, per payload length."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, floats: bool = False):
         super().__init__()
-        self._name = name
+        self._name, self._floats = name, floats
 
     def __missing__(self, length: int) -> bytes:
-        probe = _entry(self._name, _int64_feature(b"\0" * length))
+        payload = b"\0" * length
+        probe = _entry(self._name, _float_feature(payload) if self._floats
+                       else _int64_feature(payload))
         self[length] = prefix = probe[:len(probe) - length]
         return prefix
 
@@ -97,33 +97,46 @@ def serialize_batch(batch: schema.InstanceBatch, max_seq_length: int,
     """The serialized ``tf.train.Example`` of every row of ``batch``, padded to fixed lengths.
 
     Features come in ``schema.FEATURES`` order with the values of ``InstanceBatch.padded``
-    (tests parse the bytes with TensorFlow). Varints are encoded for the whole batch with
-    numpy; each record is then a join of slices.
+    (tests parse the bytes with TensorFlow). Ids and labels are varint-encoded for the whole
+    batch with numpy; masks, segments, weights and padding are slices of prepared strings, so
+    a record is one join of a dozen byte strings.
     """
-    padded = batch.padded(max_seq_length, max_predictions_per_seq)
-    varint_features = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",
-                       "masked_lm_ids")
-    encoded = [_varint_rows(padded[name]) for name in varint_features]
-    prefixes = [_Prefixes(name) for name in varint_features]
-    weights = padded["masked_lm_weights"].astype("<f4")
-    width = 4 * max_predictions_per_seq
-    weight_prefix = _entry("masked_lm_weights", _float_feature(b"\0" * width))[:-width]
-    weight_bytes = weights.tobytes()
+    seq, pred = max_seq_length, max_predictions_per_seq
+    if len(batch) and (batch.lengths.max() > seq or batch.num_pred.max() > pred):
+        raise ValueError(f"an instance exceeds max_seq_length={seq} / "
+                         f"max_predictions_per_seq={pred}")
+    ids, id_starts = _varints(batch.tokens)
+    id_at = id_starts[batch.token_offsets()].tolist()
+    labels, label_starts = _varints(batch.labels)
+    pred_offsets = batch.prediction_offsets()
+    label_at = label_starts[pred_offsets].tolist()
+    positions, position_starts = _varints(batch.positions)
+    position_at = position_starts[pred_offsets].tolist()
+    zeros, ones = b"\0" * max(seq, pred), b"\1" * seq
+    ids_prefix, pos_prefix, labels_prefix = (_Prefixes(n) for n in (
+        "input_ids", "masked_lm_positions", "masked_lm_ids"))
+    mask_prefix = _Prefixes("input_mask")[seq]
+    segment_prefix = _Prefixes("segment_ids")[seq]
+    weights = _Prefixes("masked_lm_weights", floats=True)[4 * pred]
+    weight_payload = [_FLOAT_ONE * m + _FLOAT_ZERO * (pred - m) for m in range(pred + 1)]
     label_entries = [_entry("next_sentence_labels", _int64_feature(bytes((v,))))
                      for v in (0, 1)]
-    labels = batch.nsp.tolist()
     example_head = {}
     records = []
-    for row in range(len(batch)):
-        parts = []
-        for (data, offsets), prefix in zip(encoded, prefixes):
-            start, end = offsets[row], offsets[row + 1]
-            parts.append(prefix[end - start])
-            parts.append(data[start:end])
-        parts.append(weight_prefix)
-        parts.append(weight_bytes[row * width:(row + 1) * width])
-        parts.append(label_entries[labels[row]])
-        body = b"".join(parts)
+    rows = zip(batch.lengths.tolist(), batch.num_a.tolist(), batch.num_pred.tolist(),
+               batch.nsp.tolist())
+    for row, (n, num_a, m, nsp) in enumerate(rows):
+        a, b = id_at[row], id_at[row + 1]
+        c, d = position_at[row], position_at[row + 1]
+        e, f = label_at[row], label_at[row + 1]
+        pad_s, pad_p = zeros[:seq - n], zeros[:pred - m]
+        body = b"".join((
+            ids_prefix[b - a + seq - n], ids[a:b], pad_s,
+            mask_prefix, ones[:n], pad_s,
+            segment_prefix, zeros[:num_a], ones[:n - num_a], pad_s,
+            pos_prefix[d - c + pred - m], positions[c:d], pad_p,
+            labels_prefix[f - e + pred - m], labels[e:f], pad_p,
+            weights, weight_payload[m], label_entries[nsp]))
         head = example_head.get(len(body))
         if head is None:
             head = example_head[len(body)] = _field(1, b"\0" * len(body))[:-len(body)]
