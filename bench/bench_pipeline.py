@@ -37,6 +37,7 @@ import corpora  # noqa: E402  (bench/ is not a package)
 
 SETTINGS = dict(max_seq_length=128, max_predictions_per_seq=20, masked_lm_prob=0.15,
                 dupe_factor=5, random_seed=12345)
+MIN_STEADY_S = 3.0
 TOOLS = ("google", "ours-mem", "ours-mp1", "ours-mp2", "floor-a", "floor-b")
 TOOL_LABELS = {
     "google": "Google create_pretraining_data (1 proc, no WWM)",
@@ -266,19 +267,24 @@ def bench_corpus(corpus: str, scale: int, quick: bool, tools, startup: dict) -> 
               f"load {load_str(os.getloadavg())}", flush=True)
         r = run_tool(tool, path, vocab, tag)
         s = startup[key]
-        steady_cpu = max(r["cpu_s"] - s["cpu_s"], 1e-9)
-        steady_wall = max(r["wall_s"] - s["wall_s"], 1e-9)
+        steady_cpu, steady_wall = r["cpu_s"] - s["cpu_s"], r["wall_s"] - s["wall_s"]
+        # Start-up varies by a second or more between runs: below MIN_STEADY_S of real work
+        # a rate would be noise (use a larger --scale for such a corpus).
+        timeable = min(steady_cpu, steady_wall) >= MIN_STEADY_S
         r.update(tool=tool, corpus=corpus, scale=scale, quick=quick, input_bytes=size,
                  startup_wall_s=s["wall_s"], startup_cpu_s=s["cpu_s"],
-                 startup_peak_rss_mb=s["peak_rss_mb"],
-                 mb_per_s_per_core=size / 1e6 / steady_cpu,
-                 mb_per_s_wall=size / 1e6 / steady_wall,
-                 instances_per_s=(r["instances"] / steady_wall) if r["instances"] else None)
+                 startup_peak_rss_mb=s["peak_rss_mb"], steady_cpu_s=steady_cpu,
+                 steady_wall_s=steady_wall,
+                 mb_per_s_per_core=size / 1e6 / steady_cpu if timeable else None,
+                 mb_per_s_wall=size / 1e6 / steady_wall if timeable else None,
+                 instances_per_s=(r["instances"] / steady_wall) if r["instances"] and timeable
+                 else None)
         rows.append(r)
     google = next((r for r in rows if r["tool"] == "google"), None)
     for r in rows:
         if google:
-            r["per_core_vs_google"] = r["mb_per_s_per_core"] / google["mb_per_s_per_core"]
+            if r["mb_per_s_per_core"] and google["mb_per_s_per_core"]:
+                r["per_core_vs_google"] = r["mb_per_s_per_core"] / google["mb_per_s_per_core"]
             r["wall_vs_google"] = google["wall_s"] / r["wall_s"]
     return rows
 
@@ -295,9 +301,10 @@ def print_table(rows) -> None:
         ips = f"{r['instances_per_s']:.0f}" if r.get("instances_per_s") else "-"
         xc = f"{r['per_core_vs_google']:.2f}" if "per_core_vs_google" in r else "-"
         xw = f"{r['wall_vs_google']:.2f}" if "wall_vs_google" in r else "-"
+        rate = f"{r['mb_per_s_per_core']:.3f}" if r["mb_per_s_per_core"] else "too small"
         print(f"{r['tool']:<9} {name:<14} {r['input_bytes'] / 1e6:>6.2f} {r['wall_s']:>7.1f} "
               f"{r['cpu_s']:>7.1f} {r['peak_rss_mb']:>7.0f} {r['startup_wall_s']:>7.1f} "
-              f"{r['startup_cpu_s']:>6.1f} {r['mb_per_s_per_core']:>9.3f} {inst:>7} {ips:>7} "
+              f"{r['startup_cpu_s']:>6.1f} {rate:>9} {inst:>7} {ips:>7} "
               f"{xc:>7} {xw:>7}  {load_str(r['load_before'])} → {load_str(r['load_after'])}")
 
 
@@ -312,7 +319,11 @@ def targets(rows) -> list:
             lines.append(f"{label(corpus, scale, quick)}: ours per-core / Google per-core = "
                          f"{r['per_core_vs_google']:.2f} (target >= 2.5: "
                          f"{'met' if ok else 'NOT met'})")
-        if tool == "ours-mp2" and ("ours-mp1", corpus, scale, quick) in by:
+        if tool == "ours-mem" and r["mb_per_s_per_core"] is None:
+            lines.append(f"{label(corpus, scale, quick)}: under {MIN_STEADY_S:.0f} s of work "
+                         f"after start-up: too small to time (use a larger --scale)")
+        if (tool == "ours-mp2" and ("ours-mp1", corpus, scale, quick) in by
+                and r["mb_per_s_wall"] and by[("ours-mp1", corpus, scale, quick)]["mb_per_s_wall"]):
             one = by[("ours-mp1", corpus, scale, quick)]
             speedup = (one["wall_s"] - one["startup_wall_s"]) / max(
                 r["wall_s"] - r["startup_wall_s"], 1e-9)

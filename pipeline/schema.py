@@ -216,34 +216,6 @@ class InstanceBatch:
                          masked_lm_ids=labels[p[i]:p[i + 1]],
                          next_sentence_label=int(self.nsp[i])) for i in range(len(self))]
 
-    def padded(self, max_seq_length: int, max_predictions_per_seq: int) -> Dict[str, "object"]:
-        """Google's fixed-length features as [rows, length] int64/float32 arrays."""
-        import numpy as np
-
-        n, m = len(self), max_predictions_per_seq
-        if len(self) and (self.lengths.max() > max_seq_length or self.num_pred.max() > m):
-            raise ValueError(f"an instance exceeds max_seq_length={max_seq_length} / "
-                             f"max_predictions_per_seq={m}")
-        col = np.arange(max_seq_length)
-        mask = col[None, :] < self.lengths[:, None]
-        ids = np.zeros((n, max_seq_length), dtype=np.int64)
-        ids[mask] = self.tokens
-        pcol = np.arange(m)
-        pmask = pcol[None, :] < self.num_pred[:, None]
-        positions = np.zeros((n, m), dtype=np.int64)
-        positions[pmask] = self.positions
-        labels = np.zeros((n, m), dtype=np.int64)
-        labels[pmask] = self.labels
-        return {
-            "input_ids": ids,
-            "input_mask": mask.astype(np.int64),
-            "segment_ids": (mask & (col[None, :] >= self.num_a[:, None])).astype(np.int64),
-            "masked_lm_positions": positions,
-            "masked_lm_ids": labels,
-            "masked_lm_weights": pmask.astype(np.float32),
-            "next_sentence_labels": self.nsp.astype(np.int64)[:, None],
-        }
-
 
 def _ragged_index(offsets, rows):
     """Flat indexes of the values of ``rows`` (in that order) in a column with ``offsets``."""

@@ -64,6 +64,7 @@ def test_manifest_describes_balanced_shards(job):
         assert hashlib.sha256(f.read()).hexdigest() == manifest["vocab_sha256"]
     schema.validate_manifest(manifest)
     assert not glob.glob(os.path.join(out, "**", ".tmp-*"), recursive=True)
+    assert not os.path.exists(os.path.join(out, "_pieces"))  # temporary instances removed
 
 
 def test_tfrecord_google_spec_and_parquet_hold_the_same_instances(job):
@@ -122,11 +123,14 @@ def test_non_empty_output_dir_is_refused_then_overwritten(job, tmp_path):
     target.mkdir()
     (target / "keep.txt").write_text("user file")
     (target / "manifest.json").write_text("{}")
+    (target / "_pieces").mkdir()  # left by a crashed run
+    (target / "_pieces" / "piece-0.bin").write_bytes(b"stale")
     small = tmp_path / "small.txt"
     small.write_text("\n\n".join(sample_documents(5)), encoding="utf-8")
     again = run([f"--input={small}", f"--output_dir={target}", "--overwrite", "--dupe_factor=1",
                  "--num_shards=2"])
     assert again["total_instances"] > 0 and (target / "keep.txt").exists()
+    assert not (target / "_pieces").exists()
 
 
 def test_missing_input_is_a_clear_error(tmp_path):

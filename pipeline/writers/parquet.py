@@ -5,7 +5,7 @@ written in row groups of ``row_group_size`` so readers can stream a shard group 
 """
 from __future__ import annotations
 
-from typing import BinaryIO, Optional, Sequence
+from typing import BinaryIO, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -49,10 +49,6 @@ def batch_to_table(batch: schema.InstanceBatch) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=arrow)
 
 
-def instances_to_table(instances: Sequence[schema.Instance]) -> pa.Table:
-    return batch_to_table(schema.InstanceBatch.from_instances(instances))
-
-
 class ParquetSink:
     """A Parquet shard written chunk by chunk: each ``write`` adds row groups."""
 
@@ -67,9 +63,3 @@ class ParquetSink:
 
     def close(self) -> None:
         self._writer.close()
-
-
-def write_parquet(sink: BinaryIO, batch: schema.InstanceBatch, *,
-                  compression: str = "snappy", row_group_size: int = ROW_GROUP_SIZE) -> None:
-    pq.write_table(batch_to_table(batch), sink, compression=compression,
-                   row_group_size=row_group_size)

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline import schema
 
-BLOCK_ROWS = 512
+BLOCK_ROWS = 256
 # (byte offset, byte length, rows) of one block.
 Block = Tuple[int, int, int]
 

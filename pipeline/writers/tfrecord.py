@@ -96,7 +96,7 @@ def serialize_batch(batch: schema.InstanceBatch, max_seq_length: int,
                     max_predictions_per_seq: int) -> List[bytes]:
     """The serialized ``tf.train.Example`` of every row of ``batch``, padded to fixed lengths.
 
-    Features come in ``schema.FEATURES`` order with the values of ``InstanceBatch.padded``
+    Features come in ``schema.FEATURES`` order with the values of ``Instance.padded_features``
     (tests parse the bytes with TensorFlow). Ids and labels are varint-encoded for the whole
     batch with numpy; masks, segments, weights and padding are slices of prepared strings, so
     a record is one join of a dozen byte strings.
@@ -144,13 +144,6 @@ def serialize_batch(batch: schema.InstanceBatch, max_seq_length: int,
     return records
 
 
-def serialize_example(inst: schema.Instance, max_seq_length: int,
-                      max_predictions_per_seq: int) -> bytes:
-    """The serialized ``tf.train.Example`` of one instance (``serialize_batch`` of one row)."""
-    return serialize_batch(schema.InstanceBatch.from_instances([inst]), max_seq_length,
-                           max_predictions_per_seq)[0]
-
-
 def _masked_crc(data: bytes) -> int:
     crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
@@ -180,10 +173,3 @@ class TFRecordSink:
         if self._compressor:
             self._sink.write(self._compressor.flush())
             self._compressor = None
-
-
-def write_tfrecords(sink: BinaryIO, records: Iterable[bytes], *, gzip: bool = False) -> None:
-    """All ``records`` to ``sink`` at once (a ``TFRecordSink`` written and closed)."""
-    out = TFRecordSink(sink, gzip=gzip)
-    out.write_all(records)
-    out.close()
