@@ -114,7 +114,7 @@ class InstanceBatch:
     Row ``i`` has ``lengths[i]`` tokens (its slice of ``tokens``), ``num_a[i]`` of them in
     segment 0, ``num_pred[i]`` predictions (its slices of ``positions`` and ``labels``) and NSP
     label ``nsp[i]``: the unpadded ``Instance`` fields, column-wise. Token ids are stored as
-    uint16 when the vocabulary fits (a third of a pickled row of Python ints), else int32.
+    uint16 when the vocabulary fits, else int32; positions as uint16.
     """
 
     __slots__ = ("tokens", "lengths", "num_a", "positions", "labels", "num_pred", "nsp")
@@ -188,11 +188,11 @@ class InstanceBatch:
         import numpy as np
 
         rows = np.asarray(rows, dtype=np.int64)
+        predictions = _ragged_index(self.prediction_offsets(), rows)
         return InstanceBatch(
             tokens=self.tokens[_ragged_index(self.token_offsets(), rows)],
             lengths=self.lengths[rows], num_a=self.num_a[rows],
-            positions=self.positions[_ragged_index(self.prediction_offsets(), rows)],
-            labels=self.labels[_ragged_index(self.prediction_offsets(), rows)],
+            positions=self.positions[predictions], labels=self.labels[predictions],
             num_pred=self.num_pred[rows], nsp=self.nsp[rows])
 
     @staticmethod
