@@ -70,3 +70,19 @@ def test_output_does_not_depend_on_where_the_corpus_lives(tmp_path):
                                                tmp_path / "out" / "there/deeper", shards,
                                                shallow=False)
     assert match == shards and not mismatch and not errors
+
+
+def test_exact_google_draws_path_is_deterministic_and_distinct(tmp_path):
+    corpus = _corpus(tmp_path)
+    common = [f"--input={corpus}", "--dupe_factor=1", "--num_shards=2", "--range_mb=0.005"]
+    exact = [run(common + ["--exact_google_draws", f"--output_dir={tmp_path / name}"])
+             for name in ("exact1", "exact2")]
+    default = run(common + [f"--output_dir={tmp_path / 'default'}"])
+    shards = _shards(tmp_path / "exact1")
+    match, mismatch, errors = filecmp.cmpfiles(tmp_path / "exact1", tmp_path / "exact2", shards,
+                                               shallow=False)
+    assert match == shards and not mismatch and not errors
+    assert exact[0]["total_instances"] > 100
+    assert abs(exact[0]["total_instances"] / default["total_instances"] - 1) < 0.1
+    assert not filecmp.cmp(tmp_path / "exact1" / shards[0], tmp_path / "default" / shards[0],
+                           shallow=False)

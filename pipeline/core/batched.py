@@ -1,4 +1,5 @@
-"""All instances of one bucket at once: Google's algorithm with numpy doing the per-token work.
+"""All instances of one bucket (a pool of documents: the job passes one input range) at once:
+Google's algorithm with numpy doing the per-token work.
 
 ``create_instances_from_document`` (``instances.py``) follows Google's script draw for draw,
 one Python call per token decision; at dupe_factor 5 that was a third of the whole job. Here
