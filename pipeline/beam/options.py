@@ -81,7 +81,7 @@ class WwmOptions(PipelineOptions):
                  "next segments are drawn from")
         add("--tokenize_batch_size", type=int, default=64,
             help="most documents per segmentation/WordPiece batch")
-        add("--exact_google_draws", type=str2bool, default=False,
+        add("--exact_google_draws", type=str2bool, nargs="?", const=True, default=False,
             help="make instances with Google's per-token random draws (given the same "
                  "generator, Google's exact output; about 4x slower). Default: the same "
                  "algorithm and distributions, vectorized")
