@@ -15,7 +15,6 @@ from collections import Counter
 from typing import List, Optional, Sequence, Tuple
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -252,21 +251,25 @@ def _batches(items, size: int):
         yield batch
 
 
-def plan_shards(pieces: List[dict], num_shards: int):
-    """Every piece's index → (shard, [(piece path, blocks)]) for each shard.
+def piece_offsets(sizes: List[Tuple[tuple, int]]) -> dict:
+    """(piece key, rows) of every piece → {key: offset of its first row in the global sequence}.
 
     Pieces in key order, each piece's rows in order, make one global sequence of instances;
-    instance ``g`` goes to shard ``g % num_shards`` (Google's round-robin), so shard sizes
-    differ by at most one. Row ``i`` of a piece whose rows start at global offset ``o`` is in
-    class ``i % num_shards`` and lands in shard ``(o + i) % num_shards``: shard ``s`` takes
-    class ``(s - o) % num_shards`` of the piece, whole.
+    instance ``g`` of it goes to shard ``g % num_shards`` (Google's round-robin), so shard sizes
+    differ by at most one.
     """
-    pieces = sorted(pieces, key=lambda p: p["key"])
-    offsets = np.cumsum([0] + [p["rows"] for p in pieces]).tolist()
-    for shard in range(num_shards):
-        sources = []
-        for piece, offset in zip(pieces, offsets):
-            blocks = piece["classes"][(shard - offset) % num_shards]
-            if blocks:
-                sources.append((piece["path"], blocks))
-        yield shard, sources
+    offsets, total = {}, 0
+    for key, rows in sorted(sizes):
+        offsets[key] = total
+        total += rows
+    return offsets
+
+
+def assign_classes(piece: dict, offsets: dict, num_shards: int):
+    """A piece's classes → (shard, (piece key, path, blocks)). Row ``i`` of a piece starting at
+    global offset ``o`` is in class ``i % num_shards`` and belongs to shard
+    ``(o + i) % num_shards``: class ``c`` goes whole to shard ``(c + o) % num_shards``."""
+    offset = offsets[piece["key"]]
+    for c, blocks in enumerate(piece["classes"]):
+        if blocks:
+            yield (c + offset) % num_shards, (piece["key"], piece["path"], blocks)

@@ -85,7 +85,7 @@ class _Source:
 
 
 class WriteShardDoFn(beam.DoFn):
-    """(shard index, [(piece path, blocks)]) → the shard's files and a summary.
+    """(shard index, [(piece key, piece path, blocks) | None]) → the shard's files and a summary.
 
     The shard's rows are a uniformly random interleaving of its sources (each already in random
     order, so the result is a uniform shuffle of the shard), drawn from the shard's seed and
@@ -104,7 +104,10 @@ class WriteShardDoFn(beam.DoFn):
         self._gzip, self._pq = gzip, parquet_compression
 
     def process(self, element):
-        index, sources = element
+        index, items = element
+        # Sources in piece-key order, whatever order the shuffle delivered them in.
+        sources = [(path, blocks) for _, path, blocks in
+                   sorted((i for i in items if i is not None), key=lambda i: i[0])]
         counts = [sum(rows for _, _, rows in blocks) for _, blocks in sources]
         rng = np.random.default_rng(stable_seed(self._seed, "shard", index))
         order = rng.permutation(np.repeat(np.arange(len(sources), dtype=np.int32), counts))

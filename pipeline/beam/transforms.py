@@ -3,8 +3,9 @@
   files ─ PlanRanges (document-aligned byte ranges) ─ Reshuffle
         ─ MakeInstances: per range, read → LTP + WordPiece (batched) → Google's algorithm with
           the range as the pool → a piece file of instances, shuffled, in shard classes
-        ─ plan shards (piece indexes only) ─ Reshuffle ─ WriteShards (a random interleaving of
-          every piece's class for the shard, streamed) ─ stats.json, manifest.json
+        ─ WriteShards: piece sizes → global offsets; each piece's classes grouped by shard (block
+          indexes only) → a random interleaving of the shard's classes, streamed to its files
+        ─ stats.json, manifest.json
 
 Only file names, ranges and piece indexes cross Beam's shuffles: no step holds the corpus or
 its instances, so memory stays flat in corpus size on any runner, DirectRunner included.
@@ -72,10 +73,19 @@ class WriteShards(beam.PTransform):
 
     def expand(self, pieces):
         c = self._config
-        return (pieces
-                | "All piece indexes" >> beam.combiners.ToList()
-                | "Plan shards" >> beam.FlatMap(dofns.plan_shards, c.num_shards)
-                | "Spread shards" >> beam.Reshuffle()
+        offsets = (pieces
+                   | "Piece sizes" >> beam.Map(lambda p: (p["key"], p["rows"]))
+                   | "All sizes" >> beam.combiners.ToList()
+                   | "Offsets" >> beam.Map(dofns.piece_offsets))
+        assigned = pieces | "Assign classes" >> beam.FlatMap(
+            dofns.assign_classes, offsets=beam.pvalue.AsSingleton(offsets),
+            num_shards=c.num_shards)
+        # One empty marker per shard, so a shard that gets no instance is still written.
+        markers = (pieces.pipeline
+                   | "Shard indexes" >> beam.Create([(i, None) for i in range(c.num_shards)]))
+        return ((assigned, markers)
+                | "With markers" >> beam.Flatten()
+                | "Group by shard" >> beam.GroupByKey()
                 | "Write" >> beam.ParDo(sinks.WriteShardDoFn(
                     output_dir=c.output_dir, pieces_dir=pieces_dir(c),
                     num_shards=c.num_shards, seed=c.random_seed, formats=c.output_formats,

@@ -44,8 +44,12 @@ def test_shard_plan_reads_every_instance_once_sizes_within_one(shards):
         files[name], classes = encode_piece(batch, shards, block_rows=256)
         pieces.append({"key": ("src", 100 * (len(sizes) - k)), "path": name,
                        "rows": len(batch), "classes": classes})
-    plan = sorted(dofns.plan_shards(pieces, shards))
-    assert [s for s, _ in plan] == list(range(shards))
+    offsets = dofns.piece_offsets([(p["key"], p["rows"]) for p in pieces])
+    by_shard = {s: [] for s in range(shards)}
+    for piece in pieces:
+        for shard, (key, path, blocks) in dofns.assign_classes(piece, offsets, shards):
+            by_shard[shard].append((path, blocks))
+    plan = sorted(by_shard.items())
     got = [sorted(t for path, blocks in sources
                   for part in read_blocks(io.BytesIO(files[path]), blocks)
                   for t in part.tokens.tolist()) for _, sources in plan]
