@@ -16,12 +16,6 @@ from pipeline import schema
 ROW_GROUP_SIZE = 8192
 
 
-def _offsets(lengths: np.ndarray) -> np.ndarray:
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    return offsets
-
-
 def _list_array(offsets: np.ndarray, flat: np.ndarray, value_type: pa.DataType) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type))
 
@@ -31,7 +25,9 @@ def batch_to_table(batch: schema.InstanceBatch) -> pa.Table:
     arrow = schema.arrow_schema()
     types = {f.name: f.type for f in arrow}
     n = batch.lengths
-    seq_off, pred_off = _offsets(n), _offsets(batch.num_pred)
+    # Arrow's list offsets are int32.
+    seq_off = batch.token_offsets().astype(np.int32)
+    pred_off = batch.prediction_offsets().astype(np.int32)
     total_n, total_m = int(seq_off[-1]), int(pred_off[-1])
     # Position of every token inside its row; segment 1 from num_a on.
     in_row = np.arange(total_n, dtype=np.int32) - np.repeat(seq_off[:-1], n)
