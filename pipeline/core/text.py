@@ -71,22 +71,6 @@ def clean_text(text: str, stats: Counter) -> Optional[str]:
     return cleaned
 
 
-class _ReadOnly(io.RawIOBase):
-    """Adapts an object with just ``read(n)`` to the io stack (TextIOWrapper needs more)."""
-
-    def __init__(self, stream):
-        super().__init__()
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self._stream.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-
 def decompressed(raw: BinaryIO, path: str) -> BinaryIO:
     """``raw`` decompressed by the file's extension (.gz, .bz2), else as is.
 
@@ -102,17 +86,20 @@ def decompressed(raw: BinaryIO, path: str) -> BinaryIO:
 
 
 class RangeReader(io.RawIOBase):
-    """At most ``length`` bytes of ``stream`` from where it stands (a document-aligned range)."""
+    """An object with just ``read(n)`` as a raw io stream (TextIOWrapper needs more), limited to
+    ``length`` bytes from where it stands (a document-aligned range) when given."""
 
-    def __init__(self, stream, length: int):
+    def __init__(self, stream, length: Optional[int] = None):
         super().__init__()
-        self._stream, self._left = stream, length
+        self._stream = stream
+        self._left = float("inf") if length is None else length
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._stream.read(min(len(buffer), self._left)) if self._left > 0 else b""
+        want = int(min(len(buffer), self._left))
+        data = self._stream.read(want) if want > 0 else b""
         buffer[:len(data)] = data
         self._left -= len(data)
         return len(data)
@@ -151,7 +138,7 @@ def document_boundary(stream: BinaryIO, position: int, input_format: str,
 def _buffered(stream):
     if isinstance(stream, io.BufferedReader):
         return stream
-    raw = stream if isinstance(stream, io.RawIOBase) else _ReadOnly(stream)
+    raw = stream if isinstance(stream, io.RawIOBase) else RangeReader(stream)
     return io.BufferedReader(raw, buffer_size=1 << 16)
 
 
