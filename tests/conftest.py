@@ -20,3 +20,15 @@ def default_ltp_model_dir(bert_wwm_cache):
     from pipeline.core.ltp_default import default_model_dir
 
     return default_model_dir()
+
+
+@pytest.fixture(scope="session")
+def small_ltp_model_dir(tmp_path_factory):
+    """A throw-away legacy LTP model (1,500 training paragraphs, 1 epoch: a few seconds), for
+    tests that need real segmentation but not the default model's accuracy. Its predictions
+    are deterministic (single-threaded perceptron, no shuffling), so outputs made with it are
+    stable across builds."""
+    from pipeline.core.ltp_default import build_model
+
+    return str(build_model(tmp_path_factory.mktemp("ltp") / "small-model", epochs=1,
+                           max_train_paragraphs=1500))
