@@ -214,7 +214,9 @@ def floor_main(way: str, corpus_path: str, vocab_path: str, out: str) -> None:
 
     with open(vocab_path, encoding="utf-8") as f:
         tokenizer = WordPieceTokenizer(read_vocab(f.read()))
-    segmenter = LtpSegmenter("default", parallelism=False)  # as the pipeline runs it
+    from pipeline.core.ltp_default import default_model_dir
+
+    segmenter = LtpSegmenter(str(default_model_dir()), parallelism=False)  # as the job runs it
     stats = Counter()
     with open(corpus_path, "rb") as f:
         sentences = [s for _, doc in iter_documents(f, source=corpus_path, input_format="google",
@@ -356,23 +358,42 @@ class Stage:
                            time.process_time() - self.cpu))
 
 
+class _TimedSegmenter:
+    """The segmenter with its time counted: LTP's share of the tokenize step."""
+
+    def __init__(self, segmenter):
+        self._segmenter, self.wall, self.cpu = segmenter, 0.0, 0.0
+
+    @property
+    def stats(self):
+        return self._segmenter.stats
+
+    def word_spans(self, texts):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            return self._segmenter.word_spans(texts)
+        finally:
+            self.wall += time.perf_counter() - wall
+            self.cpu += time.process_time() - cpu
+
+
 def profile(corpus: str, scale: int, quick: bool) -> dict:
-    """The pipeline's steps as plain functions in this process, then the full in_memory run."""
+    """The job's core steps (``pipeline.core.ranges``, the writers) called one by one in this
+    process, timed separately; then the full in_memory run."""
     import io
 
     import pyarrow.parquet as pq
 
-    from pipeline import schema
     import numpy as np
 
-    from pipeline.core import instances as core
-    from pipeline.core.batched import create_bucket_instances
+    from pipeline.core.instance import InstanceBatch, InstanceConfig
+    from pipeline.core.ltp_default import default_model_dir
+    from pipeline.core.ranges import (RangeConfig, make_instances, plan_ranges, range_key,
+                                      read_range_documents, tokenize_documents)
     from pipeline.core.segment import LtpSegmenter
-    from pipeline.writers.pieces import encode_piece, read_blocks
-    from pipeline.core.text import iter_documents
-    from pipeline.core.text import has_cjk
     from pipeline.core.wordpiece import WordPieceTokenizer, read_vocab
     from pipeline.writers.parquet import batch_to_table
+    from pipeline.writers.pieces import encode_piece, read_blocks
     from pipeline.writers.tfrecord import frame_record, serialize_batch
 
     path = corpora.corpus_file(corpus, scale=scale, quick=quick)
@@ -380,59 +401,47 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
     table, stats = [], Counter()
     with Stage("load models (not in the sum)", []):
         tokenizer = WordPieceTokenizer(vocab_list)
-        segmenter = LtpSegmenter("default", parallelism=False)  # as the pipeline runs it
-    with Stage("read/clean/split", table):
+        # as the pipeline runs it: single-threaded
+        segmenter = _TimedSegmenter(LtpSegmenter(str(default_model_dir()), parallelism=False))
+    config = RangeConfig(
+        instance=InstanceConfig(
+            max_seq_length=128, max_predictions_per_seq=20, masked_lm_prob=0.15,
+            vocab_size=len(vocab_list), cls_id=vocab_list.index("[CLS]"),
+            sep_id=vocab_list.index("[SEP]"), mask_id=vocab_list.index("[MASK]")),
+        dupe_factor=SETTINGS["dupe_factor"], seed=SETTINGS["random_seed"])
+    with Stage("plan ranges", table):
         with open(path, "rb") as f:
-            # Document ids as the job makes them for a lone input file: its name.
-            docs = list(iter_documents(f, source=path.name, input_format="google",
-                                       max_sentence_chars=500, stats=stats))
-    batches = [docs[b:b + 64] for b in range(0, len(docs), 64)]  # --tokenize_batch_size
-    spans_per_batch = []
-    with Stage("LTP segmentation (word_spans)", table):
-        for batch in batches:
-            texts = [s for _, sents in batch for s in sents]
-            chinese = [i for i, t in enumerate(texts) if has_cjk(t)]
-            found = segmenter.word_spans([texts[i] for i in chinese])
-            spans = [()] * len(texts)
-            for i, s in zip(chinese, found):
-                spans[i] = s
-            spans_per_batch.append((texts, spans))
+            ranges = plan_ranges(f, path=str(path), size=path.stat().st_size,
+                                 input_format="google", range_bytes=1_000_000)
+    source = path.name  # as the job names a lone input file
+    docs_per_range, made = [], []
+    with Stage("read/clean/split", table):
+        for start, end in ranges:
+            with open(path, "rb") as f:
+                docs_per_range.append(list(read_range_documents(
+                    f, path=str(path), source=source, start=start, end=end, config=config,
+                    stats=stats)))
     tokenized = []
-    with Stage("WordPiece + word flags (encode)", table):
-        for batch, (texts, spans) in zip(batches, spans_per_batch):
-            encoded = tokenizer.encode(texts, spans, stats=stats)
-            k = 0
-            for doc_id, sents in batch:
-                kept = [e for e in encoded[k:k + len(sents)] if len(e.ids)]
-                k += len(sents)
-                if kept:
-                    tokenized.append((doc_id, kept))
-    config = core.InstanceConfig(
-        max_seq_length=128, max_predictions_per_seq=20, masked_lm_prob=0.15,
-        vocab_size=len(vocab_list), cls_id=vocab_list.index("[CLS]"),
-        sep_id=vocab_list.index("[SEP]"), mask_id=vocab_list.index("[MASK]"))
-    seed, dupe_factor = SETTINGS["random_seed"], SETTINGS["dupe_factor"]
-    made = []
+    with Stage("LTP + WordPiece (tokenize_documents)", table) as both:
+        for docs in docs_per_range:
+            tokenized.append(list(tokenize_documents(
+                docs, tokenizer=tokenizer, segmenter=segmenter,
+                batch_size=config.tokenize_batch_size, stats=stats)))
+    table.pop()  # split into its two parts
+    table.append(("LTP segmentation (word_spans)", segmenter.wall, segmenter.cpu))
+    table.append(("WordPiece + word flags (encode)", time.perf_counter() - both.wall
+                  - segmenter.wall, time.process_time() - both.cpu - segmenter.cpu))
     with Stage("instances + masking (vectorized, per range)", table):
-        # Ranges as the job cuts them: consecutive documents, about --range_mb (1 MB) of text.
-        ranges, current, size = [], [], 0
-        for (doc_id, sents), (_, raw) in zip(tokenized, docs):
-            current.append(sents)
-            size += sum(len(s.encode("utf-8")) + 1 for s in raw)
-            if size >= 1_000_000:
-                ranges.append(current)
-                current, size = [], 0
-        ranges += [current] if current else []
-        for key, pool in enumerate(ranges):
-            made.append(create_bucket_instances(pool, config, dupe_factor=dupe_factor,
-                                                seed=seed, bucket=key, stats=stats))
+        for (start, _), docs in zip(ranges, tokenized):
+            made.append(make_instances(docs, config=config, key=range_key(source, start),
+                                       stats=stats))
     shards = 4
     with Stage("piece files: encode + read back", table):
         blobs = [encode_piece(batch, shards) for batch in made]
         parts = [[b for data, classes in blobs
                   for b in read_blocks(io.BytesIO(data), classes[s])] for s in range(shards)]
     with Stage("shard interleave (random merge)", table):
-        parts = [schema.InstanceBatch.concat(p) for p in parts]
+        parts = [InstanceBatch.concat(p) for p in parts]
         parts = [p.take(np.random.default_rng(s).permutation(len(p))) for s, p in enumerate(parts)]
     with Stage("TFRecord serialize + frame", table):
         records = [frame_record(r) for part in parts for r in serialize_batch(part, 128, 20)]
@@ -440,6 +449,7 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
         for part in parts:
             sink = io.BytesIO()
             pq.write_table(batch_to_table(part), sink, compression="snappy")
+    docs = [d for docs in docs_per_range for d in docs]
     instances = made
     del records
     out = WORK / "out" / f"profile-{corpus}"

@@ -45,10 +45,11 @@ def vocab_for(corpus: str) -> Path:
 def peoples_daily_documents() -> List[Document]:
     """Every article of 199801 as a list of sentences (paragraph text = joined gold words)."""
     from pipeline.core import peoples_daily as pd
+    from pipeline.tools import sample_corpus
 
     docs = []
-    for _, paras in pd.iter_articles(pd.iter_paragraphs()):
-        sentences = [s.strip() for p in paras for s in pd.split_sentences("".join(p.words))]
+    for _, paras in sample_corpus.iter_articles(pd.iter_paragraphs()):
+        sentences = [s.strip() for p in paras for s in sample_corpus.split_sentences("".join(p.words))]
         sentences = [s for s in sentences if s]
         if sentences:
             docs.append(sentences)

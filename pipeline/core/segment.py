@@ -26,31 +26,29 @@ in torch + transformers (seconds and ~1 GB per worker). Segmentation then calls 
 paragraphs ``batch_predict`` and ``pipeline(texts, tasks=["cws"])`` ran at the same speed within
 the noise of a shared 2-core machine (0.15-0.54 M chars/s each depending on load); alignment
 adds ~15%. Neural models go through ``pipeline``. Measure with
-``python -m pipeline.core.segment --benchmark``.
+``python -m pipeline.tools.ltp_model --benchmark``.
 
-No Beam import: a ``scheme://`` model path must be copied to local disk by the caller.
+The segmenter takes a local model directory or a hub name, nothing else: a ``scheme://`` path
+is copied to local disk by the Beam layer, and the built-in model's directory comes from
+``ltp_default``. The model is read whole at construction: its files may be removed after.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import json
 import os
 import re
-import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
-from pipeline.core.text import has_cjk
+from pipeline.core.text import cut_long, has_cjk
+from pipeline.versions import version
 
 Spans = list[tuple[int, int]]
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
-_BREAK_STRONG = set("。！？；!?;\n")
-_BREAK_WEAK = set("，、,：:")
 NEURAL_MAX_CHARS = 500
 LEGACY_MAX_CHARS = 20_000
 _LOOKAHEAD = 64
@@ -62,31 +60,6 @@ def model_safe(text: str) -> str:
     """Replace lone surrogates (which cannot cross into LTP's Rust/tokenizer code) by U+FFFD;
     length is unchanged, so offsets into the result are offsets into ``text``."""
     return _SURROGATE.sub("\ufffd", text)
-
-
-def split_for_model(text: str, max_chars: int) -> list[tuple[int, str]]:
-    """Cut ``text`` into (offset, chunk) pieces of at most ``max_chars`` characters.
-
-    Cuts go after the last sentence end (。！？；!?; newline) in the window, else after the last
-    comma-like mark or whitespace, else hard at ``max_chars``; a hard cut may split one word.
-    """
-    pieces, start, n = [], 0, len(text)
-    while n - start > max_chars:
-        window_end = start + max_chars
-        cut = _last_break(text, start, window_end)
-        pieces.append((start, text[start:cut]))
-        start = cut
-    if start < n:
-        pieces.append((start, text[start:]))
-    return pieces
-
-
-def _last_break(text: str, start: int, end: int) -> int:
-    for marks in (_BREAK_STRONG, _BREAK_WEAK):
-        for i in range(end - 1, start + (end - start) // 2, -1):
-            if text[i] in marks or (marks is _BREAK_WEAK and text[i].isspace()):
-                return i + 1
-    return end
 
 
 def _skip_space(text: str, pos: int) -> int:
@@ -168,13 +141,9 @@ def directory_sha256(path: str | Path) -> str:
 def resolve_model(spec: str) -> tuple[str, str]:
     """Map a model spec to (source kind, location): ("dir", path) or ("hub", name).
 
-    ``"default"`` builds/locates the built-in model. Remote ``scheme://`` paths are refused:
-    the Beam layer must localise them first.
+    Remote ``scheme://`` paths are refused: the Beam layer copies them to local disk first.
+    The built-in model is a directory too (``ltp_default.default_model_dir``).
     """
-    if spec == "default":
-        from pipeline.core.ltp_default import default_model_dir
-
-        return "dir", str(default_model_dir())
     if _SCHEME.match(spec):
         raise ValueError(f"LTP model path {spec!r} is remote; copy it to a local directory "
                          "first (the Beam layer does this) and pass that directory")
@@ -230,7 +199,7 @@ class LtpSegmenter:
     the model again (the Rust model object itself cannot be pickled); ``stats`` start at zero.
     """
 
-    def __init__(self, model: str = "default", *, user_dict: str | Path | None = None,
+    def __init__(self, model: str, *, user_dict: str | Path | None = None,
                  batch_size: int = 256, max_chars: int | None = None,
                  parallelism: bool = True):
         self.spec = model
@@ -294,7 +263,7 @@ class LtpSegmenter:
             self.stats["segmented_texts"] += 1
             self.stats["chars"] += len(text)
             jobs.extend((i, off, chunk) for off, chunk
-                        in split_for_model(model_safe(text), self.max_chars)
+                        in cut_long(model_safe(text), self.max_chars)
                         if not chunk.isspace())
         failed: set[int] = set()
         for b in range(0, len(jobs), self.batch_size):
@@ -328,7 +297,7 @@ def describe_model(spec: str, *, user_dict: str | Path | None = None) -> dict:
     ``"default"`` is built here if it is not cached yet, so that workers find it ready.
     """
     source, location = resolve_model(spec)
-    identity = {"spec": spec, "ltp_version": _ltp_version()}
+    identity = {"spec": spec, "ltp_version": version("ltp")}
     if source == "dir":
         neural = bool(read_config(location).get("nerual", False))
         identity.update(kind="neural" if neural else "legacy", path=location,
@@ -341,62 +310,3 @@ def describe_model(spec: str, *, user_dict: str | Path | None = None) -> dict:
         identity["user_dict_words"] = len(load_user_dict(user_dict))
     return identity
 
-
-def _ltp_version() -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version("ltp")
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def benchmark(model: str = "default", *, n_texts: int = 2000, repeats: int = 3) -> dict:
-    """chars/s of ``pipeline`` vs direct ``batch_predict`` (legacy) vs ``word_spans`` on the
-    first ``n_texts`` held-out People's Daily paragraphs; best of ``repeats``."""
-    from pipeline.core import peoples_daily
-
-    texts = [("".join(p.words)) for _, p in zip(range(n_texts),
-                                                peoples_daily.held_out_paragraphs())]
-    chars = sum(map(len, texts))
-    seg = LtpSegmenter(model)
-    from ltp import LTP
-
-    ltp = seg.ltp or LTP(seg.location)
-    runs = {"pipeline": lambda b: ltp.pipeline(b, tasks=["cws"]).cws,
-            "word_spans": seg.word_spans}
-    if seg.kind == "legacy":
-        runs["batch_predict"] = seg.cws_model.batch_predict
-    result = {"texts": len(texts), "chars": chars, "kind": seg.kind}
-    for name, fn in runs.items():
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for b in range(0, len(texts), seg.batch_size):
-                fn(texts[b:b + seg.batch_size])
-            best = min(best, time.perf_counter() - start)
-        result[f"{name}_chars_per_s"] = round(chars / best)
-    return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Segment text with LTP, print offsets.")
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--benchmark", action="store_true")
-    parser.add_argument("--identity", action="store_true")
-    parser.add_argument("texts", nargs="*")
-    args = parser.parse_args(argv)
-    if args.benchmark:
-        print(json.dumps(benchmark(args.model)))
-        return 0
-    seg = LtpSegmenter(args.model)
-    if args.identity:
-        print(json.dumps(seg.model_identity(), ensure_ascii=False))
-    for text, spans in zip(args.texts, seg.word_spans(args.texts)):
-        print(json.dumps({"text": text, "words": [text[s:e] for s, e in spans]},
-                         ensure_ascii=False))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

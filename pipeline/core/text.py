@@ -197,26 +197,30 @@ def split_sentences(paragraph: str) -> List[str]:
     return out
 
 
-def cap_sentence(sentence: str, max_chars: int) -> List[str]:
-    """Cut a sentence longer than ``max_chars`` into pieces, preferring soft breaks.
+def cut_long(text: str, max_chars: int) -> List[Tuple[int, str]]:
+    """``text`` as (offset, piece) pieces of at most ``max_chars`` characters, unstripped.
 
-    A cut is made at the last comma-like mark or space in the second half of the window, else
-    hard at ``max_chars``: no later step (LTP, WordPiece) ever sees unbounded input.
+    The one cut rule of the project (overlong sentences, and texts longer than a segmentation
+    model takes): after the last comma-like mark or whitespace in the second half of the
+    window, else hard at ``max_chars`` (which may split a word). No later step (LTP,
+    WordPiece) ever sees unbounded input.
     """
-    pieces = []
-    while len(sentence) > max_chars:
-        window = sentence[:max_chars]
-        cut = max_chars
-        for m in _SOFT_BREAK.finditer(window, max_chars // 2):
+    pieces, start = [], 0
+    while len(text) - start > max_chars:
+        end = start + max_chars
+        cut = end
+        for m in _SOFT_BREAK.finditer(text, start + max_chars // 2, end):
             cut = m.end()
-        piece = sentence[:cut].strip()
-        if piece:
-            pieces.append(piece)
-        sentence = sentence[cut:]
-    sentence = sentence.strip()
-    if sentence:
-        pieces.append(sentence)
+        pieces.append((start, text[start:cut]))
+        start = cut
+    if start < len(text):
+        pieces.append((start, text[start:]))
     return pieces
+
+
+def cap_sentence(sentence: str, max_chars: int) -> List[str]:
+    """An overlong sentence cut by :func:`cut_long`, pieces stripped, empty ones dropped."""
+    return [p for p in (piece.strip() for _, piece in cut_long(sentence, max_chars)) if p]
 
 
 def _sentences(text: str, *, split: bool, max_sentence_chars: int, stats: Counter) -> List[str]:

@@ -30,9 +30,10 @@ import numpy as np
 from pipeline import schema
 from pipeline.core.text import is_cjk_char
 
-# Flags per token (one byte each).
+# Flags per token (one byte each), the one definition of their bits.
 WORD_START = 1  # first piece of a word: masking groups begin here
 CJK = 2  # the piece is a single CJK ideograph
+SPECIAL = 4  # [CLS]/[SEP], set while an instance is assembled: never masked, ends any group
 
 
 class Sentence(NamedTuple):

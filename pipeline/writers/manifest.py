@@ -2,30 +2,12 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import platform
 import time
 from collections import Counter
 from typing import Dict, Iterable, List, Mapping
 
 from pipeline import schema
-
-_PACKAGES = ("apache-beam", "ltp", "ltp-extension", "tokenizers", "pyarrow", "numpy")
-
-
-def package_versions() -> Dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    try:
-        out["bert-wwm-pipeline"] = importlib.metadata.version("bert-wwm-pipeline")
-    except importlib.metadata.PackageNotFoundError:
-        out["bert-wwm-pipeline"] = None
-    return out
-
+from pipeline.versions import versions
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -89,7 +71,7 @@ def build_manifest(*, config: Mapping, shards: Iterable[Mapping], vocab_size: in
         "vocab_size": vocab_size,
         "do_lower_case": config["do_lower_case"],
         "do_whole_word_mask": config["do_whole_word_mask"],
-        "vocab_file": "vocab.txt",
+        "vocab_file": schema.VOCAB_FILE,
         "vocab_sha256": vocab_sha256,
         "total_instances": sum(s["instances"] for s in shards),
         "num_shards": len(shards),
@@ -98,6 +80,6 @@ def build_manifest(*, config: Mapping, shards: Iterable[Mapping], vocab_size: in
         "features": [{"name": n, "dtype": d, "length": k} for n, d, k in schema.FEATURES],
         "ltp_model": dict(ltp_model),
         "config": dict(config),
-        "versions": package_versions(),
+        "versions": versions(),
         "created_unix": int(time.time()),
     }

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema
+from pipeline.core.instance import InstanceBatch
 
 ROW_GROUP_SIZE = 8192
 
@@ -20,7 +21,7 @@ def _list_array(offsets: np.ndarray, flat: np.ndarray, value_type: pa.DataType) 
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type))
 
 
-def batch_to_table(batch: schema.InstanceBatch) -> pa.Table:
+def batch_to_table(batch: InstanceBatch) -> pa.Table:
     """The batch's columns as Arrow list arrays (offsets + flat values: no per-row objects)."""
     arrow = schema.arrow_schema()
     types = {f.name: f.type for f in arrow}
@@ -53,7 +54,7 @@ class ParquetSink:
         self._writer = pq.ParquetWriter(sink, schema.arrow_schema(), compression=compression)
         self._rows = row_group_size
 
-    def write(self, batch: Optional[schema.InstanceBatch]) -> None:
+    def write(self, batch: Optional[InstanceBatch]) -> None:
         if batch is not None and len(batch):
             self._writer.write_table(batch_to_table(batch), row_group_size=self._rows)
 

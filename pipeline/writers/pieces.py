@@ -15,14 +15,14 @@ from typing import BinaryIO, Iterator, List, Tuple
 
 import numpy as np
 
-from pipeline import schema
+from pipeline.core.instance import InstanceBatch
 
 BLOCK_ROWS = 256
 # (byte offset, byte length, rows) of one block.
 Block = Tuple[int, int, int]
 
 
-def encode_piece(batch: schema.InstanceBatch, num_shards: int,
+def encode_piece(batch: InstanceBatch, num_shards: int,
                  block_rows: int = BLOCK_ROWS) -> Tuple[bytes, List[List[Block]]]:
     """The piece's bytes and, per class, its blocks."""
     sink = io.BytesIO()
@@ -39,7 +39,7 @@ def encode_piece(batch: schema.InstanceBatch, num_shards: int,
     return sink.getvalue(), classes
 
 
-def read_blocks(stream: BinaryIO, blocks: List[Block]) -> Iterator[schema.InstanceBatch]:
+def read_blocks(stream: BinaryIO, blocks: List[Block]) -> Iterator[InstanceBatch]:
     """The blocks of one class, in order, read one at a time from a seekable ``stream``."""
     for offset, length, rows in blocks:
         stream.seek(offset)

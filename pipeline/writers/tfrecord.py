@@ -17,6 +17,7 @@ import google_crc32c
 import numpy as np
 
 from pipeline import schema
+from pipeline.core.instance import InstanceBatch
 
 _WIRE_LEN = 2
 _FLOAT_ONE, _FLOAT_ZERO = struct.pack("<f", 1.0), struct.pack("<f", 0.0)
@@ -92,7 +93,7 @@ class _Prefixes(dict):
         return prefix
 
 
-def serialize_batch(batch: schema.InstanceBatch, max_seq_length: int,
+def serialize_batch(batch: InstanceBatch, max_seq_length: int,
                     max_predictions_per_seq: int) -> List[bytes]:
     """The serialized ``tf.train.Example`` of every row of ``batch``, padded to fixed lengths.
 

@@ -8,10 +8,10 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import schema
 from pipeline.beam import dofns
 from pipeline.beam.options import JobConfig, expand_config
 from pipeline.beam.transforms import MakeInstances
+from pipeline.core.instance import Instance, InstanceBatch
 from pipeline.writers.pieces import encode_piece, read_blocks
 from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.core.wordpiece import WORD_START
@@ -22,17 +22,22 @@ def job_config(*flags):
     return JobConfig.from_options(PipelineOptions(list(flags)))
 
 
-def test_source_names_are_relative_to_the_common_directory():
-    from pipeline.beam.transforms import source_names
-    assert source_names(["/m/c/b.txt", "/m/c/a/x.gz"]) == [("/m/c/a/x.gz", "a/x.gz"),
-                                                           ("/m/c/b.txt", "b.txt")]
-    assert source_names(["gs://k/d/one.txt"]) == [("gs://k/d/one.txt", "one.txt")]
+def test_source_names_are_relative_to_the_patterns_common_directory():
+    base = dofns.source_base(["/m/c/b.txt", "/m/c/a/*.gz"])
+    assert base == "/m/c"
+    assert dofns.source_name("/m/c/a/x.gz", base) == "a/x.gz"
+    assert dofns.source_name("/m/c/b.txt", base) == "b.txt"
+    assert dofns.source_base(["gs://k/d/one.txt"]) == "gs://k/d"
+    assert dofns.source_name("gs://k/d/one.txt", "gs://k/d") == "one.txt"
+    assert dofns.source_base(["/data/2024*/part-*.txt"]) == "/data"
+    assert dofns.source_base(["gs://k/d/*.txt", "gs://k/e/*.txt"]) == "gs://k"
+    assert dofns.source_base(["gs://k/d/*.txt", "/local/*.txt"]) == ""
 
 
 def _batch(first, count):
     """``count`` one-token instances whose token ids are first, first + 1, ..."""
-    return schema.InstanceBatch.from_instances(
-        [schema.Instance([first + k], 1, [], [], 0) for k in range(count)], 1 << 16)
+    return InstanceBatch.from_instances(
+        [Instance([first + k], 1, [], [], 0) for k in range(count)], 1 << 16)
 
 
 @pytest.mark.parametrize("shards", [1, 3, 4])
@@ -47,7 +52,8 @@ def test_shard_plan_reads_every_instance_once_sizes_within_one(shards):
     offsets = dofns.piece_offsets([(p["key"], p["rows"]) for p in pieces])
     by_shard = {s: [] for s in range(shards)}
     for piece in pieces:
-        for shard, (key, path, blocks) in dofns.assign_classes(piece, offsets, shards):
+        for shard, (key, path, blocks) in dofns.assign_classes(piece, offsets[piece["key"]],
+                                                               shards):
             by_shard[shard].append((path, blocks))
     plan = sorted(by_shard.items())
     got = [sorted(t for path, blocks in sources
@@ -62,40 +68,42 @@ def test_shard_plan_reads_every_instance_once_sizes_within_one(shards):
 
 
 def _make_instances_dofn(config, vocab, tmp_path):
-    from pipeline.core.instances import InstanceConfig
-
-    return dofns.MakeInstancesDoFn(
-        vocab=vocab, do_lower_case=True, ltp_model="default", user_dict=None,
-        input_format=config.input_format, text_field="text", max_sentence_chars=500,
-        tokenize_batch_size=8, config=InstanceConfig(vocab_size=len(vocab)), dupe_factor=1,
-        seed=1, exact_google_draws=False, pieces_dir=str(tmp_path), num_shards=2)
+    return dofns.MakeInstancesDoFn(config, vocab, pieces_dir=str(tmp_path),
+                                   filesystem_options={})
 
 
-def test_ranges_gzip_whole_and_stats(tmp_path):
+def test_ranges_gzip_whole_and_stats(tmp_path, small_ltp_model_dir):
     path = tmp_path / "docs.txt.gz"
     path.write_bytes(gzip.compress("第一句。\n第二句。\n\n第三句。\n".encode()))
-    config = job_config(f"--input={path}", "--range_mb=0.001")
-    assert list(dofns.PlanRangesDoFn(input_format="google", range_bytes=1000).process(
-        (str(path), "docs.txt.gz"))) == [(str(path), "docs.txt.gz", 0, None)]
+    config = job_config(f"--input={path}", "--range_mb=0.001", "--dupe_factor=1",
+                        f"--ltp_model={small_ltp_model_dir}")
+    plan = dofns.PlanRangesDoFn(input_format="google", range_bytes=1000, filesystem_options={})
+    assert list(plan.process((str(path), "docs.txt.gz"))) == [(str(path), "docs.txt.gz", 0,
+                                                               None)]
     with TestPipeline() as p:
         made = (p | beam.Create([(str(path), "docs.txt.gz", 0, None)])
-                | beam.ParDo(_make_instances_dofn(config, realdata.vocab(), tmp_path)
-                             ).with_outputs(dofns.STATS, main="pieces"))
-        assert_that(made[dofns.STATS] | beam.Map(lambda c: (c["documents"], c["sentences"],
-                                                            c["files"], c["ranges"])),
-                    equal_to([(2, 3, 1, 1)]), label="stats")
+                | beam.ParDo(_make_instances_dofn(config, realdata.vocab(), tmp_path)))
+        assert_that(made | beam.Map(lambda piece: (
+            piece["stats"]["documents"], piece["stats"]["sentences"], piece["stats"]["files"],
+            piece["stats"]["ranges"], piece["path"].startswith("piece-"))),
+            equal_to([(2, 3, 1, 1, True)]), label="stats")
 
 
-def test_tokenize_groups_ltp_words_on_people_daily_text(tmp_path):
-    """Real LTP (the default model) on real text: multi-character words become groups."""
+def test_tokenize_groups_ltp_words_on_people_daily_text(small_ltp_model_dir):
+    """Real LTP on real text: multi-character words become groups."""
     from pipeline.core.peoples_daily import iter_paragraphs
+    from pipeline.core.ranges import tokenize_documents
+    from pipeline.core.segment import LtpSegmenter
+    from pipeline.core.wordpiece import WordPieceTokenizer
 
     paragraphs = [p for _, p in zip(range(40), iter_paragraphs())]
     docs = [(f"doc:{i}", ["".join(p.words)]) for i, p in enumerate(paragraphs)]
-    dofn = _make_instances_dofn(job_config(), realdata.vocab(), tmp_path)
-    dofn.setup()
-    out = list(dofn._tokenize(docs, Counter()))
+    stats = Counter()
+    out = list(tokenize_documents(docs, tokenizer=WordPieceTokenizer(realdata.vocab()),
+                                  segmenter=LtpSegmenter(small_ltp_model_dir), batch_size=16,
+                                  stats=stats))
     assert sorted(d for d, _ in out) == sorted(d for d, _ in docs)
+    assert stats["sentences_segmented"] == 40
     groups = Counter()
     for _, sentences in out:
         for s in sentences:
@@ -135,14 +143,15 @@ def test_presets_load_and_name_a_real_vocab(name):
     assert ("chinese" in config.vocab_file) == name.startswith("zh")
 
 
-def test_progress_metrics_are_reported(tmp_path):
+def test_progress_metrics_are_reported(tmp_path, small_ltp_model_dir):
     from apache_beam.metrics.metric import MetricsFilter
 
     path = tmp_path / "docs.txt"
     path.write_text("一。\n二。\n\n三。\n", encoding="utf-8")
-    config = job_config(f"--input={path}", f"--output_dir={tmp_path / 'out'}")
+    config = job_config(f"--input={path}", f"--output_dir={tmp_path / 'out'}",
+                        f"--ltp_model={small_ltp_model_dir}")
     p = TestPipeline()
-    p | beam.Create([(str(path), "docs.txt")]) | MakeInstances(config, realdata.vocab())
+    p | beam.Create([(str(path), "docs.txt")]) | MakeInstances(config, realdata.vocab(), {})
     result = p.run()
     result.wait_until_finish()
     counters = {r.key.metric.name: r.committed for r in

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from pipeline.core import peoples_daily as pd
+from pipeline.tools import sample_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RES = os.path.join(REPO, "pipeline", "resources")
@@ -52,7 +53,7 @@ def test_id_tokens_name_articles(tmp_path):
 
 
 def test_articles_found_by_headline_heuristic(paragraphs):
-    articles = [a for a, _ in pd.iter_articles(paragraphs)]
+    articles = [a for a, _ in sample_corpus.iter_articles(paragraphs)]
     assert len(articles) == len(set(articles))  # contiguous
     assert 2500 < len(articles) < 4000
     first = [p for p in paragraphs if p.article_id == articles[0]]
@@ -72,12 +73,12 @@ def test_split_is_90_10_disjoint_and_deterministic(paragraphs):
 
 def test_split_sentences_keeps_marks_and_closing_quotes():
     text = "他说：“我们赢了！”大家都笑了。真的吗？是的；好「完」』尾巴"
-    sents = pd.split_sentences(text)
+    sents = sample_corpus.split_sentences(text)
     assert sents == ["他说：“我们赢了！”", "大家都笑了。", "真的吗？", "是的；", "好「完」』尾巴"]
     assert "".join(sents) == text
     for p in list(pd.iter_paragraphs())[:3000]:
         raw = "".join(p.words)
-        assert "".join(pd.split_sentences(raw)) == raw
+        assert "".join(sample_corpus.split_sentences(raw)) == raw
 
 
 def _docs(path):
@@ -91,7 +92,7 @@ def test_shipped_chinese_sample_matches_generator(tmp_path):
     shipped = os.path.join(RES, "sample", "peoples_daily_sample.txt")
     assert os.path.getsize(shipped) < 620_000
     out = tmp_path / "pd.txt"
-    assert pd.main(["--write-sample", str(out)]) == 0
+    assert sample_corpus.main(["--write-sample", str(out)]) == 0
     assert out.read_bytes() == open(shipped, "rb").read()
     docs = _docs(shipped)
     assert 300 <= len(docs) <= 400
@@ -110,7 +111,7 @@ def test_shipped_english_sample():
 def test_jargon_entries_become_documents():
     lines = ["   :foo: /foo/, n.\n", "\n", "   A word. It is {common}. See\n", "   bar.\n",
              "\n", "   :bar: n.\n", "   Another one!\n"]
-    assert pd.jargon_documents(lines) == [["A word.", "It is common.", "See bar."],
+    assert sample_corpus.jargon_documents(lines) == [["A word.", "It is common.", "See bar."],
                                           ["Another one!"]]
 
 

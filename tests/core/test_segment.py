@@ -11,9 +11,9 @@ import time
 import pytest
 
 from pipeline.core import ltp_default, peoples_daily
-from pipeline.core.text import has_cjk
-from pipeline.core.segment import (LtpSegmenter, align_words, load_user_dict,
-                                   resolve_model, split_for_model)
+from pipeline.tools import ltp_model
+from pipeline.core.text import cut_long, has_cjk
+from pipeline.core.segment import LtpSegmenter, align_words, load_user_dict, resolve_model
 from tests import realdata
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="module")
 def seg(default_ltp_model_dir):
-    return LtpSegmenter("default")
+    return LtpSegmenter(str(default_ltp_model_dir))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_default_model_builds_and_loads_with_ltp(default_ltp_model_dir):
 
 def test_held_out_f1(seg):
     before = dict(seg.stats)
-    result = ltp_default.evaluate_held_out(seg.word_spans)
+    result = ltp_model.evaluate_held_out(seg.word_spans)
     assert result["paragraphs"] == 1948
     assert result["f1"] >= 0.93, result
     assert seg.stats["unaligned_words"] == before["unaligned_words"]
@@ -116,7 +116,7 @@ def test_long_text_is_chunked_and_offsets_shifted(default_ltp_model_dir, held_ou
     covered = sum(e - s for s, e in spans)
     assert covered == sum(not c.isspace() for c in text)
     assert small.stats["chunks"] > 80
-    pieces = split_for_model(text, 500)
+    pieces = cut_long(text, 500)  # the cut rule the segmenter uses
     assert "".join(p for _, p in pieces) == text and max(len(p) for _, p in pieces) <= 500
     assert all(text[o:o + len(p)] == p for o, p in pieces)
 

@@ -53,10 +53,10 @@ def cut_spans(rng, text):
 
 
 @pytest.fixture(scope="module")
-def seg(default_ltp_model_dir):
+def seg(small_ltp_model_dir):
     from pipeline.core.segment import LtpSegmenter
 
-    return LtpSegmenter("default")
+    return LtpSegmenter(small_ltp_model_dir)
 
 
 @pytest.fixture(scope="module")

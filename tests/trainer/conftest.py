@@ -22,6 +22,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from pipeline import schema  # noqa: E402
+from pipeline.core.instance import Instance  # noqa: E402
 
 SPECIALS = [schema.PAD, schema.UNK, schema.CLS, schema.SEP, schema.MASK]
 FIRST_WORD_ID = len(SPECIALS)
@@ -39,7 +40,7 @@ def row_id(input_ids, vocab_size: int) -> int:
 
 
 def make_instance(index: int, rng: random.Random, *, vocab_size: int, max_seq_length: int,
-                  max_predictions: int) -> schema.Instance:
+                  max_predictions: int) -> Instance:
     """A random [CLS] A [SEP] B [SEP] whose first two tokens encode ``index``.
 
     NSP is made learnable on purpose: "is next" pairs repeat A's first word at B's start.
@@ -61,11 +62,11 @@ def make_instance(index: int, rng: random.Random, *, vocab_size: int, max_seq_le
     ids = [tokens[p] for p in positions]
     for p in positions:
         tokens[p] = mask
-    return schema.Instance(input_ids=tokens, num_a=len(a) + 2, masked_lm_positions=positions,
+    return Instance(input_ids=tokens, num_a=len(a) + 2, masked_lm_positions=positions,
                            masked_lm_ids=ids, next_sentence_label=label)
 
 
-def write_shard_dir(out_dir: str, instances: List[schema.Instance], *, num_shards: int,
+def write_shard_dir(out_dir: str, instances: List[Instance], *, num_shards: int,
                     max_seq_length: int, max_predictions: int, vocab_size: int,
                     row_group_size: int = 16, do_lower_case: bool = True) -> str:
     """Parquet shards (round-robin split) + vocab.txt + manifest.json, as the pipeline writes."""

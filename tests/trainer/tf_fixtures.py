@@ -17,6 +17,7 @@ from typing import List
 import tensorflow as tf
 
 from pipeline import schema
+from pipeline.core.instance import Instance
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPECIALS = [schema.PAD, schema.UNK, schema.CLS, schema.SEP, schema.MASK]
@@ -28,7 +29,7 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermed
 
 
 def make_instance(rng: random.Random, *, vocab_size: int, max_seq_length: int,
-                  max_predictions: int) -> schema.Instance:
+                  max_predictions: int) -> Instance:
     """[CLS] A [SEP] B [SEP] of random words; labels as Google's (0 = B follows A)."""
     n = rng.randint(12, max_seq_length)
     len_a = rng.randint(4, n - 7)
@@ -46,7 +47,7 @@ def make_instance(rng: random.Random, *, vocab_size: int, max_seq_length: int,
         tokens[p] = FIRST_WORD + min(int(rng.expovariate(0.5)), vocab_size - FIRST_WORD - 1)
         ids.append(tokens[p])
         tokens[p] = MASK_ID
-    return schema.Instance(input_ids=tokens, num_a=len(a) + 2, masked_lm_positions=positions,
+    return Instance(input_ids=tokens, num_a=len(a) + 2, masked_lm_positions=positions,
                            masked_lm_ids=ids, next_sentence_label=label)
 
 
@@ -61,7 +62,7 @@ def to_example(inst: schema.Instance, max_seq_length: int, max_predictions: int)
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def write_data_dir(out_dir: str, instances: List[schema.Instance], *, num_shards: int,
+def write_data_dir(out_dir: str, instances: List[Instance], *, num_shards: int,
                    max_seq_length: int, max_predictions: int, vocab_size: int,
                    compression: str = "") -> str:
     """TFRecord shards (round-robin split) + vocab.txt + manifest.json, as the pipeline does."""

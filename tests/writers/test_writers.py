@@ -8,19 +8,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import schema
+from pipeline.core.instance import Instance, InstanceBatch
 from pipeline.writers.parquet import ParquetSink, batch_to_table
 from pipeline.writers.tfrecord import TFRecordSink, serialize_batch
 
 INSTANCES = [
-    schema.Instance(input_ids=[101, 2769, 103, 102, 200000, 102], num_a=4,
+    Instance(input_ids=[101, 2769, 103, 102, 200000, 102], num_a=4,
                     masked_lm_positions=[2, 4], masked_lm_ids=[4263, 7], next_sentence_label=1),
-    schema.Instance(input_ids=[101, 5, 102, 6, 102], num_a=3, masked_lm_positions=[3],
+    Instance(input_ids=[101, 5, 102, 6, 102], num_a=3, masked_lm_positions=[3],
                     masked_lm_ids=[6], next_sentence_label=0),
 ]
 
 
 def serialize_example(inst, max_seq_length, max_predictions_per_seq):
-    return serialize_batch(schema.InstanceBatch.from_instances([inst]), max_seq_length,
+    return serialize_batch(InstanceBatch.from_instances([inst]), max_seq_length,
                            max_predictions_per_seq)[0]
 
 
@@ -66,7 +67,7 @@ def _random_instances(n, seed, max_seq=16, max_pred=4, top=30000):
     for _ in range(n):
         length = rng.randint(3, max_seq)
         m = rng.randint(0, min(max_pred, length - 2))
-        out.append(schema.Instance(
+        out.append(Instance(
             input_ids=[rng.choice([0, 1, 127, 128, 16383, 16384, top]) if rng.random() < 0.3
                        else rng.randint(0, top) for _ in range(length)],
             num_a=rng.randint(2, length - 1),
@@ -79,15 +80,15 @@ def _random_instances(n, seed, max_seq=16, max_pred=4, top=30000):
 @pytest.mark.parametrize("top", [30000, 250000])  # uint16 and int32 id columns
 def test_instance_batch_round_trips(top):
     rows = _random_instances(300, seed=top, top=top)
-    batch = schema.InstanceBatch.from_instances(rows)
+    batch = InstanceBatch.from_instances(rows)
     assert batch.tokens.dtype == (np.uint16 if top < 1 << 16 else np.int32)
-    assert batch.instances() == [schema.Instance(list(i.input_ids), i.num_a,
+    assert batch.instances() == [Instance(list(i.input_ids), i.num_a,
                                                  list(i.masked_lm_positions),
                                                  list(i.masked_lm_ids), i.next_sentence_label)
                                  for i in rows]
     order = list(range(299, -1, -3)) + [0, 0]
     assert batch.take(order).instances() == [batch.instances()[k] for k in order]
-    again = pickle.loads(pickle.dumps(schema.InstanceBatch.concat([batch.take([]), batch])))
+    again = pickle.loads(pickle.dumps(InstanceBatch.concat([batch.take([]), batch])))
     assert again.instances() == batch.instances()
 
 
@@ -95,7 +96,7 @@ def test_batch_serialization_parses_with_tensorflow():
     tf = pytest.importorskip("tensorflow")
     rows = _random_instances(200, seed=7, max_seq=40, max_pred=6, top=250000)
     spec = schema.tf_feature_spec(40, 6)
-    records = serialize_batch(schema.InstanceBatch.from_instances(rows), 40, 6)
+    records = serialize_batch(InstanceBatch.from_instances(rows), 40, 6)
     for inst, record in zip(rows, records):
         got = tf.io.parse_single_example(record, spec)
         for name, values in inst.padded_features(40, 6).items():
@@ -103,7 +104,7 @@ def test_batch_serialization_parses_with_tensorflow():
 
 
 def test_parquet_rows():
-    batch = schema.InstanceBatch.from_instances(INSTANCES)
+    batch = InstanceBatch.from_instances(INSTANCES)
     assert batch_to_table(batch).to_pylist() == [i.row() for i in INSTANCES]
     sink = io.BytesIO()
     out = ParquetSink(sink, row_group_size=1)

@@ -5,11 +5,12 @@ from collections import Counter
 
 
 from pipeline import schema
-from pipeline.core.instances import (SPECIAL, InstanceConfig, create_instances_from_document,
-                                     create_masked_lm_predictions, group_bounds, num_to_predict,
-                                     truncate_seq_pair)
+from pipeline.core.google_order import (create_instances_from_document,
+                                        create_masked_lm_predictions, group_bounds,
+                                        num_to_predict, truncate_seq_pair)
+from pipeline.core.instance import InstanceConfig
 from pipeline.core.text import split_sentences
-from pipeline.core.wordpiece import CJK, WORD_START, Sentence, WordPieceTokenizer
+from pipeline.core.wordpiece import CJK, SPECIAL, WORD_START, Sentence, WordPieceTokenizer
 from tests import realdata
 from tests.google_reference import load_google_module
 

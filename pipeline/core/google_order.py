@@ -1,13 +1,12 @@
-"""Google's instance generation (create_pretraining_data.py), with whole-word groups.
+"""Instances in Google's draw order (``--exact_google_draws``): truncation and masking.
 
-The draws from ``rng`` happen in exactly the order Google's script makes them, so for the same
-token lists and generator state the output is Google's (a test checks this against the
-``bert-tensorflow`` package). Deliberate departures, each a known defect of the original:
+With the chunking of ``pairs.plan_document``, the draws from ``rng`` happen in exactly the
+order Google's ``create_pretraining_data.py`` makes them, so for the same token lists and
+generator state the output is Google's (``tests/core/test_google_order.py`` checks this against
+the ``bert-tensorflow`` package). About 4x slower at this step than ``vectorized``, the default.
+Departures from Google's script, each a known defect of the original (besides those of
+``pairs``):
 
-* A random B is never taken from the current document. Google tries 10 draws and then uses the
-  current document anyway, labelled "random"; we then take the next document of the pool. With a
-  pool of one document no random B exists: a chunk of several sentences keeps its real
-  continuation (label 0) and a one-sentence chunk yields no instance (both counted).
 * A masking group never spans [SEP]: a piece that starts B (or follows [SEP]) after truncation
   starts a new group instead of joining A's last word.
 * Groups come from word flags (``wordpiece.WORD_START``), so Chinese words segmented by LTP are
@@ -15,44 +14,18 @@ token lists and generator state the output is Google's (a test checks this again
 """
 from __future__ import annotations
 
-import dataclasses
 import random
 import re
 from collections import Counter
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 from pipeline import schema
-from pipeline.core.wordpiece import CJK, WORD_START, Sentence
-
-# Flag of [CLS]/[SEP] positions while an instance is assembled (beside wordpiece's bits).
-SPECIAL = 4
+from pipeline.core.instance import Instance, InstanceBatch, InstanceConfig
+from pipeline.core.pairs import FlatPool, flatten_documents, plan_document
+from pipeline.core.seeds import rng_for
+from pipeline.core.wordpiece import CJK, SPECIAL, WORD_START, Sentence
 
 Document = Sequence[Sentence]
-
-
-@dataclasses.dataclass(frozen=True)
-class InstanceConfig:
-    max_seq_length: int = 128
-    max_predictions_per_seq: int = 20
-    masked_lm_prob: float = 0.15
-    short_seq_prob: float = 0.1
-    do_whole_word_mask: bool = True
-    vocab_size: int = 0
-    cls_id: int = 101
-    sep_id: int = 102
-    mask_id: int = 103
-
-    def __post_init__(self):
-        if self.max_seq_length < 5:
-            raise ValueError("max_seq_length must be at least 5 ([CLS] a [SEP] b [SEP])")
-        if self.max_predictions_per_seq < 1:
-            raise ValueError("max_predictions_per_seq must be at least 1")
-        if not 0.0 < self.masked_lm_prob < 1.0:
-            raise ValueError("masked_lm_prob must be in (0, 1)")
-        if not 0.0 <= self.short_seq_prob <= 1.0:
-            raise ValueError("short_seq_prob must be in [0, 1]")
-        if self.vocab_size <= 0:
-            raise ValueError("vocab_size must be positive")
 
 
 def truncate_seq_pair(a: list, b: list, fa: bytearray, fb: bytearray, max_num_tokens: int,
@@ -154,7 +127,7 @@ def create_masked_lm_predictions(tokens: List[int], flags: bytes, config: Instan
 _SPECIAL_FLAG = bytes([SPECIAL])
 
 
-def _build_instance(a, b, fa, fb, is_random, config, rng, stats) -> schema.Instance:
+def _build_instance(a, b, fa, fb, is_random, config, rng, stats) -> Instance:
     tokens = [config.cls_id] + a + [config.sep_id] + b + [config.sep_id]
     flags = _SPECIAL_FLAG + fa + _SPECIAL_FLAG + fb + _SPECIAL_FLAG
     masked, positions, labels = create_masked_lm_predictions(tokens, flags, config, rng, stats)
@@ -163,81 +136,44 @@ def _build_instance(a, b, fa, fb, is_random, config, rng, stats) -> schema.Insta
         stats["instances"] += 1
         stats["nsp_random" if is_random else "nsp_next"] += 1
         stats[f"seq_length:{len(tokens)}"] += 1
-    return schema.Instance(input_ids=masked, num_a=len(a) + 2, masked_lm_positions=positions,
+    return Instance(input_ids=masked, num_a=len(a) + 2, masked_lm_positions=positions,
                            masked_lm_ids=labels, next_sentence_label=label)
 
 
-def _random_document(pool: Sequence[Document], index: int, rng: random.Random,
-                     stats: Optional[Counter]) -> int:
-    """Google's 10 draws for another document; then the next one in the pool, never ours."""
-    other = index
-    for _ in range(10):
-        other = rng.randint(0, len(pool) - 1)
-        if other != index:
-            return other
-    if stats is not None:
-        stats["random_next_same_document_avoided"] += 1
-    return (index + 1) % len(pool)
-
-
-def create_instances_from_document(pool: Sequence[Document], index: int,
+def create_instances_from_document(pool: Union[FlatPool, Sequence[Document]], index: int,
                                    config: InstanceConfig, rng: random.Random,
-                                   stats: Optional[Counter] = None) -> List[schema.Instance]:
-    """All instances of ``pool[index]`` for one dupe pass (Google's algorithm, see module doc).
-
-    ``pool`` is the set of documents random next segments are drawn from (one bucket).
-    """
-    document = pool[index]
-    max_num_tokens = config.max_seq_length - 3
-    # Mostly fill the sequence; sometimes (short_seq_prob) aim shorter, so that fine-tuning on
-    # short inputs is not a distribution shift. Drawn once per document per pass, like Google.
-    target = max_num_tokens
-    if rng.random() < config.short_seq_prob:
-        target = rng.randint(2, max_num_tokens)
-    instances: List[schema.Instance] = []
-    chunk: List[Sentence] = []
-    length = 0
-    i = 0
-    while i < len(document):
-        sentence = document[i]
-        chunk.append(sentence)
-        length += len(sentence.ids)
-        if i == len(document) - 1 or length >= target:
-            # A is a random number of whole sentences, so NSP sees real sentence boundaries.
-            a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-            a, fa = [], bytearray()
-            for s in chunk[:a_end]:
-                a.extend(s.ids)
-                fa.extend(s.flags)
-            b, fb = [], bytearray()
-            is_random = len(chunk) == 1 or rng.random() < 0.5
-            if is_random and len(pool) == 1:
-                if len(chunk) == 1:
-                    if stats is not None:
-                        stats["chunks_without_random_document"] += 1
-                    chunk, length = [], 0
-                    i += 1
-                    continue
-                is_random = False  # no other document to draw from: keep the true next
-                if stats is not None:
-                    stats["random_next_without_pool"] += 1
-            if is_random:
-                target_b = target - len(a)
-                other = pool[_random_document(pool, index, rng, stats)]
-                start = rng.randint(0, len(other) - 1)
-                for s in other[start:]:
-                    b.extend(s.ids)
-                    fb.extend(s.flags)
-                    if len(b) >= target_b:
-                        break
-                # The sentences of the chunk not used as A go back to the queue: not wasted.
-                i -= len(chunk) - a_end
-            else:
-                for s in chunk[a_end:]:
-                    b.extend(s.ids)
-                    fb.extend(s.flags)
-            truncate_seq_pair(a, b, fa, fb, max_num_tokens, rng)
-            instances.append(_build_instance(a, b, fa, fb, is_random, config, rng, stats))
-            chunk, length = [], 0
-        i += 1
+                                   stats: Optional[Counter] = None) -> List[Instance]:
+    """All instances of document ``index`` of ``pool`` for one dupe pass, Google's draws in
+    Google's order: each pair of ``pairs.plan_document`` is truncated and masked before the
+    next chunk is drawn. ``pool`` is the set of documents random next segments come from; pass
+    it flattened (``pairs.flatten_documents``) when calling this for many of its documents."""
+    if not isinstance(pool, FlatPool):
+        pool = flatten_documents(pool)
+    stats = Counter() if stats is None else stats
+    tokens, flags = pool.tokens, pool.flags
+    instances: List[Instance] = []
+    for pair in plan_document(pool, index, config, rng, stats):
+        a, b = tokens[pair.a_start:pair.a_end].tolist(), tokens[pair.b_start:pair.b_end].tolist()
+        fa = bytearray(flags[pair.a_start:pair.a_end].tobytes())
+        fb = bytearray(flags[pair.b_start:pair.b_end].tobytes())
+        truncate_seq_pair(a, b, fa, fb, config.max_seq_length - 3, rng)
+        instances.append(_build_instance(a, b, fa, fb, pair.is_random, config, rng, stats))
     return instances
+
+
+def make_instances(docs: Sequence[Tuple[str, Document]], config: InstanceConfig, *,
+                   dupe_factor: int, seed: int, key: object,
+                   stats: Optional[Counter] = None) -> InstanceBatch:
+    """Every instance of every dupe pass over ``docs`` ((doc id, sentences), one pool), rows in
+    a random order: a generator per document and pass, seeded by (seed, doc id, pass), as
+    Google's script would use one per run; the order from (seed, ``key``)."""
+    stats = Counter() if stats is None else stats
+    pool = flatten_documents([sentences for _, sentences in docs])
+    made: List[Instance] = []
+    for dupe in range(dupe_factor):
+        for index, (doc_id, _) in enumerate(docs):
+            rng = rng_for(seed, "instances", doc_id, dupe)
+            made += create_instances_from_document(pool, index, config, rng, stats)
+    batch = InstanceBatch.from_instances(made, config.vocab_size)
+    order = rng_for(seed, "order", *key).sample(range(len(batch)), len(batch))
+    return batch.take(order)

@@ -1,5 +1,6 @@
-"""The vectorized bucket path: hand-checkable invariants, and Google's distributions on real text
-(against the draw-for-draw path, itself proven equal to Google's code in test_instances.py)."""
+"""The vectorized (default) instance maker: hand-checkable invariants, and Google's distributions
+on real text (against the draw-for-draw path, itself proven equal to Google's code in
+test_google_order.py)."""
 import random
 from array import array
 from collections import Counter
@@ -8,10 +9,9 @@ import numpy as np
 import pytest
 
 from pipeline import schema
-from pipeline.core.batched import _Plan, _plan_pass, _truncate, create_bucket_instances, \
-    flatten_documents
-from pipeline.core.instances import InstanceConfig, create_instances_from_document, \
-    num_to_predict
+from pipeline.core.google_order import create_instances_from_document, num_to_predict
+from pipeline.core.instance import InstanceConfig
+from pipeline.core.vectorized import make_instances, truncate
 from pipeline.core.seeds import rng_for
 from pipeline.core.text import split_sentences
 from pipeline.core.wordpiece import CJK, WORD_START, Sentence, WordPieceTokenizer
@@ -32,7 +32,7 @@ def test_truncation_removes_what_googles_loop_removes():
     pyrng = random.Random(0)
     la = np.array([pyrng.randint(1, 90) for _ in range(3000)])
     lb = np.array([pyrng.randint(1, 90) for _ in range(3000)])
-    fa, ba, fb, bb = _truncate(la, lb, 61, rng)
+    fa, ba, fb, bb = truncate(la, lb, 61, rng)
     for k in range(len(la)):
         a, b = la[k], lb[k]
         while a + b > 61:  # Google's truncate_seq_pair: the longer side, B on ties
@@ -43,31 +43,6 @@ def test_truncation_removes_what_googles_loop_removes():
         assert (la[k] - fa[k] - ba[k], lb[k] - fb[k] - bb[k]) == (a, b)
     removed = (fa + ba + fb + bb).sum()
     assert abs((fa + fb).sum() / removed - 0.5) < 0.02  # front or back with p = 1/2 each
-
-
-def test_chunks_put_back_unused_sentences():
-    # Nine sentences of five tokens, target 13 (short_seq_prob 0): chunks close at three
-    # sentences; after a random B, the chunk's sentences not used as A come back.
-    ends = list(range(0, 55, 5))  # document 0: sentences 0-8; document 1: sentence 9
-    cfg = config(max_seq_length=16, short_seq_prob=0.0)
-    put_back = 0
-    for seed in range(30):
-        plan = _Plan()
-        _plan_pass([0, 9, 10], ends, cfg, random.Random(seed), plan, Counter())
-        cursor = 0
-        for a_s, a_e, b_s, b_e, rnd in zip(plan.a_s, plan.a_e, plan.b_s, plan.b_e,
-                                           plan.random):
-            if a_s >= 45:
-                continue  # document 1's own instances
-            assert a_s == cursor, "each A starts where the previous chunk's sentences ended"
-            if rnd:
-                assert (b_s, b_e) == (45, 50)
-                put_back += min(cursor + 15, 45) - a_e
-                cursor = a_e
-            else:
-                assert b_s == a_e and b_e <= min(cursor + 15, 45)
-                cursor = b_e
-    assert put_back > 0
 
 
 def _unique_docs(rng, n_docs, words_per_doc=(3, 30)):
@@ -97,7 +72,7 @@ def test_every_instance_is_made_of_document_slices_and_masks_whole_words(whole_w
     docs, word_of = _unique_docs(rng, 40)
     cfg = config(do_whole_word_mask=whole_word)
     stats = Counter()
-    batch = create_bucket_instances(docs, cfg, dupe_factor=3, seed=5, bucket=0, stats=stats)
+    batch = make_instances(docs, cfg, dupe_factor=3, seed=5, key=0, stats=stats)
     assert len(batch) == stats["instances"] > 100
     for inst in batch.instances():
         ids = list(inst.input_ids)
@@ -133,17 +108,17 @@ def test_budget_is_filled_when_single_tokens_allow_it():
     rng = random.Random(2)
     docs, _ = _unique_docs(rng, 20)
     cfg = config(do_whole_word_mask=False)
-    batch = create_bucket_instances(docs, cfg, dupe_factor=2, seed=1, bucket=3)
+    batch = make_instances(docs, cfg, dupe_factor=2, seed=1, key=3)
     budget = [num_to_predict(int(n), cfg) for n in batch.lengths]
     assert batch.num_pred.tolist() == budget
 
 
-def test_seeded_by_seed_and_bucket_only():
+def test_seeded_by_seed_and_key_only():
     docs, _ = _unique_docs(random.Random(3), 30)
     cfg = config()
-    one = create_bucket_instances(docs, cfg, dupe_factor=2, seed=9, bucket=4)
-    two = create_bucket_instances(docs, cfg, dupe_factor=2, seed=9, bucket=4)
-    other = create_bucket_instances(docs, cfg, dupe_factor=2, seed=9, bucket=5)
+    one = make_instances(docs, cfg, dupe_factor=2, seed=9, key=4)
+    two = make_instances(docs, cfg, dupe_factor=2, seed=9, key=4)
+    other = make_instances(docs, cfg, dupe_factor=2, seed=9, key=5)
     assert one.instances() == two.instances()
     assert one.instances() != other.instances()
 
@@ -152,18 +127,9 @@ def test_single_document_pool_never_labels_random():
     docs, _ = _unique_docs(random.Random(4), 1)
     doc = docs[0] * 3  # several sentences
     stats = Counter()
-    batch = create_bucket_instances([doc], config(), dupe_factor=5, seed=0, bucket=0,
-                                    stats=stats)
+    batch = make_instances([doc], config(), dupe_factor=5, seed=0, key=0, stats=stats)
     assert not batch.nsp.any()
     assert stats["random_next_without_pool"] + stats["chunks_without_random_document"] > 0
-
-
-def test_flatten_documents_offsets():
-    docs = [[Sentence(array("i", [5, 6]), b"\x01\x00")], [Sentence(array("i", [7]), b"\x01"),
-                                                       Sentence(array("i", [8, 9]), b"\x01\x01")]]
-    tokens, flags, ends, first = flatten_documents(docs)
-    assert tokens.tolist() == [5, 6, 7, 8, 9] and flags.tolist() == [1, 0, 1, 1, 1]
-    assert ends == [0, 2, 3, 5] and first == [0, 1, 3]
 
 
 def _summary(instances, cfg):
@@ -199,7 +165,7 @@ def test_same_distributions_as_googles_draws_on_real_text():
     reference = [inst for dupe in range(5) for index in range(len(docs))
                  for inst in create_instances_from_document(docs, index, cfg,
                                                             rng_for(7, index, dupe), ref_stats)]
-    fast = create_bucket_instances(docs, cfg, dupe_factor=5, seed=7, bucket=0,
+    fast = make_instances(docs, cfg, dupe_factor=5, seed=7, key=0,
                                    stats=fast_stats).instances()
     ref, got = _summary(reference, cfg), _summary(fast, cfg)
     assert ref["count"] > 5000

@@ -1,0 +1,176 @@
+"""Files through Beam's FileSystems (local, gs://, s3://, hdfs://, ...): the one place the job
+reads, writes, lists and deletes.
+
+Object stores have no directories: a "directory" is a prefix, it never "exists", and deleting
+one deletes nothing. So everything here works on the objects themselves: a directory is empty
+when listing ``dir/**`` finds nothing, and it is cleared by deleting what the listing finds.
+
+Workers of some runners (Dask among them) never receive the pipeline options that Beam's S3
+and GCS filesystems need (endpoint, credentials, project); DoFns carry
+:func:`filesystem_options` and call :func:`use_options` in ``setup``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+_UNCOMPRESSED = CompressionTypes.UNCOMPRESSED
+# Option groups Beam's filesystems read (by class name, so a missing extra is no error).
+_FILESYSTEM_OPTION_GROUPS = ("S3Options", "GoogleCloudOptions", "HadoopFileSystemOptions",
+                             "AzureOptions")
+
+
+def join(*parts: str) -> str:
+    return FileSystems.join(*parts)
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def local_path(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def filesystem_options(options: PipelineOptions) -> Dict[str, object]:
+    """The options Beam's filesystems need, as a plain dict a DoFn can carry to workers."""
+    from apache_beam.options import pipeline_options as po
+
+    wanted = {}
+    for name in _FILESYSTEM_OPTION_GROUPS:
+        group = getattr(po, name, None)
+        if group is not None:
+            wanted.update(options.view_as(group).get_all_options(drop_default=True,
+                                                                 current_only=True))
+    return {k: v for k, v in wanted.items() if v is not None}
+
+
+def use_options(options: Optional[Dict[str, object]]) -> None:
+    """Give Beam's filesystems in this process the job's options (see the module docstring)."""
+    if options:
+        FileSystems.set_options(PipelineOptions.from_dictionary(options))
+
+
+def open_read(path: str):
+    return FileSystems.open(path, compression_type=_UNCOMPRESSED)
+
+
+def read_bytes(path: str) -> bytes:
+    with open_read(path) as f:
+        return f.read()
+
+
+def size_of(path: str) -> int:
+    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+
+
+def match(pattern: str) -> List[Tuple[str, int]]:
+    """(path, size) of every file ``pattern`` matches (``**`` crosses directories)."""
+    return [(m.path, m.size_in_bytes) for m in FileSystems.match([pattern])[0].metadata_list]
+
+
+def list_tree(directory: str) -> List[Tuple[str, int]]:
+    """(path, size) of every file below ``directory``, sorted; [] if there is none."""
+    directory = directory.rstrip("/")
+    if not is_remote(directory) and not os.path.isdir(local_path(directory)):
+        return []
+    return sorted(match(directory + "/**"))
+
+
+def delete_files(paths: List[str]) -> None:
+    if paths:
+        FileSystems.delete(list(paths))
+
+
+def remove_tree(directory: str) -> None:
+    """Delete every file below ``directory`` (and, on a local disk, the directory itself)."""
+    delete_files([p for p, _ in list_tree(directory)])
+    local = local_path(directory)
+    if not is_remote(directory) and os.path.isdir(local):
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def make_dirs(path: str) -> None:
+    try:
+        FileSystems.mkdirs(path)
+    except IOError:
+        pass  # exists (object stores have no directories: nothing to make there)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str):
+    """A file object for ``path``: written under a temporary name, renamed into place on
+    success (a reader never sees a partial file), removed on failure."""
+    directory, name = path.rsplit("/", 1) if "/" in path else (".", path)
+    tmp = join(directory, f".tmp-{uuid.uuid4().hex}-{name}")
+    try:
+        with FileSystems.create(tmp, compression_type=_UNCOMPRESSED) as f:
+            yield f
+    except BaseException:
+        if FileSystems.exists(tmp):
+            FileSystems.delete([tmp])
+        raise
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+def tree_sha256(directory: str) -> str:
+    """sha256 over (relative name, size, content) of every file below ``directory``, sorted by
+    name: the same digest as ``core.segment.directory_sha256`` for the same files, wherever
+    they are stored."""
+    directory = directory.rstrip("/")
+    digest = hashlib.sha256()
+    files = sorted((p[len(directory):].lstrip("/"), p, size) for p, size in list_tree(directory))
+    for rel, path, size in files:
+        digest.update(f"{rel}\0{size}\0".encode())
+        with open_read(path) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def localized(path: str) -> Iterator[str]:
+    """A local path for ``path`` while the block runs: a remote directory (an LTP model) is
+    copied whole, a remote file alone, into a fresh temporary directory that is removed when
+    the block ends; a local path is given as it is."""
+    if not is_remote(path):
+        yield local_path(path)
+        return
+    base = path.rstrip("/")
+    target = tempfile.mkdtemp(prefix="bert_wwm_")
+    try:
+        inside = list_tree(base)
+        if inside:
+            for remote, _ in inside:
+                _copy(remote, os.path.join(target, remote[len(base):].lstrip("/")))
+            yield target
+        else:
+            if not match(base):
+                raise FileNotFoundError(f"{path} does not exist")
+            local = os.path.join(target, base.rsplit("/", 1)[-1])
+            _copy(base, local)
+            yield local
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def _copy(remote: str, local: str) -> None:
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    with open_read(remote) as src, open(local, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
