@@ -5,8 +5,11 @@ torch through ``ltp-core``, and pip would otherwise choose a build for you.
 """
 from setuptools import find_packages, setup
 
+# One Beam version, pinned: the launcher and the worker image (Dockerfile) must run the same
+# Beam, and the DaskRunner translation pipeline/beam/dask_runner.py extends is Beam's internals.
+BEAM_VERSION = "2.77.0"
 PIPELINE = [
-    "apache-beam>=2.60",
+    f"apache-beam=={BEAM_VERSION}",
     "ltp>=4.2.14,<4.3",
     "ltp-extension>=0.1.13",
     "tokenizers>=0.19",
@@ -18,8 +21,13 @@ PIPELINE = [
 ]
 TF = ["tensorflow>=2.16", "keras-hub>=0.20", "tensorboard"]
 TORCH = ["torch>=2.1", "transformers>=4.40", "safetensors", "tensorboard"]
-TEST = ["pytest>=7", "datasets>=2.16", "bert-tensorflow==1.0.4"]
-GCP = ["apache-beam[gcp]>=2.60"]
+# Cloud filesystems and the Dask cluster engine (Beam's own extras, same pinned version).
+GCP = [f"apache-beam[gcp]=={BEAM_VERSION}"]
+AWS = [f"apache-beam[aws]=={BEAM_VERSION}"]
+DASK = [f"apache-beam[dask]=={BEAM_VERSION}", "dask[distributed]"]
+# Tests run the cloud paths against local stand-ins: an S3 server (moto) and a GCS emulator.
+TEST = ["pytest>=7", "datasets>=2.16", "bert-tensorflow==1.0.4", "moto[server]>=5",
+        "gcp-storage-emulator>=2024.1"] + GCP + AWS + DASK
 
 setup(
     name="bert-wwm-pipeline",
@@ -37,6 +45,8 @@ setup(
         "torch": TORCH,
         "test": TEST,
         "gcp": GCP,
+        "aws": AWS,
+        "dask": DASK,
         "all": TF + TORCH + TEST,
     },
     entry_points={"console_scripts": ["bert-wwm-data=pipeline.run:main"]},

@@ -1,0 +1,182 @@
+"""The whole job with every path on an object store: S3 (moto's server) and GCS (the
+gcp-storage-emulator), both started here on 127.0.0.1. Inputs, the LTP model, the vocabulary,
+the user dictionary and the output are all remote; the shards must equal, byte for byte, a run
+on the same files on local disk. Also: a non-empty remote output is refused, ``--overwrite``
+replaces only the pipeline's objects (also when the shard count changes), nothing temporary is
+left, neither in the bucket nor on local disk, and the manifest names the model by its URI and
+content hash.
+"""
+import os
+import tempfile
+
+import pytest
+
+from pipeline.core.segment import directory_sha256
+from pipeline.run import run
+from tests import realdata, servers
+
+BUCKET = "bert-wwm-test"
+FLAGS = ["--dupe_factor=1", "--num_shards=3", "--range_mb=0.004", "--tokenize_batch_size=8"]
+
+
+def write_inputs(root, small_ltp_model_dir):
+    """Local copies of everything the job reads: two corpus files, a model, a vocab, a dict."""
+    with open(realdata.SAMPLE_CORPUS, encoding="utf-8") as f:
+        docs = f.read().split("\n\n")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("\n\n".join(docs[:8]) + "\n", encoding="utf-8")
+    (corpus / "b.txt").write_text("\n\n".join(docs[8:14]) + "\n", encoding="utf-8")
+    (root / "user_dict.txt").write_text("国务院总理\n", encoding="utf-8")
+    (root / "vocab.txt").write_bytes(open(realdata.CHINESE_VOCAB, "rb").read())
+    files = {f"corpus/{n}": corpus / n for n in ("a.txt", "b.txt")}
+    files["user_dict.txt"] = root / "user_dict.txt"
+    files["vocab.txt"] = root / "vocab.txt"
+    for name in os.listdir(small_ltp_model_dir):
+        files[f"model/{name}"] = os.path.join(small_ltp_model_dir, name)
+    return files
+
+
+def job_flags(base: str, model: str):
+    return [f"--input={base}/corpus/*.txt", f"--ltp_model={model}",
+            f"--vocab_file={base}/vocab.txt", f"--user_dict={base}/user_dict.txt"] + FLAGS
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, small_ltp_model_dir):
+    root = tmp_path_factory.mktemp("stores")
+    files = write_inputs(root, small_ltp_model_dir)
+    out = root / "out-local"
+    manifest = run(job_flags(str(root), small_ltp_model_dir) + [f"--output_dir={out}"])
+    shards = {}
+    for fmt in ("tfrecord", "parquet"):
+        for entry in manifest["shards"][fmt]:
+            shards[entry["path"]] = (out / entry["path"]).read_bytes()
+    return files, shards, manifest
+
+
+class S3:
+    scheme = "s3"
+
+    def __init__(self, port):
+        import boto3
+
+        self.flags = [f"--s3_endpoint_url=http://{servers.LOOPBACK}:{port}",
+                      "--s3_access_key_id=testing", "--s3_secret_access_key=testing",
+                      "--s3_region_name=us-east-1"]
+        self._client = boto3.client(
+            "s3", endpoint_url=f"http://{servers.LOOPBACK}:{port}", region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing")
+        self._client.create_bucket(Bucket=BUCKET)
+
+    def put(self, key, data: bytes):
+        self._client.put_object(Bucket=BUCKET, Key=key, Body=data)
+
+    def get(self, key) -> bytes:
+        return self._client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+    def keys(self, prefix):
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET,
+                                                                        Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+class GCS:
+    scheme = "gs"
+
+    def __init__(self, port):
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        self.flags = []
+        self._client = storage.Client(project="test", credentials=AnonymousCredentials())
+        self._bucket = self._client.create_bucket(BUCKET)
+
+    def put(self, key, data: bytes):
+        self._bucket.blob(key).upload_from_string(data)
+
+    def get(self, key) -> bytes:
+        return self._bucket.blob(key).download_as_bytes()
+
+    def keys(self, prefix):
+        return sorted(b.name for b in self._client.list_blobs(BUCKET, prefix=prefix))
+
+
+@pytest.fixture(scope="module", params=["s3", "gs"])
+def store(request, tmp_path_factory):
+    port = servers.free_port()
+    log = str(tmp_path_factory.mktemp("logs") / f"{request.param}.log")
+    if request.param == "s3":
+        cmd = [servers.console_script("moto_server"), "-H", servers.LOOPBACK, "-p", str(port)]
+        with servers.server(cmd, ready=lambda: servers.listening(port), log_path=log):
+            yield S3(port)
+        return
+    cmd = [servers.console_script("gcp-storage-emulator"), "start",
+           f"--host={servers.LOOPBACK}", f"--port={port}", "--in-memory"]
+    env = {"STORAGE_EMULATOR_HOST": f"http://{servers.LOOPBACK}:{port}", "NO_GCE_CHECK": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    # Without any Google credentials Beam retries google.auth.default() for ~30 s before it
+    # connects anonymously; the emulator needs none, so start from "none found" at once.
+    from apache_beam.internal.gcp import auth
+    auth._Credentials._credentials_init, auth._Credentials._credentials = True, None
+    try:
+        with servers.server(cmd, ready=lambda: servers.listening(port), log_path=log):
+            yield GCS(port)
+    finally:
+        auth._Credentials._credentials_init = False
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.mark.slow
+def test_remote_everything_matches_local_and_leaves_nothing(store, local_run, monkeypatch,
+                                                            small_ltp_model_dir):
+    files, local_shards, local_manifest = local_run
+    for key, path in files.items():
+        with open(path, "rb") as f:
+            store.put(f"in/{key}", f.read())
+    base = f"{store.scheme}://{BUCKET}/in"
+    out = f"{store.scheme}://{BUCKET}/out"
+    # Local copies of the remote model and dictionary must not outlive their loading: record
+    # every copy made (calling through to the real mkdtemp) and check each is gone at the end.
+    copies = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def recording_mkdtemp(*args, **kwargs):
+        path = real_mkdtemp(*args, **kwargs)
+        if os.path.basename(path).startswith("bert_wwm_"):
+            copies.append(path)
+        return path
+
+    monkeypatch.setattr(tempfile, "mkdtemp", recording_mkdtemp)
+    manifest = run(job_flags(base, f"{base}/model") + [f"--output_dir={out}"] + store.flags)
+
+    assert manifest["total_instances"] == local_manifest["total_instances"] > 0
+    remote = {key[len("out/"):]: store.get(key) for key in store.keys("out/")}
+    assert set(remote) == set(local_shards) | {"manifest.json", "stats.json", "vocab.txt"}
+    for path, data in local_shards.items():
+        assert remote[path] == data, path
+    identity = manifest["ltp_model"]
+    assert identity["uri"] == f"{base}/model" and identity["spec"] == f"{base}/model"
+    assert identity["sha256"] == directory_sha256(small_ltp_model_dir)
+    assert identity["user_dict"] == f"{base}/user_dict.txt" and identity["user_dict_words"] == 1
+    assert len(copies) >= 2  # the model for the workers, the dictionary for the manifest
+    assert not [c for c in copies if os.path.exists(c)]
+
+    # A non-empty output is refused; --overwrite with fewer shards replaces only our objects.
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        run(job_flags(base, f"{base}/model") + [f"--output_dir={out}"] + store.flags)
+    store.put("out/notes/keep.txt", b"the user's")
+    store.put("out/_pieces/piece-0000000000000000.bin", b"left by a crashed run")
+    again = run(job_flags(base, f"{base}/model") + [f"--output_dir={out}", "--overwrite",
+                                                    "--num_shards=2"] + store.flags)
+    keys = [k[len("out/"):] for k in store.keys("out/")]
+    assert "notes/keep.txt" in keys
+    assert not [k for k in keys if "-of-00003" in k or k.startswith("_pieces")
+                or "/.tmp-" in k or k.startswith(".tmp-")]
+    assert len([k for k in keys if k.endswith(".parquet")]) == 2
+    assert again["total_instances"] == manifest["total_instances"]
