@@ -87,8 +87,10 @@ class _Tokenization:
 
 
 class ListFilesDoFn(beam.DoFn):
-    """An --input glob → (path, source name) of every file it matches; a glob that matches
-    nothing is an error. Source names are relative to ``base`` (see ``source_base``)."""
+    """The --input patterns → (path, source name) of every file they match, each file once
+    (two patterns may match the same file); a pattern that matches nothing is an error. Source
+    names are relative to ``base`` (see ``source_base``). Listing happens when the job runs,
+    so a job graph (a Dataflow template) holds patterns, not file lists."""
 
     def __init__(self, *, base: str, filesystem_options: Dict[str, object]):
         self._base, self._fs = base, filesystem_options
@@ -96,10 +98,13 @@ class ListFilesDoFn(beam.DoFn):
     def setup(self):
         fs.use_options(self._fs)
 
-    def process(self, pattern: str):
-        paths = [path for path, _ in fs.match(pattern)]
-        if not paths:
-            raise FileNotFoundError(f"--input {pattern!r} matches no file")
+    def process(self, patterns: Tuple[str, ...]):
+        paths = set()
+        for pattern in patterns:
+            found = [path for path, _ in fs.match(pattern)]
+            if not found:
+                raise FileNotFoundError(f"--input {pattern!r} matches no file")
+            paths.update(found)
         for path in sorted(paths):
             yield path, source_name(path, self._base)
 

@@ -71,14 +71,23 @@ class WriteShardDoFn(beam.DoFn):
         fs.use_options(self._fs)
 
     def process(self, element):
+        """(shard, [(kind, value)]): kind "class" (piece key, piece path, blocks), "stats" (a
+        piece's statistics, summed into the summary: they need no shuffle of their own) or
+        "marker" (every shard has one, so a shard without instances is still written)."""
         index, items = element
+        classes, stats = [], Counter()
+        for kind, value in items:
+            if kind == "class":
+                classes.append(value)
+            elif kind == "stats":
+                stats.update(value)
         # Sources in piece-key order, whatever order the shuffle delivered them in.
-        sources = [(path, blocks) for _, path, blocks in
-                   sorted((i for i in items if i is not None), key=lambda i: i[0])]
+        sources = [(path, blocks) for _, path, blocks in sorted(classes, key=lambda c: c[0])]
         counts = [sum(rows for _, _, rows in blocks) for _, blocks in sources]
         rng = np.random.default_rng(stable_seed(self._seed, "shard", index))
         order = rng.permutation(np.repeat(np.arange(len(sources), dtype=np.int32), counts))
-        summary = {"index": index, "instances": len(order), "paths": {}, "bytes": {}}
+        summary = {"index": index, "instances": len(order), "paths": {}, "bytes": {},
+                   "stats": stats}
         with contextlib.ExitStack() as stack:
             streams = [stack.enter_context(fs.open_read(fs.join(self._pieces, path)))
                        for path, _ in sources]
@@ -155,13 +164,13 @@ def sum_stats(counters) -> Counter:
 def write_outputs(element, *, output_dir: str, pieces_dir: str, config: dict,
                   vocab_text: str, vocab_sha256: str, ltp_model: dict,
                   filesystem_options: Dict[str, object]) -> dict:
-    """(_, [("shard", summary) | ("stats", Counter)]) → removes the piece files; writes
-    vocab.txt, stats.json, then manifest.json (last: its presence means the output is
+    """(_, [shard summary]) → removes the piece files; writes vocab.txt, stats.json (the
+    shards' statistics summed), then manifest.json (last: its presence means the output is
     complete). Returns the manifest."""
     fs.use_options(filesystem_options)
-    _, items = element
-    shards = [value for kind, value in items if kind == "shard"]
-    stats = sum_stats(value for kind, value in items if kind == "stats")
+    _, summaries = element
+    shards = [{k: v for k, v in s.items() if k != "stats"} for s in summaries]
+    stats = sum_stats(s["stats"] for s in summaries)
     fs.remove_tree(pieces_dir)
     fs.write_atomic(fs.join(output_dir, schema.VOCAB_FILE), vocab_text.encode("utf-8"))
     stats_doc = build_stats(stats)

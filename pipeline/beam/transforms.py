@@ -5,8 +5,9 @@
           the range as the pool → a piece file of instances, shuffled, in shard classes
         ─ WriteShards: piece sizes → global offsets, joined back to each piece; each piece's
           classes grouped by shard (block indexes only) → a random interleaving of the
-          shard's classes, streamed to its files
-        ─ Finish: stats summed, pieces removed, vocab.txt, stats.json, manifest.json
+          shard's classes, streamed to its files; each piece's statistics ride along to one
+          shard, which sums them
+        ─ Finish: pieces removed, vocab.txt, stats.json, manifest.json
 
 Only patterns, file names, ranges and piece indexes cross Beam's shuffles: no step holds the
 corpus or its instances, so memory stays flat in corpus size on any runner, DirectRunner
@@ -25,10 +26,6 @@ import apache_beam as beam
 from pipeline.beam import dofns, sinks
 from pipeline.beam.options import JobConfig
 from pipeline import schema
-
-# Partial sums of statistics before the single final group (bounded fan-in at any scale).
-STATS_PARTS = 64
-
 
 class MakeInstances(beam.PTransform):
     """(file path, source name) → piece indexes (dicts, statistics included)."""
@@ -49,10 +46,6 @@ class MakeInstances(beam.PTransform):
                                             filesystem_options=self._fs)))
 
 
-def _without_stats(piece: dict) -> dict:
-    return {k: v for k, v in piece.items() if k != "stats"}
-
-
 def _offsets(grouped):
     """(_, [(piece key, rows)]) → (piece id, global offset of its first row) per piece."""
     _, sizes = grouped
@@ -61,10 +54,14 @@ def _offsets(grouped):
 
 
 def _assign(joined, num_shards: int):
-    """(piece id, {"piece": [index], "offset": [offset]}) → (shard, class of the piece)."""
-    _, parts = joined
+    """(piece id, {"piece": [index], "offset": [offset]}) → (shard, ("class", class of the
+    piece)) for each of its classes, and its statistics to one shard (any one: they are
+    summed)."""
+    piece_id, parts = joined
     (piece,), (offset,) = parts["piece"], parts["offset"]
-    yield from dofns.assign_classes(piece, offset, num_shards)
+    for shard, source in dofns.assign_classes(piece, offset, num_shards):
+        yield shard, ("class", source)
+    yield piece_id % num_shards, ("stats", piece["stats"])
 
 
 class WriteShards(beam.PTransform):
@@ -80,13 +77,13 @@ class WriteShards(beam.PTransform):
                    | "Piece sizes" >> beam.Map(lambda p: (0, (p["key"], p["rows"])))
                    | "All sizes" >> beam.GroupByKey()
                    | "Offsets" >> beam.FlatMap(_offsets))
-        keyed = pieces | "By piece" >> beam.Map(lambda p: (p["id"], _without_stats(p)))
+        keyed = pieces | "By piece" >> beam.Map(lambda p: (p["id"], p))
         assigned = ({"piece": keyed, "offset": offsets}
                     | "Join offsets" >> beam.CoGroupByKey()
                     | "Assign classes" >> beam.FlatMap(_assign, num_shards=c.num_shards))
-        # One empty marker per shard, so a shard that gets no instance is still written.
-        markers = (pieces.pipeline
-                   | "Shard indexes" >> beam.Create([(i, None) for i in range(c.num_shards)]))
+        # One marker per shard, so a shard that gets no instance is still written.
+        markers = (pieces.pipeline | "Shard indexes" >> beam.Create(
+            [(i, ("marker", None)) for i in range(c.num_shards)]))
         return ((assigned, markers)
                 | "With markers" >> beam.Flatten()
                 | "Group by shard" >> beam.GroupByKey()
@@ -110,20 +107,14 @@ def build(p: beam.Pipeline, *, config: JobConfig, vocab_text: str, vocab_sha256:
 
     vocab = read_vocab(vocab_text)
     files = (p
-             | "Input patterns" >> beam.Create(list(config.input))
+             | "Input patterns" >> beam.Create([tuple(config.input)])
              | "List files" >> beam.ParDo(dofns.ListFilesDoFn(
                  base=dofns.source_base(config.input), filesystem_options=fs_options))
-             | "Distinct files" >> beam.Distinct()  # two patterns may match one file
              | "Spread files" >> beam.Reshuffle())
     pieces = files | "MakeInstances" >> MakeInstances(config, vocab, fs_options)
-    shards = pieces | "WriteShards" >> WriteShards(config, fs_options)
-    stats = (pieces
-             | "Range stats" >> beam.Map(lambda p: (p["id"] % STATS_PARTS, p["stats"]))
-             | "Partial sums" >> beam.CombinePerKey(sinks.sum_stats)
-             | "As stats" >> beam.Map(lambda kv: (0, ("stats", kv[1]))))
-    summaries = shards | "As shards" >> beam.Map(lambda s: (0, ("shard", s)))
-    return ((summaries, stats)
-            | "Gather" >> beam.Flatten()
+    return (pieces
+            | "WriteShards" >> WriteShards(config, fs_options)
+            | "All shards" >> beam.Map(lambda summary: (0, summary))
             | "Once" >> beam.GroupByKey()
             | "Write manifest" >> beam.Map(
                 sinks.write_outputs, output_dir=config.output_dir,
