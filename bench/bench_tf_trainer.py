@@ -4,7 +4,9 @@ Prints examples/s of the tf.data input alone (read + shuffle + batch + parse) an
 BERT-Tiny and BERT-Mini training steps (forward, backward, all-reduce, clip, AdamW) on the
 default strategy, on synthetic-but-valid shards written in Google's format::
 
-    python bench/bench_tf_trainer.py [--seq 128 --preds 20 --batch 32 --steps 20]
+    python -m bench.bench_tf_trainer [--seq 128 --preds 20 --batch 32 --steps 20]
+
+(from the repo root: the fixtures it writes shards with live in tests/trainer).
 
 Figures depend heavily on what else runs on the CPU; the first (tracing) call is excluded.
 """
@@ -13,20 +15,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+import tensorflow as tf
 
-import tensorflow as tf  # noqa: E402
+from tests.trainer import tf_fixtures as fx
+from trainer import config as cfg
+from trainer import data_contract
+from trainer.run_setup import Run
+from trainer.tf2 import data as tfdata
+from trainer.tf2 import loop
 
-from tests.trainer import tf_fixtures as fx  # noqa: E402
-from trainer import config as cfg  # noqa: E402
-from trainer import data_contract  # noqa: E402
-from trainer.tf2 import data as tfdata  # noqa: E402
-from trainer.tf2 import loop  # noqa: E402
+REPO = fx.REPO
 
 VOCAB = 21128  # bert-base-chinese
 
@@ -45,13 +46,13 @@ def input_examples_per_sec(spec, *, batch: int, seconds: float = 5.0) -> float:
     return n / (time.perf_counter() - start)
 
 
-def steps_per_sec(preset: str, spec, *, batch: int, steps: int, model_dir: str) -> float:
+def steps_per_sec(preset: str, spec, *, batch: int, steps: int, output_dir: str) -> float:
     model = dataclasses.replace(cfg.load_model_config(os.path.join(REPO, preset)),
                                 vocab_size=VOCAB)
     train = cfg.TrainConfig(batch_size=batch, num_train_steps=steps + 1, warmup_steps=1,
                             mixed_precision="fp32", shuffle_buffer=1000)
-    trainer = loop.Trainer(loop.RunSpec(model_config=model, train_config=train, data=spec,
-                                        model_dir=model_dir), tf.distribute.get_strategy())
+    trainer = loop.Trainer(Run(model_config=model, train_config=train, data=spec,
+                               output_dir=output_dir), tf.distribute.get_strategy())
     it = iter(trainer.train_dataset())
     trainer.train_steps(it, 1)  # trace + compile
     start = time.perf_counter()
@@ -77,7 +78,7 @@ def main() -> None:
     for name, preset in (("Tiny", "configs/model/bert-tiny.yaml"),
                          ("Mini", "configs/model/bert-mini.yaml")):
         rate = steps_per_sec(preset, spec, batch=args.batch, steps=args.steps,
-                             model_dir=os.path.join(tmp, name))
+                             output_dir=os.path.join(tmp, name))
         print(f"BERT-{name}: {rate:.2f} steps/s = {rate * args.batch:.0f} examples/s")
 
 

@@ -1,6 +1,6 @@
 """Benchmark (not a test): the PyTorch trainer's input pipeline and train steps on this CPU.
 
-    python bench/bench_torch_trainer.py --data_dir OUT [--batch_size 32] [--steps 20]
+    python -m bench.bench_torch_trainer --data_dir OUT [--batch_size 32] [--steps 20]
 
 Prints examples/s of the Parquet stream alone (decode + pad + shuffle + labels, no model), and
 steps/s and examples/s of full train steps (forward, backward, AdamW) for BERT-Tiny and
@@ -13,17 +13,14 @@ import argparse
 import dataclasses
 import itertools
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from trainer import data_contract  # noqa: E402
-from trainer.config import TrainConfig, load_model_config  # noqa: E402
-from trainer.pt.data import ShardDataset, StreamConfig  # noqa: E402
-from trainer.pt.model import Pretrainer, build_model, build_optimizer, build_scheduler  # noqa: E402
+from trainer import data_contract
+from trainer.config import TrainConfig, load_model_config
+from trainer.pt.data import ShardDataset, StreamConfig
+from trainer.pt.model import Pretrainer, build_model, build_optimizer, build_scheduler
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -50,6 +50,11 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
 
+def _option(default: Any, help: str) -> Any:
+    """A TrainConfig field whose help text is also its command-line flag's (trainer/flags.py)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run (one phase: a fixed sequence length).
@@ -57,32 +62,37 @@ class TrainConfig:
     batch_size is per replica (per GPU process / per TPU core or chip replica); the global batch
     is batch_size * replicas * grad_accum. max_seq_length / max_predictions_per_seq state the
     phase this config was tuned for; None means "whatever the data's manifest says", and a
-    number is checked against the manifest before any step.
+    number is checked against the manifest before any step. Each field is also a flag of both
+    trainers, with the help text given here.
     """
 
-    batch_size: int = 32
-    grad_accum: int = 1
-    num_train_steps: int = 1000
-    learning_rate: float = 1e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    optimizer: str = "adamw"
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-6
-    max_grad_norm: float = 1.0
-    max_seq_length: Optional[int] = None
-    max_predictions_per_seq: Optional[int] = None
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    eval_every: int = 1000
-    eval_steps: int = 100
-    log_every: int = 100
-    seed: int = 12345
-    shuffle_buffer: int = 10000
-    num_workers: int = 0
-    mixed_precision: str = "bf16"
-    steps_per_execution: int = 1
+    batch_size: int = _option(32, "examples per replica (GPU process, TPU core) per micro-batch")
+    grad_accum: int = _option(1, "micro-batches per optimizer update")
+    num_train_steps: int = _option(1000, "optimizer updates of the whole run (the schedule's end)")
+    learning_rate: float = _option(1e-4, "peak learning rate (after warmup)")
+    warmup_steps: int = _option(100, "updates of linear warmup from 0")
+    weight_decay: float = _option(0.01, "decoupled weight decay (not on biases and LayerNorms)")
+    optimizer: str = _option("adamw", "adamw or lamb (bias-corrected, Keras's Lamb rule)")
+    adam_beta1: float = _option(0.9, "first-moment decay")
+    adam_beta2: float = _option(0.999, "second-moment decay")
+    adam_epsilon: float = _option(1e-6, "added to the root of the second moment")
+    max_grad_norm: float = _option(1.0, "clip gradients to this global norm; <= 0: no clipping")
+    max_seq_length: Optional[int] = _option(None, "the phase's sequence length; checked "
+                                                  "against the data's manifest")
+    max_predictions_per_seq: Optional[int] = _option(None, "the phase's predictions per "
+                                                           "sequence; checked against the manifest")
+    checkpoint_every: int = _option(1000, "save a checkpoint every N updates (and at the end)")
+    keep_checkpoints: int = _option(3, "newest checkpoints kept; older ones are deleted")
+    eval_every: int = _option(1000, "evaluate every N updates (and at num_train_steps)")
+    eval_steps: int = _option(100, "batches per replica scored at each evaluation: full "
+                                   "batches only, never more than one pass over the held-out "
+                                   "data, the same examples every time")
+    log_every: int = _option(100, "write a train line to metrics.jsonl every N updates")
+    seed: int = _option(12345, "initial weights, dropout and the data order")
+    shuffle_buffer: int = _option(10000, "examples shuffled together when reading")
+    num_workers: int = _option(0, "PyTorch only: DataLoader worker processes per rank")
+    mixed_precision: str = _option("bf16", "bf16 (on GPUs and TPUs; CPUs stay fp32) or fp32")
+    steps_per_execution: int = _option(1, "TF only: updates per host round trip (TPUs)")
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -91,7 +101,7 @@ class TrainConfig:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, "
                              f"got {self.mixed_precision!r}")
         for name in ("batch_size", "grad_accum", "num_train_steps", "log_every",
-                     "checkpoint_every", "eval_every", "steps_per_execution"):
+                     "checkpoint_every", "eval_every", "eval_steps", "steps_per_execution"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_steps < 0 or self.num_workers < 0 or self.shuffle_buffer < 0:

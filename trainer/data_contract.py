@@ -4,44 +4,20 @@ Both trainers call ``load_data_dir`` (or ``read_manifest`` + ``check_compatible`
 a model step, so that a wrong vocabulary or a sequence length the model cannot embed fails in a
 second with a message naming both numbers, not hours later as an index error on a TPU.
 
-Framework-free on the default path: local directories are read with ``open``. Remote URLs
-(``gs://...``) go through ``tf.io.gfile`` when TensorFlow is already imported (the TF trainer),
-else through ``fsspec`` (which needs the protocol's filesystem package, e.g. gcsfs).
+Framework-free: files are read through ``trainer.storage`` (local paths, or URLs such as
+``gs://...``).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import sys
-from typing import IO, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from pipeline import schema
 from trainer.config import ModelConfig
+from trainer.storage import join, read_text
 
 FORMATS = (schema.TFRECORD_DIR, schema.PARQUET_DIR)  # "tfrecord", "parquet"
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path
-
-
-def join(base: str, *parts: str) -> str:
-    """os.path.join for local paths (made absolute), '/'-join for URLs."""
-    if is_remote(base):
-        return "/".join([base.rstrip("/"), *parts])
-    return os.path.abspath(os.path.join(base, *parts))
-
-
-def open_binary(path: str) -> IO[bytes]:
-    """A readable binary file object for a local path or a URL (see module docstring)."""
-    if not is_remote(path):
-        return open(path, "rb")
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"].io.gfile.GFile(path, "rb")
-    import fsspec  # deferred: only remote reads need it
-
-    return fsspec.open(path, "rb").open()
 
 
 def read_manifest(data_dir: str) -> dict:
@@ -52,8 +28,7 @@ def read_manifest(data_dir: str) -> dict:
     """
     path = join(data_dir, schema.MANIFEST_FILE)
     try:
-        with open_binary(path) as f:
-            manifest = json.loads(f.read().decode("utf-8"))
+        manifest = json.loads(read_text(path))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} not found: not a pipeline output dir, or the pipeline "
                                 "has not finished (it writes the manifest last)") from None

@@ -9,16 +9,20 @@ was made with and the manifest's do_lower_case, so fine-tuning tokenizes as pret
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Callable, Mapping, Optional
 
-from trainer import data_contract
+from trainer import storage
 from trainer.config import ModelConfig
 
 ARCHITECTURE = "BertForPreTraining"
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.txt"
+# Fields that must agree between a HF config.json and our ModelConfig to share weights.
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size", "max_position_embeddings", "type_vocab_size")
 
 
 def hf_bert_config(model_config: ModelConfig):
@@ -33,7 +37,7 @@ def hf_bert_config(model_config: ModelConfig):
 def copy_vocab(src: str, out_dir: str) -> str:
     """Copy the vocab (local path or URL) to ``out_dir/vocab.txt``; return the new path."""
     dst = os.path.join(out_dir, VOCAB_FILE)
-    with data_contract.open_binary(src) as f:
+    with storage.open_binary(src) as f:
         data = f.read()
     with open(dst, "wb") as f:
         f.write(data)
@@ -105,8 +109,17 @@ def read_exported_config(out_dir: str) -> dict:
 
 def model_config_from_hf(hf_dir: str) -> ModelConfig:
     """The ModelConfig of an exported (or any HF BERT) directory: for ``--init_checkpoint``."""
-    import dataclasses
-
     values = read_exported_config(hf_dir)
     names = {f.name for f in dataclasses.fields(ModelConfig)}
     return ModelConfig(**{k: v for k, v in values.items() if k in names})
+
+
+def check_init_checkpoint(model_config: ModelConfig, hf_dir: str) -> None:
+    """Refuse (ValueError naming each field) an HF directory whose tensors do not fit
+    ``model_config``: the model is built from ``model_config``, never silently from the
+    checkpoint's config."""
+    theirs = model_config_from_hf(hf_dir)
+    bad = [f"{f}: model {getattr(model_config, f)} vs {hf_dir} {getattr(theirs, f)}"
+           for f in SHAPE_FIELDS if getattr(model_config, f) != getattr(theirs, f)]
+    if bad:
+        raise ValueError("--init_checkpoint does not fit the model:\n  " + "\n  ".join(bad))

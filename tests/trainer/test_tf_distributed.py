@@ -19,20 +19,21 @@ import numpy as np
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from trainer import config as cfg, data_contract
+from trainer import config as cfg, data_contract, metrics
+from trainer.run_setup import Run
 from trainer.tf2 import loop
 data_dir, out = sys.argv[1], sys.argv[2]
 model = cfg.ModelConfig(vocab_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                         **%(tiny)r)
 data = data_contract.load_data_dir(data_dir, model)
 
-def run(strategy, batch_size, model_dir):
+def run(strategy, batch_size, output_dir):
     train = cfg.TrainConfig(batch_size=batch_size, num_train_steps=6, warmup_steps=2,
                             learning_rate=1e-3, log_every=1, checkpoint_every=100,
                             shuffle_buffer=64, mixed_precision="fp32", max_grad_norm=0.5)
-    result = loop.fit(loop.RunSpec(model_config=model, train_config=train, data=data,
-                                   model_dir=model_dir), strategy)
-    losses = [json.loads(l)["loss"] for l in open(model_dir + "/metrics.jsonl")]
+    result = loop.fit(Run(model_config=model, train_config=train, data=data,
+                          output_dir=output_dir), strategy)
+    losses = [line["loss"] for line in metrics.read(output_dir + "/metrics.jsonl")]
     return result, losses
 
 one, one_losses = run(tf.distribute.get_strategy(), 8, out + "/one")
@@ -44,6 +45,7 @@ print(json.dumps({"replicas": two.trainer.replicas, "one": one_losses, "two": tw
 '''
 
 
+@pytest.mark.slow
 def test_two_replicas_match_one_replica_on_the_same_global_batch(tmp_path):
     data_dir = fx.make_data_dir(str(tmp_path / "data"), num_instances=96, num_shards=4, seed=5)
     code = "import sys; sys.argv[1:] = %r\n" % [data_dir, str(tmp_path)] + SCRIPT % {

@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 from tests.trainer import tf_fixtures as fx  # noqa: E402
 from trainer import config as cfg  # noqa: E402
-from trainer import data_contract  # noqa: E402
+from trainer import data_contract, run_setup  # noqa: E402
 from trainer.tf2 import hf_convert, loop  # noqa: E402
 from trainer.tf2 import model as bert  # noqa: E402
 
@@ -108,10 +108,10 @@ def test_torch_side_dir_initialises_the_tf_trainer_with_the_same_logits(tmp_path
         pt_model.config.save_pretrained(hf_dir)
         torch.save(pt_model.state_dict(), os.path.join(hf_dir, "pytorch_model.bin"))
 
-    spec = loop.RunSpec(model_config=CONFIG, train_config=cfg.TrainConfig(mixed_precision="fp32"),
+    run = run_setup.Run(model_config=CONFIG, train_config=cfg.TrainConfig(mixed_precision="fp32"),
                         data=data_contract.load_data_dir(data_dir, CONFIG),
-                        model_dir=str(tmp_path / "run"), init_checkpoint=hf_dir)
-    trainer = loop.Trainer(spec, tf.distribute.get_strategy())
+                        output_dir=str(tmp_path / "run"), init_checkpoint=hf_dir)
+    trainer = loop.Trainer(run, tf.distribute.get_strategy())
     assert "initialised from" in trainer.restore_or_init()
     tf_mlm, tf_nsp = tf_logits(trainer.model, batch)
     pt_mlm, pt_nsp = torch_logits(pt_model, batch)

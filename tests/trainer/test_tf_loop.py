@@ -1,4 +1,5 @@
-"""The TF2 loop: exact resume, the CLI (script and -m forms), refusing mismatched data."""
+"""The TF2 loop: exact resume, the run directory rule, the CLI (script and -m forms), refusing
+mismatched data."""
 import dataclasses
 import json
 import os
@@ -12,7 +13,7 @@ tf = pytest.importorskip("tensorflow")
 
 from tests.trainer import tf_fixtures as fx  # noqa: E402
 from trainer import config as cfg  # noqa: E402
-from trainer import data_contract  # noqa: E402
+from trainer import data_contract, metrics, run_setup  # noqa: E402
 from trainer.tf2 import loop  # noqa: E402
 
 CONFIG = cfg.ModelConfig(vocab_size=64, **fx.TINY)  # dropout 0.1 stays on: its RNG must resume
@@ -27,11 +28,11 @@ def data_dir(tmp_path_factory):
                             num_shards=2, seed=11)
 
 
-def _fit(data_dir, model_dir, **overrides):
-    spec = loop.RunSpec(model_config=CONFIG,
-                        train_config=dataclasses.replace(TRAIN, **overrides),
-                        data=data_contract.load_data_dir(data_dir, CONFIG), model_dir=model_dir)
-    return loop.fit(spec, tf.distribute.get_strategy())
+def _fit(data_dir, output_dir, *, stop_at_step=None, **overrides):
+    run = run_setup.Run(model_config=CONFIG, train_config=dataclasses.replace(TRAIN, **overrides),
+                        data=data_contract.load_data_dir(data_dir, CONFIG),
+                        output_dir=output_dir, stop_at_step=stop_at_step)
+    return loop.fit(run, tf.distribute.get_strategy())
 
 
 def _weights(result):
@@ -39,21 +40,23 @@ def _weights(result):
 
 
 def test_checkpoint_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, data_dir):
-    """6 steps straight vs 3 steps, then a new Trainer that restores and runs 3 more. Every
-    step sees different examples, so a replayed or skipped batch (or a dropout RNG that
+    """6 steps straight vs 3 steps (--stop_at_step), then the same run again: it resumes.
+    Every step sees different examples, so a replayed or skipped batch (or a dropout RNG that
     restarts) would change the weights."""
     straight = _fit(data_dir, str(tmp_path / "a"))
-    _fit(data_dir, str(tmp_path / "b"), num_train_steps=3)
+    stopped = _fit(data_dir, str(tmp_path / "b"), stop_at_step=3)
+    assert stopped.step == 3 and stopped.export_hf is None
     resumed = _fit(data_dir, str(tmp_path / "b"))
     assert straight.step == resumed.step == 6
     assert int(resumed.trainer.data_examples.numpy()) == 6 * 4
     for a, b in zip(_weights(straight), _weights(resumed)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    lines = [json.loads(x) for x in open(tmp_path / "b" / "metrics.jsonl")]
-    assert [x["step"] for x in lines if x["split"] == "train"] == [3, 6]
-    assert set(lines[0]) >= {"masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy",
-                             "next_sentence_loss", "learning_rate", "examples_per_sec"}
-    assert os.listdir(tmp_path / "b" / "train")  # TensorBoard event files
+    lines = metrics.read(str(tmp_path / "b" / "metrics.jsonl"))
+    assert [(x["split"], x["step"]) for x in lines] == [("train", 3), ("train", 6)]
+    assert all(list(x) == ["split", "step", *metrics.TRAIN_KEYS] for x in lines)
+    assert os.listdir(tmp_path / "b" / "tensorboard" / "train")  # TensorBoard event files
+    with pytest.raises(run_setup.RunDirError, match="learning_rate: 0.001 there, 0.002 now"):
+        _fit(data_dir, str(tmp_path / "b"), learning_rate=2e-3)
 
 
 def _cli(*args, module: bool, timeout: int = 240):
@@ -67,13 +70,17 @@ def _cli(*args, module: bool, timeout: int = 240):
 def test_cli_as_a_script_trains_evaluates_and_exports(tmp_path, data_dir):
     model_yaml = fx.write_yaml(str(tmp_path / "tiny.yaml"), fx.TINY)
     proc = _cli("--data_dir", data_dir, "--eval_data_dir", data_dir, "--model_config",
-                model_yaml, "--train_config", "configs/train/cpu-smoke.yaml", "--model_dir",
+                model_yaml, "--train_config", "configs/train/cpu-smoke.yaml", "--output_dir",
                 str(tmp_path / "run"), "--export_hf", str(tmp_path / "hf"),
                 "--num_train_steps", "4", "--batch_size", "4", "--eval_steps", "1",
                 module=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
-    assert summary["step"] == 4 and summary["eval"]["masked_lm_accuracy"] >= 0
+    assert summary["step"] == 4 and summary["export_hf"] == str(tmp_path / "hf")
+    assert summary["eval"]["examples"] == 4  # eval_steps 1 x batch 4
+    lines = metrics.read(str(tmp_path / "run" / "metrics.jsonl"))
+    assert summary["eval"] == {k: v for k, v in lines[-1].items() if k not in ("split", "step")}
+    assert list(lines[-1]) == ["split", "step", *metrics.EVAL_KEYS]
     assert os.path.exists(tmp_path / "hf" / "model.safetensors")
     assert os.path.exists(tmp_path / "hf" / "vocab.txt")
 
@@ -92,7 +99,7 @@ def test_cli_as_a_module_refuses_a_manifest_model_mismatch_before_any_step(tmp_p
         model["max_position_embeddings"], flags = int(flags[1]), []
     model_yaml = fx.write_yaml(str(tmp_path / "m.yaml"), model)
     proc = _cli("--data_dir", data_dir, "--model_config", model_yaml, "--train_config",
-                "configs/train/cpu-smoke.yaml", "--model_dir", str(tmp_path / "run"), *flags,
+                "configs/train/cpu-smoke.yaml", "--output_dir", str(tmp_path / "run"), *flags,
                 module=True, timeout=60)
     assert proc.returncode != 0
     assert "refusing to train" in proc.stderr and message in proc.stderr, proc.stderr[-2000:]

@@ -5,6 +5,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from trainer import config as cfg  # noqa: E402
+from trainer import metrics as shared  # noqa: E402
 from trainer.tf2 import model as bert  # noqa: E402
 from trainer.tf2 import optim  # noqa: E402
 
@@ -29,7 +30,7 @@ def test_loss_sums_and_metrics_match_numpy():
                           {"masked_lm_ids": tf.constant(ids),
                            "masked_lm_weights": tf.constant(weights),
                            "next_sentence_labels": tf.constant(labels)})
-    metrics = bert.metrics_from_sums({k: float(v) for k, v in sums.items()})
+    metrics = shared.finish({k: float(v) for k, v in sums.items()})
 
     def log_softmax(x):
         x = x - x.max(-1, keepdims=True)
@@ -37,7 +38,7 @@ def test_loss_sums_and_metrics_match_numpy():
 
     mlm_ce = -np.take_along_axis(log_softmax(logits), ids[..., None], -1)[..., 0]
     nsp_ce = -np.take_along_axis(log_softmax(nsp), labels, -1)[:, 0]
-    w = weights.sum() + bert.MLM_DENOMINATOR_EPS
+    w = weights.sum() + shared.MLM_DENOMINATOR_EPS
     assert metrics["masked_lm_loss"] == pytest.approx((mlm_ce * weights).sum() / w, rel=1e-5)
     assert metrics["masked_lm_accuracy"] == pytest.approx(
         ((logits.argmax(-1) == ids) * weights).sum() / w, rel=1e-6)

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from trainer import data_contract
+from trainer import data_contract, metrics
 from trainer.config import ModelConfig, TrainConfig, learning_rate
 from trainer.pt.data import ShardDataset, StreamConfig
 from trainer.pt.model import (Pretrainer, build_model, build_optimizer, build_scheduler,
-                              finish_metrics, param_groups)
+                              param_groups)
 
 TINY = ModelConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                    intermediate_size=64, max_position_embeddings=64)
@@ -39,12 +39,21 @@ def test_metrics_are_weighted_by_masked_lm_weights(batch):
     pretrainer = Pretrainer(build_model(TINY, generator_seed=0)).eval()
     with torch.no_grad():
         out = pretrainer(batch)
-    metrics = finish_metrics({k: float(v) for k, v in out.items() if v.dim() == 0})
-    assert out["masked_lm_count"].item() == batch["masked_lm_weights"].sum().item()
-    assert 0.0 <= metrics["masked_lm_accuracy"] <= 1.0
-    assert metrics["next_sentence_loss"] == pytest.approx(
+    values = metrics.finish({k: float(out[k]) for k in metrics.SUM_KEYS})
+    weights = batch["masked_lm_weights"]
+    assert out["mlm_weight_sum"].item() == weights.sum().item() < weights.numel()  # padding
+    hits = (out["mlm_logits"].argmax(-1) == batch["masked_lm_ids"]).float()
+    denominator = weights.sum().item() + metrics.MLM_DENOMINATOR_EPS
+    assert values["masked_lm_accuracy"] == pytest.approx(
+        (hits * weights).sum().item() / denominator, rel=1e-6)
+    nll = torch.nn.functional.cross_entropy(out["mlm_logits"].transpose(1, 2),
+                                            batch["masked_lm_ids"], reduction="none")
+    assert values["masked_lm_loss"] == pytest.approx((nll * weights).sum().item() / denominator,
+                                                     rel=1e-5)
+    assert values["next_sentence_loss"] == pytest.approx(
         torch.nn.functional.cross_entropy(out["nsp_logits"], batch["next_sentence_label"]).item(),
         rel=1e-5)
+    assert values["examples"] == 6
 
 
 def test_same_seed_gives_same_weights_without_touching_the_process_rng():

@@ -1,5 +1,6 @@
-"""The whole PyTorch run through its CLI: refusal before any step, exact resume, HF export,
-and a 2-process torchrun (gloo) run. Tiny models (hidden 32, 2 layers) on fixture shards."""
+"""The whole PyTorch run through its CLI: refusal before any step, exact resume, the run
+directory rule, HF export, and a 2-process torchrun (gloo) run. Tiny models (hidden 32,
+2 layers) on fixture shards."""
 import json
 import os
 import subprocess
@@ -9,8 +10,9 @@ import pytest
 import torch
 import transformers
 
+from trainer import metrics
 from trainer.pt import checkpoint
-from trainer.train_torch import main
+from trainer.train_torch import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(REPO, "configs", "train", "cpu-smoke.yaml")
@@ -46,8 +48,9 @@ def test_cli_module_refuses_a_vocab_mismatch_before_any_step(train_dir, tmp_path
 
 
 def test_phase_mismatch_is_refused_in_process(train_dir, tiny_model_yaml, tmp_path):
-    with pytest.raises(ValueError, match="max_seq_length 32 != training config max_seq_length 128"):
-        main(args(train_dir, tiny_model_yaml, tmp_path / "run", "--max_seq_length", "128"))
+    with pytest.raises(SystemExit, match="(?s)refusing to train: .*max_seq_length 32 != training "
+                                         "config max_seq_length 128"):
+        train(args(train_dir, tiny_model_yaml, tmp_path / "run", "--max_seq_length", "128"))
     assert not (tmp_path / "run").exists()
 
 
@@ -58,29 +61,37 @@ def straight_run(train_dir, eval_dir, tmp_path_factory):
     model_yaml = out / "tiny.yaml"
     model_yaml.write_text("hidden_size: 32\nnum_hidden_layers: 2\nnum_attention_heads: 2\n"
                           "intermediate_size: 64\nmax_position_embeddings: 64\n")
-    metrics = main(args(train_dir, str(model_yaml), out, "--eval_data_dir", eval_dir,
-                        "--eval_every", "8", "--eval_steps", "100", "--export_hf", str(out / "hf")))
-    return out, str(model_yaml), metrics
+    summary = train(args(train_dir, str(model_yaml), out, "--eval_data_dir", eval_dir,
+                         "--eval_every", "8", "--eval_steps", "100", "--export_hf",
+                         str(out / "hf")))
+    return out, str(model_yaml), summary
 
 
-def test_run_reports_google_metric_names(straight_run):
-    out, _, metrics = straight_run
-    assert {"masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy",
-            "next_sentence_loss"} <= set(metrics)
-    assert metrics["eval_examples"] == 64
-    lines = [json.loads(l) for l in open(out / "metrics.jsonl")]
-    train = [l for l in lines if l["kind"] == "train"]
-    assert [l["step"] for l in train] == [2, 4, 6, 8]
-    assert all(l["examples_per_sec"] > 0 and l["learning_rate"] > 0 for l in train)
+def test_run_reports_google_metric_names_in_the_shared_format(straight_run):
+    out, _, summary = straight_run
+    assert summary["step"] == 8 and summary["export_hf"] == str(out / "hf")
+    assert summary["eval"]["examples"] == 64  # eval_steps 100: one pass, 2 shards x 4 batches
+    lines = metrics.read(str(out / "metrics.jsonl"))
+    assert [(x["split"], x["step"]) for x in lines] == [
+        ("train", 2), ("train", 4), ("train", 6), ("train", 8), ("eval", 8)]
+    assert all(list(x) == ["split", "step", *metrics.TRAIN_KEYS] for x in lines[:4])
+    assert list(lines[4]) == ["split", "step", *metrics.EVAL_KEYS]
+    assert summary["eval"] == {k: v for k, v in lines[4].items() if k not in ("split", "step")}
+    # 2 updates x batch 8 per line; the schedule of cpu-smoke (warmup 10, base 1e-3)
+    assert [x["examples"] for x in lines[:4]] == [16.0] * 4
+    assert [x["learning_rate"] for x in lines[:4]] == pytest.approx([2e-4, 4e-4, 6e-4, 8e-4])
+    assert all(x["examples_per_sec"] > 0 and x["grad_norm"] > 0 for x in lines[:4])
 
 
-def test_resume_gives_the_same_data_and_the_same_weights(straight_run, train_dir, tmp_path):
-    """Stop after 3 steps (odd: the next batch is the other worker's), resume to 8."""
+def test_rerunning_the_command_resumes_with_the_same_data_and_weights(straight_run, train_dir,
+                                                                      tmp_path):
+    """Stop after 3 steps (odd: the next batch is the other worker's), rerun the same command
+    to 8: the uninterrupted run's weights and data cursor."""
     straight, model_yaml, _ = straight_run
     out = tmp_path / "resumed"
-    main(args(train_dir, model_yaml, out, "--stop_at_step", "3"))
+    assert train(args(train_dir, model_yaml, out, "--stop_at_step", "3"))["step"] == 3
     assert checkpoint.complete_steps(str(out)) == [3]
-    main(args(train_dir, model_yaml, out, "--resume"))
+    train(args(train_dir, model_yaml, out))
     a, b = final_state(straight), final_state(out)
     assert b["step"] == a["step"] == 8
     for name, tensor in a["model"].items():
@@ -89,6 +100,25 @@ def test_resume_gives_the_same_data_and_the_same_weights(straight_run, train_dir
                                                "rank-00000.pt"), weights_only=False)["data"]
     assert cursor(straight) == cursor(out) == {"cursors": {"0": [0, 32], "1": [0, 32]},
                                                 "batches": 8}
+    assert [x["step"] for x in metrics.read(str(out / "metrics.jsonl"))] == [2, 3, 4, 6, 8]
+
+
+def test_another_run_in_the_directory_is_refused_unless_overwrite(train_dir, tiny_model_yaml,
+                                                                  tmp_path):
+    """The old failure: a rerun with other settings trained next to the first run's
+    checkpoints, and pruning could keep the old run's."""
+    out = tmp_path / "run"
+    train(args(train_dir, tiny_model_yaml, out, "--num_train_steps", "2", "--checkpoint_every",
+               "1", "--num_workers", "0"))
+    assert checkpoint.complete_steps(str(out)) == [1, 2]
+    changed = args(train_dir, tiny_model_yaml, out, "--num_train_steps", "2", "--num_workers",
+                   "0", "--learning_rate", "1e-2")
+    with pytest.raises(SystemExit, match="learning_rate: 0.001 there, 0.01 now"):
+        train(changed)
+    assert checkpoint.complete_steps(str(out)) == [1, 2]  # untouched
+    assert train(changed + ["--overwrite"])["step"] == 2
+    assert checkpoint.complete_steps(str(out)) == [2]  # the first run's are gone
+    assert final_state(out)["train_config"]["learning_rate"] == 1e-2
 
 
 def test_hf_export_loads_with_auto_classes_and_gives_the_same_logits(straight_run, train_dir):
@@ -115,6 +145,7 @@ def test_hf_export_loads_with_auto_classes_and_gives_the_same_logits(straight_ru
     assert json.load(open(os.path.join(hf, "config.json")))["architectures"] == ["BertForPreTraining"]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_gloo(train_dir, tiny_model_yaml, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -132,17 +163,24 @@ def test_torchrun_two_processes_gloo(train_dir, tiny_model_yaml, tmp_path):
     cursors = [torch.load(checkpoint.rank_file(path, r), weights_only=False)["data"]["cursors"]
                for r in range(2)]
     assert cursors == [{"0": [0, 32]}, {"1": [0, 32]}]  # each rank its own reader
-    lines = [json.loads(l) for l in open(out / "metrics.jsonl")]
-    assert [l["step"] for l in lines] == [2, 4]  # rank 0 only writes
+    lines = metrics.read(str(out / "metrics.jsonl"))
+    assert [x["step"] for x in lines] == [2, 4]  # rank 0 only writes
+    assert [x["examples"] for x in lines] == [32.0, 32.0]  # both ranks' batches: 2 x 2 x 8
 
 
 def test_init_checkpoint_starts_from_the_exported_weights(straight_run, train_dir, tmp_path):
-    """Phase 2 style: --init_checkpoint an HF dir; its architecture wins over the preset."""
+    """Phase 2 style: --init_checkpoint an HF dir. Without --model_config its config is the
+    model; a --model_config of another shape is refused, never silently replaced."""
     straight, _, _ = straight_run
-    preset = os.path.join(REPO, "configs", "model", "bert-tiny.yaml")  # hidden 128: ignored
+    hf = str(straight / "hf")
     out = tmp_path / "phase2"
-    main(args(train_dir, preset, out, "--init_checkpoint", str(straight / "hf"),
-              "--num_train_steps", "1", "--learning_rate", "0", "--num_workers", "0"))
+    preset = os.path.join(REPO, "configs", "model", "bert-tiny.yaml")  # hidden 128
+    with pytest.raises(SystemExit, match="hidden_size: model 128 vs .* 32"):
+        train(args(train_dir, preset, out, "--init_checkpoint", hf))
+    argv = args(train_dir, preset, out, "--init_checkpoint", hf, "--num_train_steps", "1",
+                "--learning_rate", "0", "--num_workers", "0")
+    del argv[argv.index("--model_config"):argv.index("--model_config") + 2]
+    train(argv)
     state = final_state(out)
     assert state["model_config"]["hidden_size"] == 32
     for name, tensor in final_state(straight)["model"].items():

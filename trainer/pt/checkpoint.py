@@ -1,12 +1,14 @@
 """Training checkpoints: everything needed to continue as if never stopped.
 
 Layout: ``output_dir/checkpoints/step-00000020/``
-  state.pt          rank 0: model, optimizer, scheduler, step, configs, world layout
+  state.pt          rank 0: model, optimizer, scheduler, step, configs, world size
   rank-00000.pt     every rank: its RNG states (dropout) and its readers' data cursor
   COMPLETE          written last by rank 0, after every rank's file exists; a directory without
                     it (a crash mid-save) is never resumed from.
 Model/optimizer state is identical on all ranks under DDP, so only rank 0 writes it; RNG and
 data position differ per rank, so each rank writes its own small file and no gather is needed.
+Only this run's checkpoints are ever there: ``trainer.run_setup``'s resume rule refuses a run
+directory holding another run (another world size or DataLoader worker count included).
 """
 from __future__ import annotations
 
@@ -18,8 +20,7 @@ from typing import Optional
 import torch
 
 from trainer.pt.dist import DistContext, barrier
-
-CHECKPOINTS = "checkpoints"
+from trainer.run_setup import CHECKPOINTS
 COMPLETE = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
@@ -81,12 +82,8 @@ def save(output_dir: str, step: int, *, ctx: DistContext, state: dict, rank_stat
     return path
 
 
-def load(path: str, *, ctx: DistContext) -> tuple:
-    """(rank-0 state, this rank's state), tensors on CPU. Refuses a different world size."""
+def load(path: str, *, rank: int) -> tuple:
+    """(rank-0 state, state of ``rank``), tensors on CPU."""
     state = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=False)
-    if state["world_size"] != ctx.world_size:
-        raise ValueError(f"{path} was written by {state['world_size']} ranks, this run has "
-                         f"{ctx.world_size}: the data cursor is per reader, so an exact resume "
-                         "needs the same world size (and DataLoader workers)")
-    rank_state = torch.load(rank_file(path, ctx.rank), map_location="cpu", weights_only=False)
+    rank_state = torch.load(rank_file(path, rank), map_location="cpu", weights_only=False)
     return state, rank_state

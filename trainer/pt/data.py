@@ -35,12 +35,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline import schema
-from trainer.data_contract import is_remote, open_binary
+from trainer.storage import is_remote, open_binary
 
 IGNORE_INDEX = -100  # torch CrossEntropyLoss / transformers: position carries no MLM label
-MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "next_sentence_label")
-METRIC_KEYS = ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights")
-CURSOR_KEYS = ("cursor_reader", "cursor_epoch", "cursor_consumed")
 
 
 @dataclasses.dataclass(frozen=True)

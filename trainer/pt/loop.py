@@ -1,17 +1,16 @@
-"""The PyTorch pretraining loop, top to bottom: check data -> build -> restore -> train ->
+"""The PyTorch pretraining loop, top to bottom: run directory -> build -> restore -> train ->
 evaluate -> checkpoint -> export.
 
-``train(model_config, train_config, options, ctx)`` is the whole run; ``trainer/train_torch.py``
-only parses flags into those objects. Metrics go to stdout (rank 0), to
-``output_dir/metrics.jsonl`` (one JSON object per log/eval event, for scripts and tests) and to
-TensorBoard under ``output_dir/tensorboard`` when ``torch.utils.tensorboard`` imports.
+``train(run, ctx)`` is the whole run; ``trainer/train_torch.py`` only parses the shared flags
+and checks data and configs into a ``run_setup.Run``. The run directory follows
+``run_setup``'s resume rule; metrics go to ``output_dir/metrics.jsonl`` (``trainer.metrics``,
+rank 0) and to TensorBoard under ``output_dir/tensorboard/<split>`` when
+``torch.utils.tensorboard`` imports.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
-import os
+import logging
 import time
 import warnings
 from typing import Dict, Iterator, Optional
@@ -20,79 +19,48 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from trainer import data_contract, hf_export
-from trainer.config import ModelConfig, TrainConfig
+from trainer import hf_export, metrics, run_setup, storage
+from trainer.config import TrainConfig
 from trainer.pt import checkpoint
-from trainer.pt.data import CursorTracker, ShardDataset, StreamConfig
-from trainer.pt.dist import DistContext, sum_across
+from trainer.pt.data import CursorTracker, ShardDataset, StreamConfig, reader_files
+from trainer.pt.dist import DistContext, barrier, sum_across
 from trainer.pt.model import (Pretrainer, build_model, build_optimizer, build_scheduler,
-                              count_parameters, finish_metrics, is_finite)
+                              count_parameters)
+from trainer.run_setup import Run
 
 FORMAT = "parquet"
+log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class RunOptions:
-    """Where things are. stop_at_step ends the process early without changing the schedule
-    (a time-boxed job, or a test of resume); the run continues later with ``resume=True``."""
+class TensorBoard:
+    """scalars(split, step, values) for ``metrics.MetricsLog``: one SummaryWriter per split
+    under output_dir/tensorboard/, tags named as the metrics (as the TF trainer writes them)."""
 
-    data_dir: str
-    output_dir: str
-    eval_data_dir: Optional[str] = None
-    init_checkpoint: Optional[str] = None
-    export_hf: Optional[str] = None
-    resume: bool = False
-    stop_at_step: Optional[int] = None
+    def __init__(self, output_dir: str):
+        from torch.utils.tensorboard import SummaryWriter  # ImportError without tensorboard
 
+        self.make = lambda split: SummaryWriter(
+            storage.join(output_dir, run_setup.TENSORBOARD, split))
+        self.writers = {}
 
-class MetricsLog:
-    """Rank 0 writes stdout lines, metrics.jsonl and (if available) TensorBoard scalars."""
-
-    def __init__(self, output_dir: str, ctx: DistContext):
-        self.active = ctx.is_main
-        self.path = os.path.join(output_dir, "metrics.jsonl")
-        self.tb = self._tensorboard(output_dir) if self.active else None
-
-    @staticmethod
-    def _tensorboard(output_dir: str):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as e:  # tensorboard is an optional extra of torch
-            warnings.warn(f"TensorBoard summaries disabled ({e}); metrics.jsonl is still written")
-            return None
-        return SummaryWriter(os.path.join(output_dir, "tensorboard"))
-
-    def write(self, kind: str, step: int, values: Dict[str, float]) -> None:
-        if not self.active:
-            return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
-        print(f"[{kind}] step {step} " + " ".join(f"{k}={v:.5g}" for k, v in values.items()),
-              flush=True)
-        if self.tb is not None:
-            for k, v in values.items():
-                self.tb.add_scalar(f"{kind}/{k}", v, step)
+    def __call__(self, split: str, step: int, values: Dict[str, float]) -> None:
+        if split not in self.writers:
+            self.writers[split] = self.make(split)
+        for name, value in values.items():
+            self.writers[split].add_scalar(name, value, step)
+        self.writers[split].flush()
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        for writer in self.writers.values():
+            writer.close()
 
 
-def prepare(model_config: ModelConfig, train_config: TrainConfig, options: RunOptions):
-    """Resolve the model config and check every data dir before any model is built.
-
-    Returns (model_config with vocab_size, train DataSpec, eval DataSpec or None).
-    """
-    if options.init_checkpoint:
-        model_config = hf_export.model_config_from_hf(options.init_checkpoint)
-    manifest = data_contract.read_manifest(options.data_dir)
-    model_config = data_contract.resolve_model_config(model_config, manifest)
-    load = lambda d: data_contract.load_data_dir(
-        d, model_config, max_seq_length=train_config.max_seq_length,
-        max_predictions_per_seq=train_config.max_predictions_per_seq)
-    train_spec = load(options.data_dir)
-    eval_spec = load(options.eval_data_dir) if options.eval_data_dir else None
-    return model_config, train_spec, eval_spec
+def tensorboard(output_dir: str) -> Optional[TensorBoard]:
+    try:
+        return TensorBoard(output_dir)
+    except ImportError as e:  # tensorboard is an optional extra of torch
+        warnings.warn(f"TensorBoard summaries disabled ({e}); metrics.jsonl is still written")
+        return None
 
 
 def stream_config(spec, config: TrainConfig, *, train: bool) -> StreamConfig:
@@ -127,36 +95,47 @@ def autocast(ctx: DistContext, config: TrainConfig):
     return contextlib.nullcontext()
 
 
+def eval_batches(spec, config: TrainConfig, ctx: DistContext) -> int:
+    """Batches each rank scores per evaluation: eval_steps, or fewer when one pass over some
+    rank's held-out files holds fewer full batches (every rank counts all ranks from the
+    manifest, so all agree). ValueError when a rank would have none."""
+    sizes = spec.sizes(FORMAT)
+    full = [sum(sizes[f] for f in reader_files(range(len(sizes)), reader=r,
+                                               num_readers=ctx.world_size)) // config.batch_size
+            for r in range(ctx.world_size)]
+    if min(full) == 0:
+        raise ValueError(f"{spec.data_dir}: some rank's held-out files hold fewer than one "
+                         f"batch of {config.batch_size} (full batches per rank: {full})")
+    return min(config.eval_steps, full[ctx.rank])
+
+
 @torch.no_grad()
-def evaluate(pretrainer: Pretrainer, spec, config: TrainConfig, ctx: DistContext) -> Dict[str, float]:
-    """Google's four metrics over up to eval_steps batches per rank of the held-out shards."""
+def evaluate(pretrainer: Pretrainer, spec, config: TrainConfig, ctx: DistContext, *,
+             steps: int) -> Dict[str, float]:
+    """``metrics.EVAL_KEYS`` over ``steps`` full batches per rank of the held-out shards, read
+    in file order from the start: the same examples at every evaluation."""
     dataset = ShardDataset(stream_config(spec, config, train=False), rank=ctx.rank,
                            world_size=ctx.world_size)
     was_training = pretrainer.training
     pretrainer.eval()
-    sums: Dict[str, float] = {}
-    for i, batch in enumerate(dataset):
-        if i >= config.eval_steps:
-            break
+    sums = None
+    for _, batch in zip(range(steps), dataset):
         with autocast(ctx, config):
             out = pretrainer(to_device(batch, ctx.device))
-        for k, v in out.items():
-            if k.endswith(("_sum", "_hits", "_count")):
-                sums[k] = sums.get(k, 0.0) + float(v)
+        sums = metrics.add(sums, {k: out[k] for k in metrics.SUM_KEYS})
     pretrainer.train(was_training)
-    totals = sum_across(ctx, {k: sums.get(k, 0.0) for k in (
-        "masked_lm_loss_sum", "masked_lm_hits", "masked_lm_count", "next_sentence_loss_sum",
-        "next_sentence_hits", "next_sentence_count")})
-    return {**finish_metrics(totals), "eval_examples": totals["next_sentence_count"]}
+    return metrics.finish(sum_across(ctx, {k: float(v) for k, v in sums.items()}))
 
 
 def train_step(model, batches: Iterator, tracker: CursorTracker, *, optimizer, scheduler,
-               config: TrainConfig, ctx: DistContext) -> float:
-    """One optimizer update over grad_accum micro-batches; returns the mean micro-batch loss.
+               config: TrainConfig, ctx: DistContext) -> Dict[str, torch.Tensor]:
+    """One optimizer update over grad_accum micro-batches.
 
-    DDP all-reduces gradients only on the last micro-batch (no_sync on the others).
+    Returns this rank's ``metrics.SUM_KEYS`` summed over the micro-batches and the global
+    gradient norm before clipping, as device tensors (no host sync). DDP all-reduces gradients
+    only on the last micro-batch (no_sync on the others).
     """
-    total = 0.0
+    sums = None
     for micro in range(config.grad_accum):
         batch = next(batches)
         tracker.update(batch)
@@ -164,100 +143,117 @@ def train_step(model, batches: Iterator, tracker: CursorTracker, *, optimizer, s
         sync = model.no_sync() if (ctx.distributed and not last) else contextlib.nullcontext()
         with sync:
             with autocast(ctx, config):
-                loss = model(to_device(batch, ctx.device))["loss"]
-            (loss / config.grad_accum).backward()
-        total += loss.detach()
-    if config.max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                out = model(to_device(batch, ctx.device))
+            (out["loss"] / config.grad_accum).backward()
+        sums = metrics.add(sums, {k: out[k].detach() for k in metrics.SUM_KEYS})
+    max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
+    sums["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).detach()
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(total) / config.grad_accum
+    return sums
 
 
-def save_checkpoint(options: RunOptions, step: int, *, pretrainer, optimizer, scheduler,
-                    tracker: CursorTracker, model_config, train_config, ctx) -> None:
+def save_checkpoint(run: Run, step: int, *, pretrainer, optimizer, scheduler,
+                    tracker: CursorTracker, ctx: DistContext) -> None:
     state = {"model": pretrainer.model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "step": step,
-             "model_config": model_config.to_dict(), "train_config": train_config.to_dict(),
-             "world_size": ctx.world_size, "num_workers": train_config.num_workers}
+             "model_config": run.model_config.to_dict(),
+             "train_config": run.train_config.to_dict(), "world_size": ctx.world_size}
     rank_state = {"rng": checkpoint.rng_state(ctx.device), "data": tracker.state_dict()}
-    checkpoint.save(options.output_dir, step, ctx=ctx, state=state, rank_state=rank_state,
-                    keep=train_config.keep_checkpoints)
+    checkpoint.save(run.output_dir, step, ctx=ctx, state=state, rank_state=rank_state,
+                    keep=run.train_config.keep_checkpoints)
 
 
-def restore(options: RunOptions, *, pretrainer, optimizer, scheduler, train_config, ctx):
-    """(start step, tracker) from the latest complete checkpoint, or (0, fresh) without one."""
-    path = checkpoint.latest_checkpoint(options.output_dir) if options.resume else None
+def restore(path: Optional[str], *, pretrainer, optimizer, scheduler, seed: int,
+            ctx: DistContext):
+    """(start step, tracker) from checkpoint ``path``, or (0, fresh) when it is None.
+
+    The run directory's rule (run_setup) has already made sure a checkpoint there is this
+    run's: same configs, world size and DataLoader workers, which exact data resume needs.
+    """
     if path is None:
-        if options.resume and ctx.is_main:
-            print(f"--resume: no checkpoint under {options.output_dir}, starting at step 0")
-        torch.manual_seed(train_config.seed + ctx.rank)  # dropout; the loop owns this RNG
+        torch.manual_seed(seed + ctx.rank)  # dropout; the loop owns this RNG
         return 0, CursorTracker()
-    state, rank_state = checkpoint.load(path, ctx=ctx)
-    if state["num_workers"] != train_config.num_workers:
-        raise ValueError(f"{path} used {state['num_workers']} DataLoader workers, this run "
-                         f"{train_config.num_workers}: exact data resume needs the same number")
+    state, rank_state = checkpoint.load(path, rank=ctx.rank)
     pretrainer.model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     checkpoint.set_rng_state(rank_state["rng"], ctx.device)
-    if ctx.is_main:
-        print(f"resumed from {path} at step {state['step']}", flush=True)
     return state["step"], CursorTracker.from_state_dict(rank_state["data"])
 
 
-def train(model_config: ModelConfig, train_config: TrainConfig, options: RunOptions,
-          ctx: DistContext) -> Dict[str, float]:
-    """The whole run. Returns the last eval metrics (empty without --eval_data_dir)."""
-    model_config, train_spec, eval_spec = prepare(model_config, train_config, options)
-    os.makedirs(options.output_dir, exist_ok=True)
-    log = MetricsLog(options.output_dir, ctx)
-    pretrainer = Pretrainer(build_model(model_config, init_checkpoint=options.init_checkpoint,
-                                        generator_seed=train_config.seed)).to(ctx.device)
-    optimizer = build_optimizer(pretrainer, train_config)
-    scheduler = build_scheduler(optimizer, train_config)
-    step, tracker = restore(options, pretrainer=pretrainer, optimizer=optimizer,
-                            scheduler=scheduler, train_config=train_config, ctx=ctx)
-    model = (DistributedDataParallel(pretrainer, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-             if ctx.distributed else pretrainer)
+def open_run_dir(run: Run, ctx: DistContext) -> None:
+    """The resume rule: every rank checks (read only), then rank 0 clears and writes."""
+    record = run_setup.run_record(run, trainer="pytorch", replicas=ctx.world_size)
+    clear = run_setup.check_run_dir(run, record)
+    barrier(ctx)
     if ctx.is_main:
-        print(f"model {count_parameters(pretrainer):,} parameters; data {train_spec.data_dir} "
-              f"({train_spec.manifest['total_instances']} instances, seq "
-              f"{train_spec.max_seq_length}); world {ctx.world_size}", flush=True)
-    save_at = lambda s: save_checkpoint(options, s, pretrainer=pretrainer, optimizer=optimizer,
-                                        scheduler=scheduler, tracker=tracker,
-                                        model_config=model_config, train_config=train_config,
-                                        ctx=ctx)
-    examples_per_step = train_config.batch_size * train_config.grad_accum * ctx.world_size
-    batches = train_batches(train_spec, train_config, ctx, tracker)
-    end = min(train_config.num_train_steps, options.stop_at_step or train_config.num_train_steps)
-    metrics: Dict[str, float] = {}
+        run_setup.start_run_dir(run, record, clear=clear)
+    barrier(ctx)
+
+
+def train(run: Run, ctx: DistContext) -> Dict:
+    """The whole run, to ``run.last_step``; returns ``run_setup.Outcome.summary()``.
+
+    Raises run_setup.RunDirError, before building anything, when output_dir holds another run.
+    """
+    tc = run.train_config
+    open_run_dir(run, ctx)
+    steps_per_eval = eval_batches(run.eval_data, tc, ctx) if run.eval_data else 0
+    latest = checkpoint.latest_checkpoint(run.output_dir)
+    pretrainer = Pretrainer(build_model(run.model_config,
+                                        init_checkpoint=None if latest else run.init_checkpoint,
+                                        generator_seed=tc.seed)).to(ctx.device)
+    optimizer = build_optimizer(pretrainer, tc)
+    scheduler = build_scheduler(optimizer, tc)
+    step, tracker = restore(latest, pretrainer=pretrainer, optimizer=optimizer,
+                            scheduler=scheduler, seed=tc.seed, ctx=ctx)
+    model = pretrainer
+    if ctx.distributed:
+        model = DistributedDataParallel(
+            pretrainer, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    board = tensorboard(run.output_dir) if ctx.is_main else None
+    metrics_log = metrics.MetricsLog(run.output_dir, scalars=board)
+    if ctx.is_main:
+        metrics_log.trim(step)
+        log.info("%s; model %s parameters; data %s (%d instances, seq %d); world %d",
+                 f"resumed {latest} at step {step}" if latest else
+                 f"initialised from {run.init_checkpoint}" if run.init_checkpoint else
+                 "initialised randomly", f"{count_parameters(pretrainer):,}",
+                 run.data.data_dir, run.data.manifest["total_instances"],
+                 run.data.max_seq_length, ctx.world_size)
+    batches = train_batches(run.data, tc, ctx, tracker)
+    outcome = run_setup.Outcome(step=step)
     model.train()
-    window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
-    while step < end:
-        lr = scheduler.get_last_lr()[0]
-        loss = train_step(model, batches, tracker, optimizer=optimizer, scheduler=scheduler,
-                          config=train_config, ctx=ctx)
-        step += 1
-        window_steps, window_loss = window_steps + 1, window_loss + loss
-        if not is_finite(torch.tensor(loss)):
-            raise FloatingPointError(f"loss is {loss} at step {step}")
-        if step % train_config.log_every == 0 or step == end:
-            elapsed = time.perf_counter() - window_start
-            log.write("train", step, {"loss": window_loss / window_steps, "learning_rate": lr,
-                                      "examples_per_sec": examples_per_step * window_steps / elapsed,
-                                      "steps_per_sec": window_steps / elapsed})
-            window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
-        if eval_spec is not None and (step % train_config.eval_every == 0 or step == train_config.num_train_steps):
-            metrics = evaluate(pretrainer, eval_spec, train_config, ctx)
-            log.write("eval", step, metrics)
-        if step % train_config.checkpoint_every == 0 or step == end:
-            save_at(step)
-    if options.export_hf and step >= train_config.num_train_steps and ctx.is_main:
-        path = hf_export.export_hf_for_data(options.export_hf, model_config=model_config,
-                                            save_weights=pretrainer.model.save_pretrained,
-                                            spec=train_spec)
-        print(f"exported Hugging Face model to {path}", flush=True)
-    log.close()
-    return metrics
+    window, window_steps, window_start = None, 0, time.perf_counter()
+    while step < run.last_step:
+        window = metrics.add(window, train_step(model, batches, tracker, optimizer=optimizer,
+                                                scheduler=scheduler, config=tc, ctx=ctx))
+        step, window_steps = step + 1, window_steps + 1
+        if run.log_due(step):
+            totals = sum_across(ctx, {k: float(window[k]) for k in metrics.SUM_KEYS})
+            outcome.train = metrics.finish_train(
+                totals, grad_norm_sum=float(window["grad_norm"]), steps=window_steps,
+                learning_rate=run.learning_rate(step - 1),
+                seconds=time.perf_counter() - window_start)
+            if ctx.is_main:
+                metrics_log.write("train", step, outcome.train)
+            window, window_steps, window_start = None, 0, time.perf_counter()
+        if run.eval_due(step):
+            outcome.eval = evaluate(pretrainer, run.eval_data, tc, ctx, steps=steps_per_eval)
+            if ctx.is_main:
+                metrics_log.write("eval", step, outcome.eval)
+            window_start = time.perf_counter()  # eval time is not training throughput
+        if run.checkpoint_due(step):
+            save_checkpoint(run, step, pretrainer=pretrainer, optimizer=optimizer,
+                            scheduler=scheduler, tracker=tracker, ctx=ctx)
+    outcome.step = step
+    if run.export_hf and step >= tc.num_train_steps and ctx.is_main:
+        outcome.export_hf = hf_export.export_hf_for_data(
+            run.export_hf, model_config=run.model_config,
+            save_weights=pretrainer.model.save_pretrained, spec=run.data)
+        log.info("exported Hugging Face model to %s", outcome.export_hf)
+    if board is not None:
+        board.close()
+    return outcome.summary()

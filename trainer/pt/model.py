@@ -7,7 +7,6 @@ the same number (``tests/trainer/test_torch_model.py`` checks it against ``label
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, Iterable, Optional
 
 import torch
@@ -17,24 +16,22 @@ from transformers import BertForPreTraining
 
 from trainer.config import ModelConfig, TrainConfig, learning_rate
 from trainer.hf_export import hf_bert_config
-
-# Google's metric names; *_sum/*_count are the additive parts used to average across batches
-# and ranks (all-reduce sums, then divide).
-METRIC_NAMES = ("masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy",
-                "next_sentence_loss")
+from trainer.metrics import mlm_denominator
 
 
 def build_model(model_config: ModelConfig, *, init_checkpoint: Optional[str] = None,
                 generator_seed: Optional[int] = None) -> BertForPreTraining:
-    """A fresh BertForPreTraining, or the weights of an HF directory (``--init_checkpoint``).
+    """A BertForPreTraining of ``model_config``: fresh, or with the weights of an HF directory
+    (``--init_checkpoint``, whose shape ``run_setup`` has checked; its config.json does not
+    replace ours, so dropout and the like are the run's).
 
     Fresh init draws from torch's process RNG (transformers offers no generator); with
     generator_seed it runs under ``torch.random.fork_rng`` so the caller's RNG is untouched and
     every rank builds identical weights.
     """
-    if init_checkpoint:
-        return BertForPreTraining.from_pretrained(init_checkpoint)
     config = hf_bert_config(model_config)
+    if init_checkpoint:
+        return BertForPreTraining.from_pretrained(init_checkpoint, config=config)
     if generator_seed is None:
         return BertForPreTraining(config)
     with torch.random.fork_rng(devices=[]):
@@ -63,14 +60,14 @@ class Pretrainer(nn.Module):
         mlm_logits = self.model.cls.predictions(gathered)     # [B, P, V]
         nsp_logits = self.model.cls.seq_relationship(pooled)  # [B, 2]
         sums = metric_sums(mlm_logits, nsp_logits, batch)
-        loss = (sums["masked_lm_loss_sum"] / sums["masked_lm_count"].clamp(min=1.0)
-                + sums["next_sentence_loss_sum"] / sums["next_sentence_count"])
+        loss = (sums["mlm_loss_sum"] / mlm_denominator(sums["mlm_weight_sum"])
+                + sums["nsp_loss_sum"] / sums["num_examples"])
         return {"loss": loss, "mlm_logits": mlm_logits, "nsp_logits": nsp_logits, **sums}
 
 
 def metric_sums(mlm_logits: torch.Tensor, nsp_logits: torch.Tensor,
                 batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Additive pieces of Google's four metrics for one batch (float32 scalars).
+    """``trainer.metrics.SUM_KEYS`` of one batch (float32 scalars).
 
     MLM terms are weighted by masked_lm_weights (padding predictions weigh 0); NSP terms count
     every example once.
@@ -83,23 +80,13 @@ def metric_sums(mlm_logits: torch.Tensor, nsp_logits: torch.Tensor,
     nsp = nsp_logits.float()
     labels = batch["next_sentence_label"]
     return {
-        "masked_lm_loss_sum": (nll * weights).sum(),
-        "masked_lm_hits": (hits * weights).sum(),
-        "masked_lm_count": weights.sum(),
-        "next_sentence_loss_sum": F.cross_entropy(nsp, labels, reduction="sum"),
-        "next_sentence_hits": (nsp.argmax(-1) == labels).float().sum(),
-        "next_sentence_count": torch.tensor(float(labels.numel()), device=nsp.device),
+        "mlm_loss_sum": (nll * weights).sum(),
+        "mlm_weight_sum": weights.sum(),
+        "mlm_correct_sum": (hits * weights).sum(),
+        "nsp_loss_sum": F.cross_entropy(nsp, labels, reduction="sum"),
+        "nsp_correct_sum": (nsp.argmax(-1) == labels).float().sum(),
+        "num_examples": torch.tensor(float(labels.numel()), device=nsp.device),
     }
-
-
-def finish_metrics(sums: Dict[str, float]) -> Dict[str, float]:
-    """Google's four metrics from summed pieces (over batches and ranks)."""
-    mlm = max(sums["masked_lm_count"], 1e-9)
-    nsp = max(sums["next_sentence_count"], 1e-9)
-    return {"masked_lm_accuracy": sums["masked_lm_hits"] / mlm,
-            "masked_lm_loss": sums["masked_lm_loss_sum"] / mlm,
-            "next_sentence_accuracy": sums["next_sentence_hits"] / nsp,
-            "next_sentence_loss": sums["next_sentence_loss_sum"] / nsp}
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list:
@@ -166,7 +153,3 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def is_finite(value: torch.Tensor) -> bool:
-    return math.isfinite(float(value))

@@ -143,17 +143,26 @@ def train_dataset(shards: HostShards, *, batch_size: int, max_seq_length: int,
 
 def eval_dataset(shards: HostShards, *, batch_size: int, max_seq_length: int,
                  max_predictions_per_seq: int, compression: str = "") -> tf.data.Dataset:
-    """Held-out batches in file order, repeated so any number of eval steps has full batches.
-
-    Not shuffled: every evaluation of a run scores the same examples, so curves compare.
+    """One pass of held-out full batches in file order (the remainder is dropped: static
+    shapes). Not shuffled: every evaluation of a run scores the same examples, so curves
+    compare. How many steps one pass holds: ``full_batches_per_pass``.
     """
     ds = tf.data.Dataset.from_tensor_slices(shards.files).interleave(
         lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
         cycle_length=1)
     if shards.record_stride > 1:
         ds = ds.shard(shards.record_stride, shards.record_offset)
-    return batch_and_parse(ds.repeat(), batch_size=batch_size, max_seq_length=max_seq_length,
+    return batch_and_parse(ds, batch_size=batch_size, max_seq_length=max_seq_length,
                            max_predictions_per_seq=max_predictions_per_seq)
+
+
+def full_batches_per_pass(files: Sequence[str], sizes: Sequence[int], *, num_pipelines: int,
+                          pipeline_batch_size: int) -> int:
+    """Global batches one pass can fill on every host: hosts step together, so the host with
+    the fewest examples decides (pipeline_batch_size = global batch / num_pipelines)."""
+    return min(host_shards(files, sizes, num_pipelines=num_pipelines,
+                           pipeline_id=p).epoch_size // pipeline_batch_size
+               for p in range(num_pipelines))
 
 
 def distribute(strategy: tf.distribute.Strategy, files: Sequence[str], sizes: Sequence[int], *,

@@ -24,15 +24,11 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from trainer import hf_export
-from trainer.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
 DENSE = "dense"   # HF [out, in] <-> Keras kernel reshaped from [in, out]
 PLAIN = "plain"   # same values, reshaped (embeddings, LayerNorm, biases)
-# Fields that must agree between a HF config.json and our ModelConfig to share weights.
-SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                "intermediate_size", "max_position_embeddings", "type_vocab_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,17 +145,10 @@ def read_hf_tensors(hf_dir: str) -> Dict[str, np.ndarray]:
     return {_normalise_name(k): np.asarray(v, np.float32) for k, v in raw.items()}
 
 
-def check_same_shape(config: ModelConfig, hf_config: ModelConfig, *, source: str) -> None:
-    bad = [f"{f}: model {getattr(config, f)} vs {source} {getattr(hf_config, f)}"
-           for f in SHAPE_FIELDS if getattr(config, f) != getattr(hf_config, f)]
-    if bad:
-        raise ValueError("--init_checkpoint does not fit the model:\n  " + "\n  ".join(bad))
-
-
 def load_hf_weights(model, hf_dir: str) -> List[str]:
     """Copy a HF BERT dir's weights into ``model``; return HF names not found (left as
     initialised, e.g. the heads of a BertModel checkpoint). Shapes are checked first."""
-    check_same_shape(model.model_config, hf_export.model_config_from_hf(hf_dir), source=hf_dir)
+    hf_export.check_init_checkpoint(model.model_config, hf_dir)
     tensors = read_hf_tensors(hf_dir)
     missing = []
     for e in weight_map(model):

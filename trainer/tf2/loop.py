@@ -1,49 +1,37 @@
 """The TF2 training loop: strategy, distributed train/eval steps, checkpoints, logs, export.
 
-Read top to bottom: ``make_strategy`` picks TPU / GPUs / default; ``Trainer`` builds model and
-optimizer under the strategy, restores the latest checkpoint (model, optimizer incl. its step,
-data position) or imports ``init_checkpoint``, then ``fit`` runs chunks of steps in one
-``tf.function`` (``steps_per_execution`` per host round trip on TPUs) between log, checkpoint
-and eval boundaries. Per step each replica computes its share of the global-batch loss
+Read top to bottom: ``make_strategy`` picks TPU / GPUs / default; ``fit`` applies the run
+directory's resume rule (``trainer.run_setup``), then ``Trainer`` builds model and optimizer
+under the strategy, restores the latest checkpoint (model, optimizer incl. its step, data
+position) or imports ``init_checkpoint``, and runs chunks of steps in one ``tf.function``
+(``steps_per_execution`` per host round trip on TPUs) between log, checkpoint and eval
+boundaries. Per step each replica computes its share of the global-batch loss
 (``model.training_loss``), gradients are summed across replicas, clipped by their global norm
 and applied; so N replicas train exactly like one replica holding the global batch.
 
-Outputs under model_dir: ``ckpt/`` (tf.train.CheckpointManager), ``train/`` and ``eval/``
-TensorBoard event files, ``metrics.jsonl`` (one JSON object per log/eval line).
+Outputs under output_dir: ``run_config.json``, ``checkpoints/`` (tf.train.CheckpointManager),
+``tensorboard/train`` and ``tensorboard/eval`` event files, ``metrics.jsonl``
+(``trainer.metrics``).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 import time
 from typing import Dict, Optional
 
 import keras
 import tensorflow as tf
 
-from trainer.config import ModelConfig, TrainConfig
+from trainer import metrics, run_setup, storage
 from trainer.data_contract import DataSpec
+from trainer.run_setup import Run
 from trainer.tf2 import data as tfdata
 from trainer.tf2 import hf_convert, optim
 from trainer.tf2 import model as bert
 
 log = logging.getLogger(__name__)
 SUM = tf.distribute.ReduceOp.SUM
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-    """Everything one training run needs; built by ``train_tpu.main`` from flags + YAML."""
-
-    model_config: ModelConfig
-    train_config: TrainConfig
-    data: DataSpec
-    model_dir: str
-    eval_data: Optional[DataSpec] = None
-    init_checkpoint: Optional[str] = None
-    export_hf: Optional[str] = None
 
 
 def make_strategy(tpu: Optional[str] = None) -> tf.distribute.Strategy:
@@ -86,9 +74,9 @@ def dropout_rng_state(model) -> Dict[str, tf.Variable]:
 class Trainer:
     """Model, optimizer, checkpoint and compiled steps of one run under one strategy."""
 
-    def __init__(self, spec: RunSpec, strategy: tf.distribute.Strategy):
-        self.spec, self.strategy = spec, strategy
-        tc = spec.train_config
+    def __init__(self, run: Run, strategy: tf.distribute.Strategy):
+        self.run, self.strategy = run, strategy
+        tc = run.train_config
         self.replicas = strategy.num_replicas_in_sync
         self.global_batch = tc.batch_size * self.replicas  # per micro-batch
         # keras-hub layers draw initial weights and dropout seeds from Keras's global seed; set
@@ -96,8 +84,8 @@ class Trainer:
         keras.utils.set_random_seed(tc.seed)
         with strategy.scope():
             self.model = bert.build_model(
-                spec.model_config, max_seq_length=spec.data.max_seq_length,
-                max_predictions_per_seq=spec.data.max_predictions_per_seq,
+                run.model_config, max_seq_length=run.data.max_seq_length,
+                max_predictions_per_seq=run.data.max_predictions_per_seq,
                 dtype=dtype_policy(strategy, tc.mixed_precision))
             self.optimizer = optim.make_optimizer(tc, no_decay=self.model.no_decay_variables())
             self.optimizer.build(self.model.trainable_variables)
@@ -108,8 +96,7 @@ class Trainer:
                                               data_examples=self.data_examples,
                                               dropout_rng=dropout_rng_state(self.model))
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(spec.model_dir, "ckpt"),
-            max_to_keep=tc.keep_checkpoints)
+            self.checkpoint, run.path(run_setup.CHECKPOINTS), max_to_keep=tc.keep_checkpoints)
         self._train_chunk = self._make_train_chunk()
         self._eval_chunk = self._make_eval_chunk()
 
@@ -118,20 +105,21 @@ class Trainer:
         return int(self.optimizer.iterations.numpy())
 
     def restore_or_init(self) -> str:
-        """Resume from the latest checkpoint in model_dir, else import init_checkpoint.
+        """Resume from the latest checkpoint in output_dir, else import init_checkpoint.
         Returns what happened, for the log."""
         latest = self.manager.latest_checkpoint
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
-            return f"resumed {latest} at step {self.step}, data position {int(self.data_examples.numpy())}"
-        if self.spec.init_checkpoint:
-            missing = hf_convert.load_hf_weights(self.model, self.spec.init_checkpoint)
-            return f"initialised from {self.spec.init_checkpoint} (missing: {missing or 'none'})"
+            position = int(self.data_examples.numpy())
+            return f"resumed {latest} at step {self.step}, data position {position}"
+        if self.run.init_checkpoint:
+            missing = hf_convert.load_hf_weights(self.model, self.run.init_checkpoint)
+            return f"initialised from {self.run.init_checkpoint} (missing: {missing or 'none'})"
         return "initialised randomly"
 
     def train_dataset(self):
         """Distributed endless training batches starting at the checkpointed data position."""
-        tc, d = self.spec.train_config, self.spec.data
+        tc, d = self.run.train_config, self.run.data
 
         def make(shards, batch_size):
             return tfdata.train_dataset(
@@ -147,20 +135,28 @@ class Trainer:
         return dist
 
     def eval_dataset(self, data: DataSpec):
+        """(distributed one-pass batches of ``data``, steps to run): eval_steps, or fewer when
+        one pass of the smallest host's files holds fewer full global batches."""
         def make(shards, batch_size):
             return tfdata.eval_dataset(
                 shards, batch_size=batch_size, max_seq_length=data.max_seq_length,
                 max_predictions_per_seq=data.max_predictions_per_seq,
                 compression=data.tfrecord_compression)
 
-        dist, _ = tfdata.distribute(self.strategy, data.paths("tfrecord"),
-                                    data.sizes("tfrecord"), global_batch_size=self.global_batch,
-                                    make_dataset=make)
-        return dist
+        files, sizes = data.paths("tfrecord"), data.sizes("tfrecord")
+        dist, pipelines = tfdata.distribute(self.strategy, files, sizes,
+                                            global_batch_size=self.global_batch,
+                                            make_dataset=make)
+        full = tfdata.full_batches_per_pass(files, sizes, num_pipelines=pipelines,
+                                            pipeline_batch_size=self.global_batch // pipelines)
+        if full == 0:
+            raise ValueError(f"{data.data_dir} holds fewer examples per input pipeline than "
+                             f"one global batch of {self.global_batch}: nothing to evaluate")
+        return dist, min(self.run.train_config.eval_steps, full)
 
     def _replica_step(self, *batches) -> Dict[str, tf.Tensor]:
         """One optimizer update on this replica's micro-batches; returns its loss sums."""
-        tc, ctx = self.spec.train_config, tf.distribute.get_replica_context()
+        tc, ctx = self.run.train_config, tf.distribute.get_replica_context()
         variables = self.model.trainable_variables
         grads, totals = None, None
         for features in batches:  # grad_accum micro-batches, unrolled
@@ -172,19 +168,22 @@ class Trainer:
                                           global_batch_size=self.global_batch) / len(batches)
             new = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
             grads = new if grads is None else [a + b for a, b in zip(grads, new)]
-            totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
+            totals = metrics.add(totals, sums)
         grads = ctx.all_reduce(SUM, grads)
         grads, norm = optim.clip_by_global_norm(grads, tc.max_grad_norm)
         self.optimizer.apply_gradients(zip(grads, variables))
         totals["grad_norm"] = norm / float(self.replicas)  # summed by the reduce below
         return totals
 
+    def _replica_eval(self, features) -> Dict[str, tf.Tensor]:
+        return bert.loss_sums(self.model(features, training=False), features)
+
     def _make_train_chunk(self):
-        accum = self.spec.train_config.grad_accum
+        accum = self.run.train_config.grad_accum
 
         @tf.function
         def train_chunk(iterator, num_steps):
-            acc = {k: tf.constant(0.0) for k in bert.SUM_KEYS + ("grad_norm",)}
+            acc = {k: tf.constant(0.0) for k in metrics.SUM_KEYS + ("grad_norm",)}
             for _ in tf.range(num_steps):
                 batches = tuple(next(iterator) for _ in range(accum))
                 out = self.strategy.run(self._replica_step, args=batches)
@@ -193,13 +192,10 @@ class Trainer:
 
         return train_chunk
 
-    def _replica_eval(self, features) -> Dict[str, tf.Tensor]:
-        return bert.loss_sums(self.model(features, training=False), features)
-
     def _make_eval_chunk(self):
         @tf.function
         def eval_chunk(iterator, num_steps):
-            acc = {k: tf.constant(0.0) for k in bert.SUM_KEYS}
+            acc = {k: tf.constant(0.0) for k in metrics.SUM_KEYS}
             for _ in tf.range(num_steps):
                 out = self.strategy.run(self._replica_eval, args=(next(iterator),))
                 acc = {k: acc[k] + self.strategy.reduce(SUM, out[k], axis=None) for k in acc}
@@ -208,20 +204,22 @@ class Trainer:
         return eval_chunk
 
     def train_steps(self, iterator, num_steps: int) -> Dict[str, float]:
-        """Run ``num_steps`` updates; advance the data position; return summed loss terms."""
+        """Run ``num_steps`` updates; advance the data position; return the summed loss terms
+        (``metrics.SUM_KEYS``) and the summed gradient norm."""
         sums = self._train_chunk(iterator, tf.constant(num_steps, tf.int32))
         self.data_examples.assign_add(num_steps * self.host_examples_per_step)
         return {k: float(v.numpy()) for k, v in sums.items()}
 
     def evaluate(self, data: DataSpec) -> Dict[str, float]:
-        """Google's metrics over eval_steps global batches of ``data`` (same ones every time)."""
-        steps = self.spec.train_config.eval_steps
-        sums = self._eval_chunk(iter(self.eval_dataset(data)), tf.constant(steps, tf.int32))
-        return bert.metrics_from_sums({k: float(v.numpy()) for k, v in sums.items()})
+        """Google's metrics (``metrics.EVAL_KEYS``) over the same held-out batches every time."""
+        dist, steps = self.eval_dataset(data)
+        sums = self._eval_chunk(iter(dist), tf.constant(steps, tf.int32))
+        return metrics.finish({k: float(v.numpy()) for k, v in sums.items()})
 
 
-def _scalar_metadata():
-    """Metadata that makes TensorBoard's scalars dashboard show a ``tf.summary.write`` value.
+def tensorboard_scalars(output_dir: str):
+    """scalars(split, step, values) for ``metrics.MetricsLog``: event files under
+    output_dir/tensorboard/<split>, the scalars dashboard's format.
 
     ``tf.summary.scalar`` needs the tensorboard package at write time; ``tf.summary.write``
     with this metadata writes the same event without it (TensorBoard is a viewer dependency,
@@ -231,109 +229,77 @@ def _scalar_metadata():
 
     metadata = summary_pb2.SummaryMetadata()
     metadata.plugin_data.plugin_name = "scalars"
-    return metadata
+    writers = {}
 
-
-class MetricsLog:
-    """TensorBoard scalars (model_dir/train, model_dir/eval) plus model_dir/metrics.jsonl."""
-
-    def __init__(self, model_dir: str):
-        self.path = os.path.join(model_dir, "metrics.jsonl")
-        self.writers = {split: tf.summary.create_file_writer(os.path.join(model_dir, split))
-                        for split in ("train", "eval")}
-
-    def write(self, split: str, step: int, values: Dict[str, float]) -> None:
-        metadata = _scalar_metadata()
-        with self.writers[split].as_default(step=step):
+    def write(split: str, step: int, values: Dict[str, float]) -> None:
+        if split not in writers:
+            writers[split] = tf.summary.create_file_writer(
+                storage.join(output_dir, run_setup.TENSORBOARD, split))
+        with writers[split].as_default(step=step):
             for name, value in values.items():
                 tf.summary.write(name, tf.constant(value, tf.float32), metadata=metadata)
-        self.writers[split].flush()
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"split": split, "step": step, **values}) + "\n")
-        shown = " ".join(f"{k}={v:.4g}" for k, v in values.items())
-        log.info("%s step %d: %s", split, step, shown)
+        writers[split].flush()
+
+    return write
 
 
-def next_stop(step: int, config: TrainConfig, *, evaluating: bool) -> int:
+def next_stop(step: int, run: Run) -> int:
     """The next step at which to leave the compiled loop: a log, checkpoint or eval boundary,
-    the end, or steps_per_execution steps on."""
-    periods = [config.log_every, config.checkpoint_every] + ([config.eval_every] if evaluating else [])
+    the last step, or steps_per_execution steps on."""
+    tc = run.train_config
+    periods = [tc.log_every, tc.checkpoint_every] + ([tc.eval_every] if run.eval_data else [])
     stops = [(step // p + 1) * p for p in periods]
-    return min(stops + [step + config.steps_per_execution, config.num_train_steps])
-
-
-def write_run_config(spec: RunSpec, strategy: tf.distribute.Strategy) -> None:
-    """model_dir/run_config.json: the configs and data this run trains on (for humans)."""
-    info = {"model_config": spec.model_config.to_dict(),
-            "train_config": spec.train_config.to_dict(),
-            "data_dir": spec.data.data_dir,
-            "eval_data_dir": spec.eval_data.data_dir if spec.eval_data else None,
-            "replicas": strategy.num_replicas_in_sync,
-            "init_checkpoint": spec.init_checkpoint}
-    with open(os.path.join(spec.model_dir, "run_config.json"), "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2)
+    return min(stops + [step + tc.steps_per_execution, run.last_step])
 
 
 @dataclasses.dataclass
-class FitResult:
-    """What a run ended with: last train/eval metrics (Google's names), throughput of the last
-    log window, the export path, and the Trainer (for tests and notebooks)."""
+class FitResult(run_setup.Outcome):
+    """The run's Outcome plus the Trainer (for tests and notebooks)."""
 
-    step: int
-    train: Optional[Dict[str, float]] = None
-    eval: Optional[Dict[str, float]] = None
-    examples_per_sec: Optional[float] = None
-    export_hf: Optional[str] = None
     trainer: Optional[Trainer] = None
 
-    def summary(self) -> Dict:
-        return {"step": self.step, "train": self.train, "eval": self.eval,
-                "examples_per_sec": self.examples_per_sec, "export_hf": self.export_hf}
 
+def fit(run: Run, strategy: Optional[tf.distribute.Strategy] = None) -> FitResult:
+    """Train to ``run.last_step`` (resuming per the run directory's rule), evaluating and
+    checkpointing on the way; export after num_train_steps if asked.
 
-def fit(spec: RunSpec, strategy: Optional[tf.distribute.Strategy] = None) -> FitResult:
-    """Train (resuming if model_dir has checkpoints) to num_train_steps, evaluating and
-    checkpointing on the way; export at the end if asked."""
+    Raises run_setup.RunDirError, before building anything, when output_dir holds another run.
+    """
     strategy = strategy or make_strategy(None)
-    tc = spec.train_config
-    os.makedirs(spec.model_dir, exist_ok=True)
-    write_run_config(spec, strategy)
-    trainer = Trainer(spec, strategy)
+    record = run_setup.run_record(run, trainer="tf2", replicas=strategy.num_replicas_in_sync)
+    run_setup.start_run_dir(run, record, clear=run_setup.check_run_dir(run, record))
+    trainer = Trainer(run, strategy)
+    tc = run.train_config
     log.info("%s; %d replicas, global batch %d x %d micro-batches, dtype %s",
              trainer.restore_or_init(), trainer.replicas, trainer.global_batch, tc.grad_accum,
              trainer.model.dtype_policy.name)
     iterator = iter(trainer.train_dataset())
-    metrics_log = MetricsLog(spec.model_dir)
-    schedule = optim.BertSchedule(tc.learning_rate, tc.warmup_steps, tc.num_train_steps)
+    metrics_log = metrics.MetricsLog(run.output_dir,
+                                     scalars=tensorboard_scalars(run.output_dir))
     step = trainer.step
+    metrics_log.trim(step)
     result = FitResult(step=step, trainer=trainer)
     window, window_steps, t0 = None, 0, time.perf_counter()
-    while step < tc.num_train_steps:
-        n = next_stop(step, tc, evaluating=spec.eval_data is not None) - step
-        sums = trainer.train_steps(iterator, n)
-        window = sums if window is None else {k: window[k] + sums[k] for k in sums}
+    while step < run.last_step:
+        n = next_stop(step, run) - step
+        window = metrics.add(window, trainer.train_steps(iterator, n))
         step, window_steps = step + n, window_steps + n
-        if step % tc.log_every == 0 or step == tc.num_train_steps:
-            elapsed = time.perf_counter() - t0
-            values = bert.metrics_from_sums(window)
-            values.update(grad_norm=window["grad_norm"] / window_steps,
-                          learning_rate=float(schedule(step - 1)),
-                          examples_per_sec=window_steps * trainer.global_batch * tc.grad_accum
-                          / elapsed)
-            metrics_log.write("train", step, values)
-            result.train, result.examples_per_sec = values, values["examples_per_sec"]
+        if run.log_due(step):
+            result.train = metrics.finish_train(
+                window, grad_norm_sum=window["grad_norm"], steps=window_steps,
+                learning_rate=run.learning_rate(step - 1), seconds=time.perf_counter() - t0)
+            metrics_log.write("train", step, result.train)
             window, window_steps, t0 = None, 0, time.perf_counter()
-        if step % tc.checkpoint_every == 0 or step == tc.num_train_steps:
+        if run.checkpoint_due(step):
             log.info("saved %s", trainer.manager.save(checkpoint_number=step))
-        if spec.eval_data is not None and (step % tc.eval_every == 0
-                                           or step == tc.num_train_steps):
-            result.eval = trainer.evaluate(spec.eval_data)
+        if run.eval_due(step):
+            result.eval = trainer.evaluate(run.eval_data)
             metrics_log.write("eval", step, result.eval)
             t0 = time.perf_counter()  # eval time is not training throughput
     result.step = step
-    if spec.export_hf:
+    if run.export_hf and step >= tc.num_train_steps:
         result.export_hf = hf_convert.export_hf(
-            trainer.model, spec.export_hf, vocab_file=spec.data.vocab_file,
-            do_lower_case=spec.data.do_lower_case)
+            trainer.model, run.export_hf, vocab_file=run.data.vocab_file,
+            do_lower_case=run.data.do_lower_case)
         log.info("exported Hugging Face model to %s", result.export_hf)
     return result

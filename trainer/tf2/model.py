@@ -9,8 +9,9 @@ pooled [CLS] output. Layer for layer this is Hugging Face's ``BertForPreTraining
 Losses and metrics follow google-research/bert ``run_pretraining``: MLM cross-entropy weighted by
 ``masked_lm_weights`` and divided by their sum, NSP cross-entropy averaged over examples, metrics
 named masked_lm_accuracy, masked_lm_loss, next_sentence_accuracy, next_sentence_loss. They are
-computed from *sums* so that replicas can add their sums before dividing: a run on N replicas
-then optimises exactly the loss of one replica holding the whole global batch.
+computed from *sums* (``trainer.metrics.SUM_KEYS``, finished there for both trainers) so that
+replicas can add their sums before dividing: a run on N replicas then optimises exactly the loss
+of one replica holding the whole global batch.
 """
 from __future__ import annotations
 
@@ -21,13 +22,10 @@ import keras_hub
 import tensorflow as tf
 
 from trainer.config import ModelConfig
+from trainer.metrics import mlm_denominator
 
 # The features the model reads (Google's names); the labels are read by the losses.
 MODEL_INPUTS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions")
-SUM_KEYS = ("mlm_loss_sum", "mlm_weight_sum", "mlm_correct_sum", "nsp_loss_sum",
-            "nsp_correct_sum", "num_examples")
-# Google adds this to the MLM weight sum so a batch without predictions divides by ~0 safely.
-MLM_DENOMINATOR_EPS = 1e-5
 
 
 def activation(name: str):
@@ -138,7 +136,7 @@ def build_model(config: ModelConfig, *, max_seq_length: int, max_predictions_per
 
 def loss_sums(outputs: Dict[str, tf.Tensor], features: Dict[str, tf.Tensor]
               ) -> Dict[str, tf.Tensor]:
-    """Per-batch float32 scalars from which losses and metrics follow (keys ``SUM_KEYS``).
+    """Per-batch float32 scalars from which losses and metrics follow (``metrics.SUM_KEYS``).
 
     Sums, not means, so replicas can all-reduce them first. MLM terms are weighted by
     masked_lm_weights (0 on padding predictions); accuracy uses the arg-max token.
@@ -168,20 +166,6 @@ def training_loss(sums: Dict[str, tf.Tensor], *, global_mlm_weight: tf.Tensor,
     """This replica's share of the global loss; the replicas' shares add up to the loss
     (weighted-mean MLM CE + mean NSP CE) of the whole global batch, so summed gradients are
     the global batch's gradients whatever the number of replicas."""
-    mlm = sums["mlm_loss_sum"] / (tf.stop_gradient(global_mlm_weight) + MLM_DENOMINATOR_EPS)
+    mlm = sums["mlm_loss_sum"] / mlm_denominator(tf.stop_gradient(global_mlm_weight))
     nsp = sums["nsp_loss_sum"] / float(global_batch_size)
     return mlm + nsp
-
-
-def metrics_from_sums(sums: Dict[str, float]) -> Dict[str, float]:
-    """Google's metric names from (accumulated, all-reduced) sums."""
-    w = sums["mlm_weight_sum"] + MLM_DENOMINATOR_EPS
-    n = max(float(sums["num_examples"]), 1.0)
-    metrics = {
-        "masked_lm_loss": float(sums["mlm_loss_sum"]) / w,
-        "masked_lm_accuracy": float(sums["mlm_correct_sum"]) / w,
-        "next_sentence_loss": float(sums["nsp_loss_sum"]) / n,
-        "next_sentence_accuracy": float(sums["nsp_correct_sum"]) / n,
-    }
-    metrics["loss"] = metrics["masked_lm_loss"] + metrics["next_sentence_loss"]
-    return metrics
