@@ -101,10 +101,16 @@ def param_groups(model: nn.Module, weight_decay: float) -> list:
 
 
 class Lamb(torch.optim.Optimizer):
-    """LAMB (You et al. 2019): Adam's update rescaled per tensor by ||w|| / ||update||.
+    """LAMB (You et al. 2019) with the update rule of ``keras.optimizers.Lamb``, so that
+    "lamb" is one optimizer in both trainers (tests/trainer/test_lamb.py runs steps of both
+    on the same weights and gradients). Per tensor, at update t = 1, 2, ...::
 
-    Decoupled weight decay is part of the update before the trust ratio; tensors with a zero
-    norm (fresh biases) use ratio 1. No bias correction, as in the paper's BERT runs.
+        w <- w - lr * wd * w                        decoupled decay first (wd 0 in no-decay groups)
+        m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
+        u  = (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)      bias-corrected Adam direction
+        w <- w - lr * (||w|| / ||u||) * u           trust ratio 1 when either norm is 0
+
+    The decay stays outside the trust ratio, as Keras applies it (the paper puts it inside).
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6,
@@ -114,22 +120,27 @@ class Lamb(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
+            lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
             beta1, beta2 = group["betas"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self.state[p]
                 if not state:
+                    state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
-                m, v = state["exp_avg"], state["exp_avg_sq"]
+                state["step"] += 1
+                t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
+                if wd:
+                    p.sub_(p * (wd * lr))
                 m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                update = m / (v.sqrt() + group["eps"]) + group["weight_decay"] * p
+                update = (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).sqrt() + eps)
                 w_norm, u_norm = p.norm(), update.norm()
                 ratio = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm,
                                     torch.ones_like(w_norm))
-                p.sub_(update * (group["lr"] * ratio))  # stays on device: no host sync
+                p.sub_(update * (lr * ratio))  # stays on device: no host sync
         return None
 
 

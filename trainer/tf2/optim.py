@@ -60,8 +60,10 @@ def _pre_reduced(cls):
 def make_optimizer(config: TrainConfig, *, no_decay: Sequence = ()) -> keras.optimizers.Optimizer:
     """AdamW or LAMB with BertSchedule and decoupled weight decay (none on ``no_decay``).
 
-    Keras's Lamb applies weight decay decoupled, after the trust-ratio step, not inside it as
-    in the LAMB paper; at BERT's 0.01 the difference is small, but it is a difference.
+    "lamb" is ``keras.optimizers.Lamb``: bias-corrected, with the weight decay applied first
+    and decoupled (``w -= lr * wd * w``), outside the trust ratio, where the LAMB paper puts
+    it inside; at BERT's 0.01 the difference is small. The PyTorch trainer's ``Lamb``
+    (trainer/pt/model.py) follows this rule step for step (tests/trainer/test_lamb.py).
     """
     schedule = BertSchedule(config.learning_rate, config.warmup_steps, config.num_train_steps)
     kwargs = dict(learning_rate=schedule, weight_decay=config.weight_decay,
