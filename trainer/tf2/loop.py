@@ -7,7 +7,9 @@ position) or imports ``init_checkpoint``, and runs chunks of steps in one ``tf.f
 (``steps_per_execution`` per host round trip on TPUs) between log, checkpoint and eval
 boundaries. Per step each replica computes its share of the global-batch loss
 (``model.training_loss``), gradients are summed across replicas, clipped by their global norm
-and applied; so N replicas train exactly like one replica holding the global batch.
+and applied; so N replicas train exactly like one replica holding the global batch. With
+``jit_compile`` the per-replica step is compiled by XLA, as a TPU compiles it: on a CPU this
+is how a test proves the step has static shapes and only XLA-compilable ops.
 
 Outputs under output_dir: ``run_config.json``, ``checkpoints/`` (tf.train.CheckpointManager),
 ``tensorboard/train`` and ``tensorboard/eval`` event files, ``metrics.jsonl``
@@ -72,10 +74,14 @@ def dropout_rng_state(model) -> Dict[str, tf.Variable]:
 
 
 class Trainer:
-    """Model, optimizer, checkpoint and compiled steps of one run under one strategy."""
+    """Model, optimizer, checkpoint and compiled steps of one run under one strategy.
 
-    def __init__(self, run: Run, strategy: tf.distribute.Strategy):
-        self.run, self.strategy = run, strategy
+    jit_compile: compile the per-replica train and eval steps with XLA (a TPU compiles them
+    with XLA whatever this says; on CPUs and GPUs it is opt-in).
+    """
+
+    def __init__(self, run: Run, strategy: tf.distribute.Strategy, *, jit_compile: bool = False):
+        self.run, self.strategy, self.jit_compile = run, strategy, jit_compile
         tc = run.train_config
         self.replicas = strategy.num_replicas_in_sync
         self.global_batch = tc.batch_size * self.replicas  # per micro-batch
@@ -178,26 +184,33 @@ class Trainer:
     def _replica_eval(self, features) -> Dict[str, tf.Tensor]:
         return bert.loss_sums(self.model(features, training=False), features)
 
+    def _compiled(self, replica_fn):
+        return tf.function(replica_fn, jit_compile=True) if self.jit_compile else replica_fn
+
     def _make_train_chunk(self):
         accum = self.run.train_config.grad_accum
+        # Kept for inspection: tests read the XLA program (experimental_get_compiler_ir).
+        self.replica_step = replica_step = self._compiled(self._replica_step)
 
         @tf.function
         def train_chunk(iterator, num_steps):
             acc = {k: tf.constant(0.0) for k in metrics.SUM_KEYS + ("grad_norm",)}
             for _ in tf.range(num_steps):
                 batches = tuple(next(iterator) for _ in range(accum))
-                out = self.strategy.run(self._replica_step, args=batches)
+                out = self.strategy.run(replica_step, args=batches)
                 acc = {k: acc[k] + self.strategy.reduce(SUM, out[k], axis=None) for k in acc}
             return acc
 
         return train_chunk
 
     def _make_eval_chunk(self):
+        self.replica_eval = replica_eval = self._compiled(self._replica_eval)
+
         @tf.function
         def eval_chunk(iterator, num_steps):
             acc = {k: tf.constant(0.0) for k in metrics.SUM_KEYS}
             for _ in tf.range(num_steps):
-                out = self.strategy.run(self._replica_eval, args=(next(iterator),))
+                out = self.strategy.run(replica_eval, args=(next(iterator),))
                 acc = {k: acc[k] + self.strategy.reduce(SUM, out[k], axis=None) for k in acc}
             return acc
 
@@ -259,7 +272,8 @@ class FitResult(run_setup.Outcome):
     trainer: Optional[Trainer] = None
 
 
-def fit(run: Run, strategy: Optional[tf.distribute.Strategy] = None) -> FitResult:
+def fit(run: Run, strategy: Optional[tf.distribute.Strategy] = None, *,
+        jit_compile: bool = False) -> FitResult:
     """Train to ``run.last_step`` (resuming per the run directory's rule), evaluating and
     checkpointing on the way; export after num_train_steps if asked.
 
@@ -268,7 +282,7 @@ def fit(run: Run, strategy: Optional[tf.distribute.Strategy] = None) -> FitResul
     strategy = strategy or make_strategy(None)
     record = run_setup.run_record(run, trainer="tf2", replicas=strategy.num_replicas_in_sync)
     run_setup.start_run_dir(run, record, clear=run_setup.check_run_dir(run, record))
-    trainer = Trainer(run, strategy)
+    trainer = Trainer(run, strategy, jit_compile=jit_compile)
     tc = run.train_config
     log.info("%s; %d replicas, global batch %d x %d micro-batches, dtype %s",
              trainer.restore_or_init(), trainer.replicas, trainer.global_batch, tc.grad_accum,
