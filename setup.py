@@ -49,5 +49,7 @@ setup(
         "dask": DASK,
         "all": TF + TORCH + TEST,
     },
-    entry_points={"console_scripts": ["bert-wwm-data=pipeline.run:main"]},
+    entry_points={"console_scripts": ["bert-wwm-data=pipeline.run:main",
+                                      "bert-wwm-train-tf=trainer.train_tpu:main",
+                                      "bert-wwm-train-torch=trainer.train_torch:main"]},
 )

@@ -1,6 +1,9 @@
 """What both trainers share without a framework: one flag surface, the configs and checks it
 leads to, the run directory's resume rule and the metrics.jsonl format."""
+import ast
 import dataclasses
+import importlib
+import inspect
 import json
 import math
 import os
@@ -36,6 +39,24 @@ def test_both_entry_points_take_the_same_flags_with_the_same_help():
     for field in dataclasses.fields(TrainConfig):
         assert f"--{field.name} " in text, field.name
     assert "--model_dir" not in text and "--resume" not in text
+
+
+def test_console_scripts_name_both_entry_points():
+    """setup.py's console scripts: the two trainers' main(argv=None), which print the summary
+    and return None (a console script exits with main's return value)."""
+    tree = ast.parse(open(os.path.join(REPO, "setup.py"), encoding="utf-8").read())
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                and getattr(n.func, "id", "") == "setup")
+    entry_points = ast.literal_eval(next(k.value for k in call.keywords
+                                         if k.arg == "entry_points"))
+    scripts = dict(line.split("=") for line in entry_points["console_scripts"])
+    assert scripts["bert-wwm-train-tf"] == "trainer.train_tpu:main"
+    assert scripts["bert-wwm-train-torch"] == "trainer.train_torch:main"
+    for target in (scripts["bert-wwm-train-tf"], scripts["bert-wwm-train-torch"]):
+        module, name = target.split(":")
+        main = getattr(importlib.import_module(module), name)
+        signature = inspect.signature(main)
+        assert list(signature.parameters) == ["argv"] and signature.return_annotation == "None"
 
 
 def args_for(*argv):
