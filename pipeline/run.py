@@ -31,7 +31,8 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 
 from pipeline import schema
 from pipeline.beam import fs, transforms
-from pipeline.beam.options import JobConfig, check_flags, expand_config, resolve_runner
+from pipeline.beam.options import (JobConfig, check_flags, expand_config, resolve_runner,
+                                   str2bool)
 from pipeline.core.wordpiece import read_vocab
 from pipeline.writers.manifest import sha256_hex
 
@@ -90,10 +91,15 @@ def ltp_identity(config: JobConfig, *, build: bool = True) -> dict:
     from pipeline.versions import version
 
     spec = config.ltp_model
-    if spec == "default" and not build:
-        identity = {"kind": "legacy", "name": ltp_default.MODEL_NAME, "sha256": None,
+    if not build and (spec == "default" or fs.is_remote(spec)):
+        # A dry run or a template: the model may not exist yet and is not read now.
+        identity = {"kind": "legacy" if spec == "default" else None, "sha256": None,
                     "ltp_version": version("ltp"),
-                    "note": "built by the workers on first use (not hashed at graph time)"}
+                    "note": "described when the job graph was built: not read, not hashed"}
+        if spec == "default":
+            identity["name"] = ltp_default.MODEL_NAME
+        else:
+            identity["uri"] = spec
     elif spec == "default":
         identity = describe_model(str(ltp_default.default_model_dir()))
     elif fs.is_remote(spec):
@@ -102,7 +108,7 @@ def ltp_identity(config: JobConfig, *, build: bool = True) -> dict:
                     "uri": spec, "sha256": fs.tree_sha256(spec), "ltp_version": version("ltp")}
     else:
         identity = describe_model(spec)
-    if config.user_dict is not None:
+    if config.user_dict is not None and (build or not fs.is_remote(config.user_dict)):
         from pipeline.core.segment import load_user_dict
 
         data = fs.read_bytes(config.user_dict)
@@ -116,15 +122,19 @@ def ltp_identity(config: JobConfig, *, build: bool = True) -> dict:
 
 def graph_only(options: PipelineOptions) -> Optional[str]:
     """'dry run' or 'template' when the job must only be built, not run; else None."""
+    test = options.view_as(TestOptions)
+    if isinstance(test.dry_run, str):  # Beam takes the flag's text: "False" would be true
+        test.dry_run = str2bool(test.dry_run)
     if options.view_as(GoogleCloudOptions).template_location:
         return "template"
-    if options.view_as(TestOptions).dry_run:
+    if test.dry_run:
         return "dry run"
     return None
 
 
-def run(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
-    """Run the job; returns the manifest it wrote (None for a dry run or a template)."""
+def run(argv: Optional[Sequence[str]] = None) -> dict:
+    """Run the job; returns the manifest it wrote, or for a dry run or a template what was
+    built (``{"built": "dry run" | "template", "runner", "transforms", "job_bytes"}``)."""
     argv = resolve_runner(expand_config(list(sys.argv[1:] if argv is None else argv)))
     check_flags(argv)
     options = PipelineOptions(argv)
@@ -171,26 +181,25 @@ def run(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
     return manifest
 
 
-def _build_only(p: beam.Pipeline, options: PipelineOptions, only: str, runner: str) -> None:
+def _build_only(p: beam.Pipeline, options: PipelineOptions, only: str, runner: str) -> dict:
     """Build (and on Dataflow translate) the job without running it; the output directory and
     the inputs are not touched."""
     if "Dataflow" in runner:
         result = p.run()  # DataflowRunner stops before submitting: a dry run or a template
-        job = getattr(result, "job", None)
-        steps = len(job.proto.steps) if job is not None else None
-        size = len(job.json()) if job is not None else None
-        if only == "template":
-            LOG.info("template written to %s; nothing ran and --output_dir was not touched",
-                     options.view_as(GoogleCloudOptions).template_location)
-        else:
-            LOG.info("dry run: the Dataflow job was built (%s steps, %s bytes of job "
-                     "description); nothing was submitted and --output_dir was not touched",
-                     steps, size)
-        return None
-    proto = p.to_runner_api()
-    LOG.info("dry run: the job graph was built (%d transforms) for %s; nothing ran and "
-             "--output_dir was not touched", len(proto.components.transforms), runner)
-    return None
+        proto = result.job.proto_pipeline if only == "dry run" else p.to_runner_api()
+    else:
+        proto = p.to_runner_api()
+    labels = sorted(t.unique_name for t in proto.components.transforms.values())
+    built = {"built": only, "runner": runner, "transforms": labels,
+             "job_bytes": proto.ByteSize()}
+    if only == "template":
+        LOG.info("template written to %s (%d transforms); nothing ran and --output_dir was not "
+                 "touched", options.view_as(GoogleCloudOptions).template_location, len(labels))
+    else:
+        LOG.info("dry run: the job was built for %s (%d transforms, %d bytes of pipeline "
+                 "description); nothing was submitted and --output_dir was not touched",
+                 runner, len(labels), built["job_bytes"])
+    return built
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -61,3 +61,39 @@ def console_script(name: str) -> str:
     """The path of an installed console script (beside this Python)."""
     path = os.path.join(os.path.dirname(sys.executable), name)
     return path if os.path.exists(path) else name
+
+
+@contextlib.contextmanager
+def gcs_emulator(log_path: str) -> Iterator[int]:
+    """gcp-storage-emulator on a free loopback port, with ``STORAGE_EMULATOR_HOST`` set for
+    this process (google-cloud-storage, hence Beam's gs:// filesystem, honours it); yields the
+    port. Without Google credentials Beam retries ``google.auth.default()`` for ~30 s before
+    it connects anonymously; the emulator needs none, so Beam's credential cache starts at
+    "none found"."""
+    from apache_beam.internal.gcp import auth
+
+    port = free_port()
+    env = {"STORAGE_EMULATOR_HOST": f"http://{LOOPBACK}:{port}", "NO_GCE_CHECK": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    auth._Credentials._credentials_init, auth._Credentials._credentials = True, None
+    cmd = [console_script("gcp-storage-emulator"), "start", f"--host={LOOPBACK}",
+           f"--port={port}", "--in-memory"]
+    try:
+        with server(cmd, ready=lambda: listening(port), log_path=log_path):
+            yield port
+    finally:
+        auth._Credentials._credentials_init = False
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def gcs_client():
+    """A google-cloud-storage client for the emulator (anonymous, any project)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    return storage.Client(project="test", credentials=AnonymousCredentials())

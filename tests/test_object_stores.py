@@ -84,12 +84,9 @@ class S3:
 class GCS:
     scheme = "gs"
 
-    def __init__(self, port):
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
-
+    def __init__(self):
         self.flags = []
-        self._client = storage.Client(project="test", credentials=AnonymousCredentials())
+        self._client = servers.gcs_client()
         self._bucket = self._client.create_bucket(BUCKET)
 
     def put(self, key, data: bytes):
@@ -104,32 +101,15 @@ class GCS:
 
 @pytest.fixture(scope="module", params=["s3", "gs"])
 def store(request, tmp_path_factory):
-    port = servers.free_port()
     log = str(tmp_path_factory.mktemp("logs") / f"{request.param}.log")
     if request.param == "s3":
+        port = servers.free_port()
         cmd = [servers.console_script("moto_server"), "-H", servers.LOOPBACK, "-p", str(port)]
         with servers.server(cmd, ready=lambda: servers.listening(port), log_path=log):
             yield S3(port)
         return
-    cmd = [servers.console_script("gcp-storage-emulator"), "start",
-           f"--host={servers.LOOPBACK}", f"--port={port}", "--in-memory"]
-    env = {"STORAGE_EMULATOR_HOST": f"http://{servers.LOOPBACK}:{port}", "NO_GCE_CHECK": "true"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    # Without any Google credentials Beam retries google.auth.default() for ~30 s before it
-    # connects anonymously; the emulator needs none, so start from "none found" at once.
-    from apache_beam.internal.gcp import auth
-    auth._Credentials._credentials_init, auth._Credentials._credentials = True, None
-    try:
-        with servers.server(cmd, ready=lambda: servers.listening(port), log_path=log):
-            yield GCS(port)
-    finally:
-        auth._Credentials._credentials_init = False
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with servers.gcs_emulator(log):
+        yield GCS()
 
 
 @pytest.mark.slow
