@@ -202,7 +202,24 @@ def _build_only(p: beam.Pipeline, options: PipelineOptions, only: str, runner: s
     return built
 
 
+def print_help() -> None:
+    import argparse
+
+    from pipeline.beam.options import WwmOptions
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.run", description=__doc__.split("\n\n")[0],
+        epilog="Every other flag goes to Beam and the runner (--runner, --direct_num_workers, "
+               "--dask_client_address, --project, --s3_endpoint_url, ...); a flag that none of "
+               "them knows stops the job before any work.")
+    WwmOptions._add_argparse_args(parser)
+    parser.print_help()
+
+
 def main(argv: Optional[List[str]] = None) -> None:
+    if any(a in ("-h", "--help") for a in (sys.argv[1:] if argv is None else argv)):
+        print_help()
+        return
     # force: importing Beam may already have configured the root logger at WARNING level,
     # which would swallow our start and end lines.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",

@@ -1,0 +1,54 @@
+"""The command line: one flag declaration, runner short names, and typos refused before work."""
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.beam.options import UnknownFlagError, check_flags, resolve_runner
+from tests import realdata
+
+
+def test_misspelled_flags_are_refused_with_a_suggestion():
+    with pytest.raises(UnknownFlagError) as refused:
+        check_flags(resolve_runner(["--dupe_factr=1", "--num_shard=2", "--input=x"]))
+    message = str(refused.value)
+    assert "'--dupe_factr=1' (did you mean --dupe_factor?)" in message
+    assert "'--num_shard=2' (did you mean --num_shards?)" in message
+
+
+def test_flags_of_the_job_beam_and_the_runner_are_accepted():
+    check_flags(resolve_runner([
+        "--runner=DaskRunner", "--dask_client_address=tcp://127.0.0.1:1", "--input=a",
+        "--input=b", "--overwrite", "--exact_google_draws", "--config=c.yaml", "--project=p",
+        "--s3_endpoint_url=http://127.0.0.1:1", "--direct_num_workers=2", "--dry_run=True",
+        "--temp_location=gs://b/t"]))
+
+
+def test_stray_values_are_refused():
+    with pytest.raises(UnknownFlagError, match="'stray'"):
+        check_flags(["--input", "a", "stray"])
+
+
+def test_runner_short_names():
+    assert resolve_runner(["--input=x"])[-1] == "--runner=DirectRunner"
+    assert resolve_runner(["--runner=DaskRunner"]) == [
+        "--runner=pipeline.beam.dask_runner.DaskRunner"]
+    assert resolve_runner(["--runner", "DaskRunner"]) == [
+        "--runner", "pipeline.beam.dask_runner.DaskRunner"]
+    assert resolve_runner(["--runner=DataflowRunner"]) == ["--runner=DataflowRunner"]
+
+
+def test_command_line_refuses_a_typo_with_exit_code_2_and_runs_nothing(tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "pipeline.run", "--dupe_factr=1",
+                           f"--output_dir={out}"], capture_output=True, text=True,
+                          timeout=300, cwd=realdata.REPO)
+    assert done.returncode == 2
+    assert "did you mean --dupe_factor?" in done.stderr and not out.exists()
+
+
+def test_help_lists_the_job_flags():
+    done = subprocess.run([sys.executable, "-m", "pipeline.run", "--help"], capture_output=True,
+                          text=True, timeout=300, cwd=realdata.REPO)
+    assert done.returncode == 0
+    assert "--dupe_factor" in done.stdout and "--dask_client_address" in done.stdout
