@@ -19,10 +19,10 @@ def _shards(out):
                   for f in os.listdir(os.path.join(out, d)))
 
 
-def test_byte_identical_across_worker_counts_and_modes(tmp_path):
+def test_byte_identical_across_worker_counts_and_modes(tmp_path, small_ltp_model_dir):
     corpus = _corpus(tmp_path)
     common = [f"--input={corpus}", "--dupe_factor=2", "--num_shards=3",
-              "--range_mb=0.002", "--tokenize_batch_size=3"]
+              "--range_mb=0.002", "--tokenize_batch_size=3", f"--ltp_model={small_ltp_model_dir}"]
     runs = {
         "in_memory": ["--direct_running_mode=in_memory"],
         "mp1": ["--direct_running_mode=multi_processing", "--direct_num_workers=1"],
@@ -46,17 +46,18 @@ def test_byte_identical_across_worker_counts_and_modes(tmp_path):
     assert manifests["mp2"]["total_instances"] > 0
 
 
-def test_a_different_seed_changes_the_data(tmp_path):
+def test_a_different_seed_changes_the_data(tmp_path, small_ltp_model_dir):
     corpus = _corpus(tmp_path)
-    a = run([f"--input={corpus}", "--dupe_factor=1", f"--output_dir={tmp_path / 'a'}"])
-    b = run([f"--input={corpus}", "--dupe_factor=1", "--random_seed=7",
+    model = f"--ltp_model={small_ltp_model_dir}"
+    a = run([f"--input={corpus}", "--dupe_factor=1", model, f"--output_dir={tmp_path / 'a'}"])
+    b = run([f"--input={corpus}", "--dupe_factor=1", "--random_seed=7", model,
              f"--output_dir={tmp_path / 'b'}"])
     assert a["total_instances"] and b["total_instances"]
     first = a["shards"]["parquet"][0]["path"]
     assert not filecmp.cmp(tmp_path / "a" / first, tmp_path / "b" / first, shallow=False)
 
 
-def test_output_does_not_depend_on_where_the_corpus_lives(tmp_path):
+def test_output_does_not_depend_on_where_the_corpus_lives(tmp_path, small_ltp_model_dir):
     """Document ids are relative to the inputs' common directory, not absolute paths."""
     (tmp_path / "here").mkdir()
     (tmp_path / "there" / "deeper").mkdir(parents=True)
@@ -64,6 +65,7 @@ def test_output_does_not_depend_on_where_the_corpus_lives(tmp_path):
     _corpus(tmp_path / "there" / "deeper")
     for where in ("here", "there/deeper"):
         run([f"--input={tmp_path / where}/part*.txt", "--dupe_factor=1", "--num_shards=2",
+             f"--ltp_model={small_ltp_model_dir}",
              f"--output_dir={tmp_path / 'out' / where}"])
     shards = _shards(tmp_path / "out" / "here")
     match, mismatch, errors = filecmp.cmpfiles(tmp_path / "out" / "here",
@@ -72,9 +74,10 @@ def test_output_does_not_depend_on_where_the_corpus_lives(tmp_path):
     assert match == shards and not mismatch and not errors
 
 
-def test_exact_google_draws_path_is_deterministic_and_distinct(tmp_path):
+def test_exact_google_draws_path_is_deterministic_and_distinct(tmp_path, small_ltp_model_dir):
     corpus = _corpus(tmp_path)
-    common = [f"--input={corpus}", "--dupe_factor=1", "--num_shards=2", "--range_mb=0.005"]
+    common = [f"--input={corpus}", "--dupe_factor=1", "--num_shards=2", "--range_mb=0.005",
+              f"--ltp_model={small_ltp_model_dir}"]
     exact = [run(common + ["--exact_google_draws", f"--output_dir={tmp_path / name}"])
              for name in ("exact1", "exact2")]
     default = run(common + [f"--output_dir={tmp_path / 'default'}"])

@@ -24,31 +24,31 @@ def sample_documents(n):
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory):
+def job(tmp_path_factory, small_ltp_model_dir):
     root = tmp_path_factory.mktemp("e2e")
     docs = sample_documents(60)
     (root / "a.txt").write_text("\n\n".join(docs[:30]) + "\n", encoding="utf-8")
     (root / "b.txt.gz").write_bytes(gzip.compress(("\n\n".join(docs[30:]) + "\n").encode()))
     out = root / "out"
     manifest = run([f"--input={root}/*.txt*", f"--output_dir={out}", "--dupe_factor=2",
+                    f"--ltp_model={small_ltp_model_dir}",
                     "--num_shards=3", f"--max_seq_length={MAX_SEQ}",
                     f"--max_predictions_per_seq={MAX_PRED}"])
     return out, manifest
 
 
 def read_tfrecords(out, manifest):
+    """Every record, parsed with Google's spec, shard after shard; checks each shard holds as
+    many records as the manifest says."""
     import tensorflow as tf
 
     spec = schema.tf_feature_spec(manifest["max_seq_length"], manifest["max_predictions_per_seq"])
-    files = [os.path.join(out, s["path"]) for s in manifest["shards"]["tfrecord"]]
     records = []
-    for path in files:
-        n = 0
-        for raw in tf.data.TFRecordDataset(path):
-            ex = tf.io.parse_single_example(raw, spec)
-            records.append({k: v.numpy().tolist() for k, v in ex.items()})
-            n += 1
-        records.append(("end", path, n))
+    for shard in manifest["shards"]["tfrecord"]:
+        parsed = [tf.io.parse_single_example(raw, spec)
+                  for raw in tf.data.TFRecordDataset(os.path.join(out, shard["path"]))]
+        assert len(parsed) == shard["instances"], shard["path"]
+        records += [{k: v.numpy().tolist() for k, v in ex.items()} for ex in parsed]
     return records
 
 
@@ -71,7 +71,7 @@ def test_tfrecord_google_spec_and_parquet_hold_the_same_instances(job):
     import pyarrow.parquet as pq
 
     out, manifest = job
-    tf_rows = [r for r in read_tfrecords(out, manifest) if isinstance(r, dict)]
+    tf_rows = read_tfrecords(out, manifest)
     pq_rows = []
     for shard in manifest["shards"]["parquet"]:
         pq_rows += pq.read_table(os.path.join(out, shard["path"])).to_pylist()
@@ -115,7 +115,7 @@ def test_stats_count_what_happened(job):
     assert d["masked_cjk_in_whole_multichar_words_share"] > 0.5
 
 
-def test_non_empty_output_dir_is_refused_then_overwritten(job, tmp_path):
+def test_non_empty_output_dir_is_refused_then_overwritten(job, tmp_path, small_ltp_model_dir):
     out, manifest = job
     with pytest.raises(FileExistsError, match="--overwrite"):
         run([f"--input={realdata.SAMPLE_CORPUS}", f"--output_dir={out}"])
@@ -128,6 +128,7 @@ def test_non_empty_output_dir_is_refused_then_overwritten(job, tmp_path):
     small = tmp_path / "small.txt"
     small.write_text("\n\n".join(sample_documents(5)), encoding="utf-8")
     again = run([f"--input={small}", f"--output_dir={target}", "--overwrite", "--dupe_factor=1",
+                 f"--ltp_model={small_ltp_model_dir}",
                  "--num_shards=2"])
     assert again["total_instances"] > 0 and (target / "keep.txt").exists()
     assert not (target / "_pieces").exists()
@@ -138,14 +139,16 @@ def test_missing_input_is_a_clear_error(tmp_path):
         run([f"--input={tmp_path}/nothing-*.txt", f"--output_dir={tmp_path}/o"])
 
 
-def test_command_line_says_where_the_output_went_and_refuses_clearly(tmp_path):
+def test_command_line_says_where_the_output_went_and_refuses_clearly(tmp_path,
+                                                                     small_ltp_model_dir):
     import subprocess
     import sys
 
     small = tmp_path / "small.txt"
     small.write_text("\n\n".join(sample_documents(4)), encoding="utf-8")
     argv = [sys.executable, "-m", "pipeline.run", f"--input={small}",
-            f"--output_dir={tmp_path / 'out'}", "--dupe_factor=1", "--num_shards=1"]
+            f"--output_dir={tmp_path / 'out'}", "--dupe_factor=1", "--num_shards=1",
+            f"--ltp_model={small_ltp_model_dir}"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=realdata.REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "reading 1 file(s)" in done.stderr and "instances in 1 shard(s) under" in done.stderr

@@ -25,9 +25,9 @@ def _shards(out):
                   for f in os.listdir(os.path.join(out, d)))
 
 
-def test_portable_runner_matches_direct_runner(tmp_path):
+def test_portable_runner_matches_direct_runner(tmp_path, small_ltp_model_dir):
     common = [f"--input={_corpus(tmp_path)}", "--dupe_factor=2", "--num_shards=3",
-              "--range_mb=0.002", "--tokenize_batch_size=4"]
+              "--range_mb=0.002", "--tokenize_batch_size=4", f"--ltp_model={small_ltp_model_dir}"]
     direct = run(common + ["--runner=DirectRunner", f"--output_dir={tmp_path / 'direct'}"])
     portable = run(common + ["--runner=PortableRunner", "--job_endpoint=embed",
                              "--environment_type=LOOPBACK",

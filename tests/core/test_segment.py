@@ -38,6 +38,7 @@ def check_spans(text, spans):
         last = e
 
 
+@pytest.mark.slow  # builds the default model (~30 s) once per session
 def test_default_model_builds_and_loads_with_ltp(default_ltp_model_dir):
     from ltp import LTP
 
@@ -50,6 +51,7 @@ def test_default_model_builds_and_loads_with_ltp(default_ltp_model_dir):
     assert not list(default_ltp_model_dir.parent.glob(".tmp-*"))
 
 
+@pytest.mark.slow  # builds the default model (~30 s) once per session
 def test_held_out_f1(seg):
     before = dict(seg.stats)
     result = ltp_model.evaluate_held_out(seg.word_spans)
@@ -62,6 +64,7 @@ def test_held_out_f1(seg):
     assert seg.stats["segmented_texts"] - before["segmented_texts"] == n_cjk
 
 
+@pytest.mark.slow  # builds the default model (~30 s) once per session
 def test_spans_are_exact_offsets_of_ltp_words(seg, held_out_texts, default_ltp_model_dir):
     from ltp import LTP
 
@@ -89,6 +92,7 @@ ODD = [
 ]
 
 
+@pytest.mark.slow  # builds the default model (~30 s) once per session
 def test_odd_texts_never_crash(seg):
     texts = ODD + list(realdata.reviews("neg")[:500])
     results = seg.word_spans(texts)
@@ -101,12 +105,14 @@ def test_odd_texts_never_crash(seg):
     assert [ODD[0][s:e] for s, e in results[0]][:2] == ["中国", "人民"]
 
 
+@pytest.mark.slow  # builds the default model (~30 s) once per session
 def test_non_cjk_texts_get_no_spans(seg):
     texts = ["hello world", "", "   ", "１２３４", "ＡＢＣ", "\x00", "😀", "かなカナ", "한국어"]
     assert seg.word_spans(texts) == [[] for _ in texts]
     assert not has_cjk("hello") and has_cjk("a中") and has_cjk("𠀀")
 
 
+@pytest.mark.slow  # builds the default model (~30 s) once per session
 def test_long_text_is_chunked_and_offsets_shifted(default_ltp_model_dir, held_out_texts):
     text = "\u3000".join(held_out_texts[:400])  # ~40k chars
     assert len(text) > 30_000
@@ -131,6 +137,7 @@ def test_align_words_resynchronises_and_counts():
     assert align_words("", ["中"]) == ([], 1)
 
 
+@pytest.mark.slow  # builds the default model (~30 s) once per session
 def test_user_dict_merges_split_word(default_ltp_model_dir, seg, tmp_path):
     text = "自然语言处理很有趣，马云创办了阿里巴巴集团。"
     words = [text[s:e] for s, e in seg.word_spans([text])[0]]
@@ -146,6 +153,7 @@ def test_user_dict_merges_split_word(default_ltp_model_dir, seg, tmp_path):
     assert identity["user_dict_words"] == 2 and len(identity["user_dict_sha256"]) == 64
 
 
+@pytest.mark.slow  # builds the default model (~30 s) once per session
 def test_model_identity(seg, default_ltp_model_dir):
     identity = seg.model_identity()
     assert identity["kind"] == "legacy"
@@ -153,6 +161,7 @@ def test_model_identity(seg, default_ltp_model_dir):
     assert len(identity["sha256"]) == 64 and identity == seg.model_identity()
 
 
+@pytest.mark.slow  # builds the default model (~30 s) once per session
 def test_pickle_reloads_the_model(seg):
     import pickle
 
