@@ -29,6 +29,31 @@ FEATURE_NAMES = tuple(name for name, _, _ in FEATURES)
 # NSP labels, as in Google's data: 0 = B really follows A, 1 = B is random.
 NSP_IS_NEXT = 0
 NSP_IS_RANDOM = 1
+# SOP labels (ALBERT's data reuses the NSP feature): 0 = A then B in order, 1 = swapped.
+SOP_IN_ORDER = 0
+SOP_SWAPPED = 1
+
+# What ``next_sentence_labels`` means (manifest key ``next_sentence``; absent means "nsp"):
+#   nsp  Google's next sentence prediction: [CLS] A [SEP] B [SEP], label NSP_*
+#   sop  sentence-order prediction: the same layout, label SOP_*
+#   none one segment per instance ([CLS] sentences [SEP], segment_ids all 0): RoBERTa-style
+#        data for masked-LM only; the feature ``next_sentence_labels`` is absent from both the
+#        TFRecord Examples and the Parquet columns.
+SENTENCE_TASKS = ("nsp", "sop", "none")
+LABEL_FEATURE = "next_sentence_labels"
+
+
+def sentence_task(manifest: dict) -> str:
+    """The manifest's ``next_sentence`` (manifests written before it existed: "nsp")."""
+    task = manifest.get("next_sentence", "nsp")
+    if task not in SENTENCE_TASKS:
+        raise ValueError(f"manifest next_sentence {task!r} is not one of {SENTENCE_TASKS}")
+    return task
+
+
+def features(next_sentence: str = "nsp"):
+    """FEATURES as written for ``next_sentence`` (without the label for "none")."""
+    return tuple(f for f in FEATURES if next_sentence != "none" or f[0] != LABEL_FEATURE)
 
 # Files under --output_dir.
 TFRECORD_DIR = "tfrecord"
@@ -61,31 +86,34 @@ def feature_length(kind: str, max_seq_length: int, max_predictions_per_seq: int)
     return {"seq": max_seq_length, "pred": max_predictions_per_seq, "one": 1}[kind]
 
 
-def tf_feature_spec(max_seq_length: int, max_predictions_per_seq: int) -> dict:
-    """Exactly google-research/bert run_pretraining's ``name_to_features``."""
+def tf_feature_spec(max_seq_length: int, max_predictions_per_seq: int,
+                    next_sentence: str = "nsp") -> dict:
+    """Exactly google-research/bert run_pretraining's ``name_to_features`` (without the label
+    for ``next_sentence="none"``)."""
     import tensorflow as tf  # deferred: only TF users pay for the import
 
     dtypes = {"int64": tf.int64, "float32": tf.float32}
     return {
         name: tf.io.FixedLenFeature([feature_length(kind, max_seq_length, max_predictions_per_seq)],
                                     dtypes[dtype])
-        for name, dtype, kind in FEATURES
+        for name, dtype, kind in features(next_sentence)
     }
 
 
-def arrow_schema():
-    """Arrow schema of the Parquet shards: unpadded lists, scalar NSP label."""
+def arrow_schema(next_sentence: str = "nsp"):
+    """Arrow schema of the Parquet shards: unpadded lists, scalar label (none for "none")."""
     import pyarrow as pa
 
-    return pa.schema([
+    columns = [
         ("input_ids", pa.list_(pa.int32())),
         ("input_mask", pa.list_(pa.int8())),
         ("segment_ids", pa.list_(pa.int8())),
         ("masked_lm_positions", pa.list_(pa.int32())),
         ("masked_lm_ids", pa.list_(pa.int32())),
         ("masked_lm_weights", pa.list_(pa.float32())),
-        ("next_sentence_labels", pa.int64()),
-    ])
+        (LABEL_FEATURE, pa.int64()),
+    ]
+    return pa.schema([c for c in columns if next_sentence != "none" or c[0] != LABEL_FEATURE])
 
 
 # manifest.json, written last under --output_dir. Keys trainers rely on (all top level):
@@ -94,6 +122,7 @@ def arrow_schema():
 #   vocab_sha256, total_instances,
 #   shards: {"tfrecord": [{"path": relative path, "instances": n}, ...], "parquet": [...]},
 #   tfrecord_compression ("" or "GZIP", as tf.data names it),
+#   next_sentence ("nsp", "sop" or "none": see SENTENCE_TASKS; absent in older manifests),
 #   config (every pipeline option), versions, ltp_model, created_unix.
 MANIFEST_REQUIRED_KEYS = ("format_version", "max_seq_length", "max_predictions_per_seq",
                           "vocab_size", "do_lower_case", "vocab_file", "total_instances",
