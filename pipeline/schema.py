@@ -120,7 +120,8 @@ def arrow_schema(next_sentence: str = "nsp"):
 #   format_version, max_seq_length, max_predictions_per_seq, vocab_size, do_lower_case,
 #   vocab_file (relative to the output dir: the pipeline copies the vocab there),
 #   vocab_sha256, total_instances,
-#   shards: {"tfrecord": [{"path": relative path, "instances": n}, ...], "parquet": [...]},
+#   shards: {"tfrecord": [{"path": relative path, "instances": n, "bytes": size,
+#                          "sha256": hex digest of the file}, ...], "parquet": [...]},
 #   tfrecord_compression ("" or "GZIP", as tf.data names it),
 #   next_sentence ("nsp", "sop" or "none": see SENTENCE_TASKS; absent in older manifests),
 #   config (every pipeline option), versions, ltp_model, created_unix.

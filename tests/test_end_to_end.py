@@ -63,6 +63,10 @@ def test_manifest_describes_balanced_shards(job):
         import hashlib
         assert hashlib.sha256(f.read()).hexdigest() == manifest["vocab_sha256"]
     schema.validate_manifest(manifest)
+    for entry in manifest["shards"]["tfrecord"] + manifest["shards"]["parquet"]:
+        with open(os.path.join(out, entry["path"]), "rb") as f:
+            data = f.read()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["bytes"], entry["sha256"])
     assert not glob.glob(os.path.join(out, "**", ".tmp-*"), recursive=True)
     assert not os.path.exists(os.path.join(out, "_pieces"))  # temporary instances removed
 

@@ -7,6 +7,7 @@ written last, after every shard and stats.json: its presence means the output is
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -87,7 +88,7 @@ class WriteShardDoFn(beam.DoFn):
         rng = np.random.default_rng(stable_seed(self._seed, "shard", index))
         order = rng.permutation(np.repeat(np.arange(len(sources), dtype=np.int32), counts))
         summary = {"index": index, "instances": len(order), "paths": {}, "bytes": {},
-                   "stats": stats}
+                   "sha256": {}, "stats": stats}
         with contextlib.ExitStack() as stack:
             streams = [stack.enter_context(fs.open_read(fs.join(self._pieces, path)))
                        for path, _ in sources]
@@ -132,14 +133,16 @@ class WriteShardDoFn(beam.DoFn):
             yield counting
         summary["paths"][fmt] = rel
         summary["bytes"][fmt] = counting.written
+        summary["sha256"][fmt] = counting.digest.hexdigest()
 
 
 class _CountingWriter(io.RawIOBase):
-    """Passes writes through and counts the bytes (the manifest records shard sizes)."""
+    """Passes writes through, counting and hashing the bytes (the manifest records each shard's
+    size and sha256, so a copy can be verified without the job)."""
 
     def __init__(self, f):
         super().__init__()
-        self._f, self.written = f, 0
+        self._f, self.written, self.digest = f, 0, hashlib.sha256()
 
     def writable(self) -> bool:
         return True
@@ -149,6 +152,7 @@ class _CountingWriter(io.RawIOBase):
 
     def write(self, data) -> int:
         self._f.write(data)
+        self.digest.update(data)
         n = len(data)
         self.written += n
         return n

@@ -63,7 +63,8 @@ def build_manifest(*, config: Mapping, shards: Iterable[Mapping], vocab_size: in
     for shard in shards:
         for fmt, path in shard["paths"].items():
             per_format.setdefault(fmt, []).append(
-                {"path": path, "instances": shard["instances"], "bytes": shard["bytes"][fmt]})
+                {"path": path, "instances": shard["instances"], "bytes": shard["bytes"][fmt],
+                 "sha256": shard["sha256"][fmt]})
     return {
         "format_version": schema.MANIFEST_FORMAT_VERSION,
         "max_seq_length": config["max_seq_length"],
