@@ -82,7 +82,7 @@ class TrainConfig:
     max_predictions_per_seq: Optional[int] = _option(None, "the phase's predictions per "
                                                            "sequence; checked against the manifest")
     checkpoint_every: int = _option(1000, "save a checkpoint every N updates (and at the end)")
-    keep_checkpoints: int = _option(3, "newest checkpoints kept; older ones are deleted")
+    keep_checkpoints: int = _option(3, "newest checkpoints kept, older ones deleted; 0: all")
     eval_every: int = _option(1000, "evaluate every N updates (and at num_train_steps)")
     eval_steps: int = _option(100, "batches per replica scored at each evaluation: full "
                                    "batches only, never more than one pass over the held-out "

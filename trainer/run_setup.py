@@ -42,8 +42,10 @@ MAY_CHANGE_ON_RESUME = tuple(f"train_config.{name}" for name in (
     "steps_per_execution")) + ("data.dir", "eval_data_dir")
 
 
-class RunDirError(ValueError):
-    """--output_dir holds another run (or unknown run files) and --overwrite was not given."""
+class Refused(ValueError):
+    """A run that must not start, found by a trainer's loop before its first step and before
+    it writes anything: another run in --output_dir (without --overwrite), or held-out data
+    smaller than one batch. The entry points exit with its message, as with ``prepare``'s."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +83,7 @@ class Run:
         return self.eval_data is not None and (step % tc.eval_every == 0
                                                or step == tc.num_train_steps)
 
-    def learning_rate(self, update: int) -> float:
+    def learning_rate_at(self, update: int) -> float:
         """The rate of update ``update`` (0 = the first), from the shared schedule."""
         tc = self.train_config
         return learning_rate(update, base_lr=tc.learning_rate, warmup_steps=tc.warmup_steps,
@@ -201,18 +203,18 @@ def check_run_dir(run: Run, record: Dict) -> bool:
     """Apply the resume rule without writing anything (every rank may call it).
 
     Returns True when the trainer's files there must be deleted first (--overwrite with files
-    present), False to start fresh or resume. Raises RunDirError on another run's directory.
+    present), False to start fresh or resume. Raises Refused on another run's directory.
     """
     present = [name for name in RUN_ENTRIES if storage.exists(run.path(name))]
     if not present or run.overwrite:
         return bool(present)
     advice = "pass --overwrite to start over there, or choose another --output_dir"
     if RUN_CONFIG not in present:
-        raise RunDirError(f"{run.output_dir} holds {', '.join(present)} but no {RUN_CONFIG}: "
+        raise Refused(f"{run.output_dir} holds {', '.join(present)} but no {RUN_CONFIG}: "
                           f"not a run this trainer can resume; {advice}")
     diff = differences(json.loads(storage.read_text(run.path(RUN_CONFIG))), record)
     if diff:
-        raise RunDirError(f"{run.output_dir} holds a different run:\n  " + "\n  ".join(diff)
+        raise Refused(f"{run.output_dir} holds a different run:\n  " + "\n  ".join(diff)
                           + f"\n{advice}")
     return False
 

@@ -76,7 +76,10 @@ def write_text(path: str, text: str) -> None:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         return
-    with _remote_writer(path).GFile(path, "w") as f:
+    gfile = _remote_writer(path)
+    if gfile.exists(path):  # not every file system truncates on "w" (TF's ram:// does not)
+        gfile.remove(path)
+    with gfile.GFile(path, "w") as f:
         f.write(text)
 
 

@@ -57,7 +57,7 @@ def train(argv: Optional[List[str]] = None) -> Optional[dict]:
     ctx = dist.init_from_env()
     try:
         summary = loop.train(run, ctx)
-    except run_setup.RunDirError as e:
+    except run_setup.Refused as e:
         raise SystemExit(f"refusing to train: {e}") from None
     finally:
         dist.shutdown(ctx)

@@ -45,7 +45,7 @@ def train(argv=None) -> dict:
 
     try:
         return loop.fit(run, loop.make_strategy(args.tpu)).summary()
-    except run_setup.RunDirError as e:
+    except run_setup.Refused as e:
         raise SystemExit(f"refusing to train: {e}") from None
 
 

@@ -120,7 +120,7 @@ def test_a_run_resumes_only_where_its_configuration_matches(train_dir, eval_dir,
         (dict(run=first, trainer="tf2"), "trainer: 'pytorch' there, 'tf2' now"),
         (dict(run=make_run(eval_dir, out, learning_rate=1e-3)), "data.manifest_sha256"),
     ]:
-        with pytest.raises(run_setup.RunDirError, match=message):
+        with pytest.raises(run_setup.Refused, match=message):
             start(**other)
 
 
@@ -144,7 +144,7 @@ def test_run_files_without_a_run_config_are_refused(train_dir, tmp_path):
     start(make_run(train_dir, out))  # unrelated files: a fresh run may start here
     os.remove(out / run_setup.RUN_CONFIG)
     (out / "checkpoints").mkdir()
-    with pytest.raises(run_setup.RunDirError, match="holds checkpoints but no run_config.json"):
+    with pytest.raises(run_setup.Refused, match="holds checkpoints but no run_config.json"):
         start(make_run(train_dir, out))
 
 
@@ -154,7 +154,7 @@ def test_stop_at_step_ends_early_without_moving_the_schedule(train_dir, tmp_path
     assert run.last_step == 5
     assert [s for s in range(1, 11) if run.log_due(s)] == [4, 5, 8]
     assert [s for s in range(1, 11) if run.checkpoint_due(s)] == [4, 5, 8]
-    assert run.learning_rate(4) == pytest.approx(1e-4 * 6 / 8)
+    assert run.learning_rate_at(4) == pytest.approx(1e-4 * 6 / 8)
     with pytest.raises(ValueError, match="stop_at_step"):
         run_setup.prepare_run(ModelConfig(**TINY), TrainConfig(), data_dir=train_dir,
                               output_dir=str(tmp_path), stop_at_step=0)

@@ -29,9 +29,10 @@ def data_dir(tmp_path_factory):
 
 
 def _fit(data_dir, output_dir, *, stop_at_step=None, **overrides):
+    data = data_contract.load_data_dir(data_dir, CONFIG)
     run = run_setup.Run(model_config=CONFIG, train_config=dataclasses.replace(TRAIN, **overrides),
-                        data=data_contract.load_data_dir(data_dir, CONFIG),
-                        output_dir=output_dir, stop_at_step=stop_at_step)
+                        data=data, eval_data=data, output_dir=output_dir,
+                        stop_at_step=stop_at_step)
     return loop.fit(run, tf.distribute.get_strategy())
 
 
@@ -42,21 +43,37 @@ def _weights(result):
 def test_checkpoint_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, data_dir):
     """6 steps straight vs 3 steps (--stop_at_step), then the same run again: it resumes.
     Every step sees different examples, so a replayed or skipped batch (or a dropout RNG that
-    restarts) would change the weights."""
+    restarts) would change the weights. The interrupted run lives behind a URL (TF's ram://
+    file system, as gs:// on a TPU VM): run_config.json, metrics.jsonl and the resume rule
+    work there too."""
     straight = _fit(data_dir, str(tmp_path / "a"))
-    stopped = _fit(data_dir, str(tmp_path / "b"), stop_at_step=3)
+    remote = f"ram://{tmp_path.name}/b"
+    stopped = _fit(data_dir, remote, stop_at_step=3)
     assert stopped.step == 3 and stopped.export_hf is None
-    resumed = _fit(data_dir, str(tmp_path / "b"))
+    resumed = _fit(data_dir, remote)
     assert straight.step == resumed.step == 6
     assert int(resumed.trainer.data_examples.numpy()) == 6 * 4
     for a, b in zip(_weights(straight), _weights(resumed)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    lines = metrics.read(str(tmp_path / "b" / "metrics.jsonl"))
-    assert [(x["split"], x["step"]) for x in lines] == [("train", 3), ("train", 6)]
-    assert all(list(x) == ["split", "step", *metrics.TRAIN_KEYS] for x in lines)
-    assert os.listdir(tmp_path / "b" / "tensorboard" / "train")  # TensorBoard event files
-    with pytest.raises(run_setup.RunDirError, match="learning_rate: 0.001 there, 0.002 now"):
-        _fit(data_dir, str(tmp_path / "b"), learning_rate=2e-3)
+    lines = metrics.read(f"{remote}/metrics.jsonl")
+    assert [(x["split"], x["step"]) for x in lines] == [
+        ("train", 3), ("eval", 3), ("train", 6), ("eval", 6)]
+    assert list(lines[0]) == ["split", "step", *metrics.TRAIN_KEYS]
+    assert list(lines[1]) == ["split", "step", *metrics.EVAL_KEYS]
+    # the same held-out batches at every evaluation, in one process or two
+    evals = [x for x in metrics.read(str(tmp_path / "a" / "metrics.jsonl")) if x["split"] == "eval"]
+    assert [x["examples"] for x in evals] == [8.0, 8.0]  # eval_steps 2 x batch 4
+    assert evals[1]["loss"] == pytest.approx(lines[3]["loss"], rel=1e-5)
+    assert tf.io.gfile.listdir(f"{remote}/tensorboard/train")  # TensorBoard event files
+    with pytest.raises(run_setup.Refused, match="learning_rate: 0.001 there, 0.002 now"):
+        _fit(data_dir, remote, learning_rate=2e-3)
+
+
+def test_held_out_data_smaller_than_one_global_batch_is_refused_before_anything(tmp_path,
+                                                                                data_dir):
+    with pytest.raises(run_setup.Refused, match="one global batch of 64: nothing to evaluate"):
+        _fit(data_dir, str(tmp_path / "run"), batch_size=64)  # 40 held-out examples
+    assert not os.path.exists(tmp_path / "run")
 
 
 def _cli(*args, module: bool, timeout: int = 240):

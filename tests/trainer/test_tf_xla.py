@@ -46,7 +46,7 @@ def test_xla_compiled_steps_have_static_shapes_and_match_the_graph(data, tmp_pat
         trainer = make_trainer(data, tmp_path / str(jit), jit_compile=jit)
         batches = iter(trainer.train_dataset())
         results[jit] = ([trainer.train_steps(batches, 1) for _ in range(3)],
-                        trainer.evaluate(data))
+                        trainer.evaluate(trainer.eval_input(data)))
     for plain, xla in zip(results[False][0], results[True][0]):
         for key, value in plain.items():
             assert xla[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
@@ -81,10 +81,10 @@ class StringOp(loop.Trainer):
 def test_the_xla_check_catches_dynamic_shapes_and_ops_xla_cannot_compile(data, tmp_path):
     """The checks above have teeth: both steps run as plain graphs, and neither passes XLA."""
     dynamic = make_trainer(data, tmp_path, jit_compile=True, cls=DataDependentShape)
-    batch = next(iter(dynamic.eval_dataset(data)[0]))
+    batch = next(iter(dynamic.eval_input(data)[0]))
     assert dynamic_dims(dynamic.replica_eval.experimental_get_compiler_ir(batch)(stage="hlo"))
     plain = make_trainer(data, tmp_path, jit_compile=False, cls=StringOp)
-    assert plain.evaluate(data)["examples"] == 8
+    assert plain.evaluate(plain.eval_input(data))["examples"] == 8
     compiled = make_trainer(data, tmp_path, jit_compile=True, cls=StringOp)
     with pytest.raises(tf.errors.InvalidArgumentError, match="unsupported operations.*AsString"):
-        compiled.evaluate(data)
+        compiled.evaluate(compiled.eval_input(data))

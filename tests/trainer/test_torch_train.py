@@ -54,6 +54,15 @@ def test_phase_mismatch_is_refused_in_process(train_dir, tiny_model_yaml, tmp_pa
     assert not (tmp_path / "run").exists()
 
 
+def test_held_out_data_smaller_than_one_batch_is_refused_before_anything(train_dir, eval_dir,
+                                                                        tiny_model_yaml,
+                                                                        tmp_path):
+    with pytest.raises(SystemExit, match="no rank's held-out files hold one batch of 65"):
+        train(args(train_dir, tiny_model_yaml, tmp_path / "run", "--eval_data_dir", eval_dir,
+                   "--batch_size", "65"))  # 64 held-out examples
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture(scope="module")
 def straight_run(train_dir, eval_dir, tmp_path_factory):
     """8 steps uninterrupted, with eval and HF export; 2 DataLoader workers."""

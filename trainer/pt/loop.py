@@ -96,16 +96,17 @@ def autocast(ctx: DistContext, config: TrainConfig):
 
 
 def eval_batches(spec, config: TrainConfig, ctx: DistContext) -> int:
-    """Batches each rank scores per evaluation: eval_steps, or fewer when one pass over some
-    rank's held-out files holds fewer full batches (every rank counts all ranks from the
-    manifest, so all agree). ValueError when a rank would have none."""
+    """Batches this rank scores per evaluation: eval_steps, or fewer when one pass over its
+    held-out files holds fewer full batches (0 for a rank without files: more ranks than
+    held-out shards). Every rank counts all ranks from the manifest, so all agree to refuse
+    (run_setup.Refused) held-out data without one full batch anywhere."""
     sizes = spec.sizes(FORMAT)
     full = [sum(sizes[f] for f in reader_files(range(len(sizes)), reader=r,
                                                num_readers=ctx.world_size)) // config.batch_size
             for r in range(ctx.world_size)]
-    if min(full) == 0:
-        raise ValueError(f"{spec.data_dir}: some rank's held-out files hold fewer than one "
-                         f"batch of {config.batch_size} (full batches per rank: {full})")
+    if max(full) == 0:
+        raise run_setup.Refused(f"{spec.data_dir}: no rank's held-out files hold one batch of "
+                                f"{config.batch_size}: nothing to evaluate")
     return min(config.eval_steps, full[ctx.rank])
 
 
@@ -124,7 +125,8 @@ def evaluate(pretrainer: Pretrainer, spec, config: TrainConfig, ctx: DistContext
             out = pretrainer(to_device(batch, ctx.device))
         sums = metrics.add(sums, {k: out[k] for k in metrics.SUM_KEYS})
     pretrainer.train(was_training)
-    return metrics.finish(sum_across(ctx, {k: float(v) for k, v in sums.items()}))
+    mine = {k: float(sums[k]) if sums else 0.0 for k in metrics.SUM_KEYS}
+    return metrics.finish(sum_across(ctx, mine))
 
 
 def train_step(model, batches: Iterator, tracker: CursorTracker, *, optimizer, scheduler,
@@ -196,11 +198,12 @@ def open_run_dir(run: Run, ctx: DistContext) -> None:
 def train(run: Run, ctx: DistContext) -> Dict:
     """The whole run, to ``run.last_step``; returns ``run_setup.Outcome.summary()``.
 
-    Raises run_setup.RunDirError, before building anything, when output_dir holds another run.
+    Raises run_setup.Refused, before writing or building anything, when output_dir holds
+    another run or the held-out data is smaller than one batch per rank.
     """
     tc = run.train_config
-    open_run_dir(run, ctx)
     steps_per_eval = eval_batches(run.eval_data, tc, ctx) if run.eval_data else 0
+    open_run_dir(run, ctx)
     latest = checkpoint.latest_checkpoint(run.output_dir)
     pretrainer = Pretrainer(build_model(run.model_config,
                                         init_checkpoint=None if latest else run.init_checkpoint,
@@ -235,7 +238,7 @@ def train(run: Run, ctx: DistContext) -> Dict:
             totals = sum_across(ctx, {k: float(window[k]) for k in metrics.SUM_KEYS})
             outcome.train = metrics.finish_train(
                 totals, grad_norm_sum=float(window["grad_norm"]), steps=window_steps,
-                learning_rate=run.learning_rate(step - 1),
+                learning_rate=run.learning_rate_at(step - 1),
                 seconds=time.perf_counter() - window_start)
             if ctx.is_main:
                 metrics_log.write("train", step, outcome.train)

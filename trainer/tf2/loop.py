@@ -102,7 +102,8 @@ class Trainer:
                                               data_examples=self.data_examples,
                                               dropout_rng=dropout_rng_state(self.model))
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, run.path(run_setup.CHECKPOINTS), max_to_keep=tc.keep_checkpoints)
+            self.checkpoint, run.path(run_setup.CHECKPOINTS),
+            max_to_keep=tc.keep_checkpoints or None)  # 0: keep all, as the PyTorch trainer
         self._train_chunk = self._make_train_chunk()
         self._eval_chunk = self._make_eval_chunk()
 
@@ -140,25 +141,10 @@ class Trainer:
         self.host_examples_per_step = self.global_batch * tc.grad_accum // pipelines
         return dist
 
-    def eval_dataset(self, data: DataSpec):
-        """(distributed one-pass batches of ``data``, steps to run): eval_steps, or fewer when
-        one pass of the smallest host's files holds fewer full global batches."""
-        def make(shards, batch_size):
-            return tfdata.eval_dataset(
-                shards, batch_size=batch_size, max_seq_length=data.max_seq_length,
-                max_predictions_per_seq=data.max_predictions_per_seq,
-                compression=data.tfrecord_compression)
-
-        files, sizes = data.paths("tfrecord"), data.sizes("tfrecord")
-        dist, pipelines = tfdata.distribute(self.strategy, files, sizes,
-                                            global_batch_size=self.global_batch,
-                                            make_dataset=make)
-        full = tfdata.full_batches_per_pass(files, sizes, num_pipelines=pipelines,
-                                            pipeline_batch_size=self.global_batch // pipelines)
-        if full == 0:
-            raise ValueError(f"{data.data_dir} holds fewer examples per input pipeline than "
-                             f"one global batch of {self.global_batch}: nothing to evaluate")
-        return dist, min(self.run.train_config.eval_steps, full)
+    def eval_input(self, data: DataSpec):
+        """``eval_input`` of ``data`` for this trainer's strategy and global batch."""
+        return eval_input(self.strategy, data, global_batch=self.global_batch,
+                          eval_steps=self.run.train_config.eval_steps)
 
     def _replica_step(self, *batches) -> Dict[str, tf.Tensor]:
         """One optimizer update on this replica's micro-batches; returns its loss sums."""
@@ -223,11 +209,34 @@ class Trainer:
         self.data_examples.assign_add(num_steps * self.host_examples_per_step)
         return {k: float(v.numpy()) for k, v in sums.items()}
 
-    def evaluate(self, data: DataSpec) -> Dict[str, float]:
-        """Google's metrics (``metrics.EVAL_KEYS``) over the same held-out batches every time."""
-        dist, steps = self.eval_dataset(data)
+    def evaluate(self, held_out) -> Dict[str, float]:
+        """Google's metrics (``metrics.EVAL_KEYS``) over ``held_out`` = ``eval_input(...)``,
+        iterated from its start: the same batches at every evaluation."""
+        dist, steps = held_out
         sums = self._eval_chunk(iter(dist), tf.constant(steps, tf.int32))
         return metrics.finish({k: float(v.numpy()) for k, v in sums.items()})
+
+
+def eval_input(strategy: tf.distribute.Strategy, data: DataSpec, *, global_batch: int,
+               eval_steps: int):
+    """(distributed one-pass batches of ``data``, steps per evaluation): eval_steps, or fewer
+    when one pass of the smallest host's files holds fewer full global batches.
+    run_setup.Refused when that is none: nothing to evaluate."""
+    def make(shards, batch_size):
+        return tfdata.eval_dataset(
+            shards, batch_size=batch_size, max_seq_length=data.max_seq_length,
+            max_predictions_per_seq=data.max_predictions_per_seq,
+            compression=data.tfrecord_compression)
+
+    files, sizes = data.paths("tfrecord"), data.sizes("tfrecord")
+    dist, pipelines = tfdata.distribute(strategy, files, sizes, global_batch_size=global_batch,
+                                        make_dataset=make)
+    full = tfdata.full_batches_per_pass(files, sizes, num_pipelines=pipelines,
+                                        pipeline_batch_size=global_batch // pipelines)
+    if full == 0:
+        raise run_setup.Refused(f"{data.data_dir} holds fewer examples per input pipeline than "
+                                f"one global batch of {global_batch}: nothing to evaluate")
+    return dist, min(eval_steps, full)
 
 
 def tensorboard_scalars(output_dir: str):
@@ -277,13 +286,19 @@ def fit(run: Run, strategy: Optional[tf.distribute.Strategy] = None, *,
     """Train to ``run.last_step`` (resuming per the run directory's rule), evaluating and
     checkpointing on the way; export after num_train_steps if asked.
 
-    Raises run_setup.RunDirError, before building anything, when output_dir holds another run.
+    Raises run_setup.Refused, before writing or building anything, when output_dir holds
+    another run or the held-out data is smaller than one global batch.
     """
     strategy = strategy or make_strategy(None)
-    record = run_setup.run_record(run, trainer="tf2", replicas=strategy.num_replicas_in_sync)
+    tc = run.train_config
+    replicas = strategy.num_replicas_in_sync
+    held_out = None
+    if run.eval_data is not None:
+        held_out = eval_input(strategy, run.eval_data, global_batch=tc.batch_size * replicas,
+                              eval_steps=tc.eval_steps)
+    record = run_setup.run_record(run, trainer="tf2", replicas=replicas)
     run_setup.start_run_dir(run, record, clear=run_setup.check_run_dir(run, record))
     trainer = Trainer(run, strategy, jit_compile=jit_compile)
-    tc = run.train_config
     log.info("%s; %d replicas, global batch %d x %d micro-batches, dtype %s",
              trainer.restore_or_init(), trainer.replicas, trainer.global_batch, tc.grad_accum,
              trainer.model.dtype_policy.name)
@@ -301,13 +316,13 @@ def fit(run: Run, strategy: Optional[tf.distribute.Strategy] = None, *,
         if run.log_due(step):
             result.train = metrics.finish_train(
                 window, grad_norm_sum=window["grad_norm"], steps=window_steps,
-                learning_rate=run.learning_rate(step - 1), seconds=time.perf_counter() - t0)
+                learning_rate=run.learning_rate_at(step - 1), seconds=time.perf_counter() - t0)
             metrics_log.write("train", step, result.train)
             window, window_steps, t0 = None, 0, time.perf_counter()
         if run.checkpoint_due(step):
             log.info("saved %s", trainer.manager.save(checkpoint_number=step))
         if run.eval_due(step):
-            result.eval = trainer.evaluate(run.eval_data)
+            result.eval = trainer.evaluate(held_out)
             metrics_log.write("eval", step, result.eval)
             t0 = time.perf_counter()  # eval time is not training throughput
     result.step = step
