@@ -76,28 +76,34 @@ class MetricsLog:
     """output_dir/metrics.jsonl, a log line, and TensorBoard scalars through ``scalars``.
 
     scalars(split, step, values): the framework's TensorBoard writer (tensorboard/<split>/ in
-    the run directory), or None.
+    the run directory), or None. active: whether this process writes (rank 0 of a PyTorch
+    run); every process checks the loss, so all ranks stop together on a non-finite one.
     """
 
     def __init__(self, output_dir: str, *,
-                 scalars: Optional[Callable[[str, int, Dict[str, float]], None]] = None):
+                 scalars: Optional[Callable[[str, int, Dict[str, float]], None]] = None,
+                 active: bool = True):
         self.path = storage.join(output_dir, METRICS_FILE)
         self.scalars = scalars
+        self.active = active
 
     def write(self, split: str, step: int, values: Mapping[str, float]) -> None:
         expected = TRAIN_KEYS if split == "train" else EVAL_KEYS
         if split not in SPLITS or tuple(values) != expected:
             raise ValueError(f"a {split!r} line holds {expected}, got {tuple(values)}")
-        storage.append_text(self.path, json.dumps({"split": split, "step": step, **values}) + "\n")
-        if self.scalars is not None:
-            self.scalars(split, step, dict(values))
-        log.info("%s step %d: %s", split, step, " ".join(f"{k}={v:.5g}" for k, v in values.items()))
+        if self.active:
+            line = json.dumps({"split": split, "step": step, **values})
+            storage.append_text(self.path, line + "\n")
+            if self.scalars is not None:
+                self.scalars(split, step, dict(values))
+            log.info("%s step %d: %s", split, step,
+                     " ".join(f"{k}={v:.5g}" for k, v in values.items()))
         if not math.isfinite(values["loss"]):
             raise FloatingPointError(f"{split} loss is {values['loss']} at step {step}")
 
     def trim(self, last_step: int) -> None:
         """Drop lines after ``last_step``: a run resumed from that checkpoint logs them again."""
-        if not storage.exists(self.path):
+        if not self.active or not storage.exists(self.path):
             return
         lines = storage.read_text(self.path).splitlines(keepends=True)
         kept = [line for line in lines if json.loads(line)["step"] <= last_step]

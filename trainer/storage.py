@@ -84,9 +84,11 @@ def write_text(path: str, text: str) -> None:
 
 
 def append_text(path: str, text: str) -> None:
-    """Add ``text`` at the end of ``path``. Object stores have no append: a remote file is
-    rewritten whole (fine for a log written every few hundred steps)."""
+    """Add ``text`` at the end of ``path``, creating it and its directory. Object stores have
+    no append: a remote file is rewritten whole (fine for a log written every few hundred
+    steps)."""
     if not is_remote(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
             f.write(text)
         return

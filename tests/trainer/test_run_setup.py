@@ -197,10 +197,13 @@ def test_metrics_log_holds_one_format_and_trims_after_a_resumed_step(tmp_path):
     assert [x["step"] for x in metrics.read(log.path)] == [2, 4, 4]
 
 
-def test_a_non_finite_loss_stops_the_run_after_its_line(tmp_path):
-    log = metrics.MetricsLog(str(tmp_path))
+def test_a_non_finite_loss_stops_every_rank_after_rank_0_wrote_its_line(tmp_path):
+    values = metrics.finish_train({**SUMS, "nsp_loss_sum": math.nan}, grad_norm_sum=1.0,
+                                  steps=1, learning_rate=1e-4, seconds=1.0)
     with pytest.raises(FloatingPointError, match="train loss is nan at step 3"):
-        log.write("train", 3, metrics.finish_train({**SUMS, "nsp_loss_sum": math.nan},
-                                                   grad_norm_sum=1.0, steps=1,
-                                                   learning_rate=1e-4, seconds=1.0))
-    assert metrics.read(log.path)[0]["step"] == 3
+        metrics.MetricsLog(str(tmp_path / "run")).write("train", 3, values)
+    assert metrics.read(str(tmp_path / "run" / metrics.METRICS_FILE))[0]["step"] == 3
+    other_rank = metrics.MetricsLog(str(tmp_path / "other"), active=False)
+    with pytest.raises(FloatingPointError):  # stops too (no rank is left waiting), writes nothing
+        other_rank.write("train", 3, values)
+    assert not (tmp_path / "other").exists()

@@ -217,9 +217,9 @@ def train(run: Run, ctx: DistContext) -> Dict:
         model = DistributedDataParallel(
             pretrainer, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     board = tensorboard(run.output_dir) if ctx.is_main else None
-    metrics_log = metrics.MetricsLog(run.output_dir, scalars=board)
+    metrics_log = metrics.MetricsLog(run.output_dir, scalars=board, active=ctx.is_main)
+    metrics_log.trim(step)
     if ctx.is_main:
-        metrics_log.trim(step)
         log.info("%s; model %s parameters; data %s (%d instances, seq %d); world %d",
                  f"resumed {latest} at step {step}" if latest else
                  f"initialised from {run.init_checkpoint}" if run.init_checkpoint else
@@ -240,13 +240,11 @@ def train(run: Run, ctx: DistContext) -> Dict:
                 totals, grad_norm_sum=float(window["grad_norm"]), steps=window_steps,
                 learning_rate=run.learning_rate_at(step - 1),
                 seconds=time.perf_counter() - window_start)
-            if ctx.is_main:
-                metrics_log.write("train", step, outcome.train)
+            metrics_log.write("train", step, outcome.train)  # every rank: the same totals
             window, window_steps, window_start = None, 0, time.perf_counter()
         if run.eval_due(step):
             outcome.eval = evaluate(pretrainer, run.eval_data, tc, ctx, steps=steps_per_eval)
-            if ctx.is_main:
-                metrics_log.write("eval", step, outcome.eval)
+            metrics_log.write("eval", step, outcome.eval)
             window_start = time.perf_counter()  # eval time is not training throughput
         if run.checkpoint_due(step):
             save_checkpoint(run, step, pretrainer=pretrainer, optimizer=optimizer,
