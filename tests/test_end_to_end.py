@@ -158,3 +158,40 @@ def test_command_line_says_where_the_output_went_and_refuses_clearly(tmp_path,
     assert "reading 1 file(s)" in done.stderr and "instances in 1 shard(s) under" in done.stderr
     again = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=realdata.REPO)
     assert again.returncode == 2 and "pass --overwrite" in again.stderr
+
+
+@pytest.mark.parametrize("task", ["sop", "none"])
+def test_other_sentence_tasks_through_the_job(task, tmp_path, small_ltp_model_dir):
+    """SOP keeps Google's feature (its meaning in the manifest); ``none`` has no label at all,
+    in either format, and one segment per instance."""
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+
+    small = tmp_path / "small.txt"
+    small.write_text("\n\n".join(sample_documents(20)), encoding="utf-8")
+    out = tmp_path / task
+    manifest = run([f"--input={small}", f"--output_dir={out}", "--dupe_factor=2",
+                    "--num_shards=2", f"--next_sentence={task}",
+                    f"--ltp_model={small_ltp_model_dir}"])
+    assert manifest["next_sentence"] == task and manifest["total_instances"] > 50
+    names = [f["name"] for f in manifest["features"]]
+    assert ("next_sentence_labels" in names) == (task == "sop")
+    import pyarrow as pa
+
+    table = pa.concat_tables([pq.read_table(out / s["path"])
+                              for s in manifest["shards"]["parquet"]])
+    assert table.column_names == names
+    spec = schema.tf_feature_spec(MAX_SEQ, MAX_PRED, task)
+    for raw in tf.data.TFRecordDataset(str(out / manifest["shards"]["tfrecord"][0]["path"])):
+        example = tf.train.Example.FromString(raw.numpy())
+        assert sorted(example.features.feature) == sorted(names)
+        tf.io.parse_single_example(raw, spec)
+    with open(out / "stats.json", encoding="utf-8") as f:
+        stats = json.load(f)
+    if task == "sop":
+        assert 0.4 < stats["derived"]["sop_swapped_share"] < 0.6
+        assert set(table.column("next_sentence_labels").to_pylist()) == {0, 1}
+    else:
+        rows = table.to_pylist()
+        assert all(set(r["segment_ids"]) == {0} and r["input_ids"].count(102) == 1 for r in rows)
+        assert stats["derived"]["nsp_random_share"] is None

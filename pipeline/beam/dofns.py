@@ -51,7 +51,7 @@ def range_config(job: JobConfig, vocab: Sequence[str]) -> RangeConfig:
             masked_lm_prob=job.masked_lm_prob, short_seq_prob=job.short_seq_prob,
             do_whole_word_mask=job.do_whole_word_mask, vocab_size=len(vocab),
             cls_id=vocab.index("[CLS]"), sep_id=vocab.index("[SEP]"),
-            mask_id=vocab.index("[MASK]")),
+            mask_id=vocab.index("[MASK]"), next_sentence=job.next_sentence),
         input_format=job.input_format, text_field=job.text_field,
         max_sentence_chars=job.max_sentence_chars,
         tokenize_batch_size=job.tokenize_batch_size, dupe_factor=job.dupe_factor,

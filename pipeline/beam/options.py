@@ -76,6 +76,11 @@ class JobConfig:
     do_whole_word_mask: bool = _flag(
         True, "mask whole words: LTP words for Chinese, ## groups for Latin text",
         type=str2bool)
+    next_sentence: str = _flag(
+        "nsp", "the second segment and its label: nsp (Google's next sentence prediction), sop "
+        "(sentence-order prediction: B always follows A, swapped half the time), none (one "
+        "segment of whole sentences, no label: masked-LM only, as RoBERTa)",
+        choices=("nsp", "sop", "none"))
     ltp_model: str = _flag(
         "default", "'default' (built-in legacy model, trained on first use), a local, gs:// "
         "or s3:// LTP model directory, or a hub name")

@@ -61,8 +61,10 @@ class WriteShardDoFn(beam.DoFn):
 
     def __init__(self, *, output_dir: str, pieces_dir: str, num_shards: int, seed: int,
                  formats, max_seq_length: int, max_predictions_per_seq: int, gzip: bool,
-                 parquet_compression: str, filesystem_options: Dict[str, object]):
+                 parquet_compression: str, next_sentence: str,
+                 filesystem_options: Dict[str, object]):
         self._dir, self._pieces, self._n = output_dir, pieces_dir, num_shards
+        self._task = next_sentence
         self._formats, self._seed = tuple(formats), seed
         self._lengths = (max_seq_length, max_predictions_per_seq)
         self._gzip, self._pq = gzip, parquet_compression
@@ -116,12 +118,14 @@ class WriteShardDoFn(beam.DoFn):
             f = stack.enter_context(self._counted(rel, summary, "tfrecord"))
             records = TFRecordSink(f, gzip=self._gzip)
             stack.callback(records.close)
+            with_label = self._task != "none"
             writers.append(lambda b: b is not None and records.write_all(
-                serialize_batch(b, *self._lengths)))
+                serialize_batch(b, *self._lengths, with_label=with_label)))
         if "parquet" in self._formats:
             rel = schema.shard_path("parquet", index, self._n)
             f = stack.enter_context(self._counted(rel, summary, "parquet"))
-            table = ParquetSink(f, compression=None if self._pq == "none" else self._pq)
+            table = ParquetSink(f, compression=None if self._pq == "none" else self._pq,
+                                next_sentence=self._task)
             stack.callback(table.close)
             writers.append(table.write)
         return writers
@@ -187,7 +191,7 @@ def write_outputs(element, *, output_dir: str, pieces_dir: str, config: dict,
                               else "")
     manifest["stats"] = {k: stats_doc["counts"].get(k, 0) for k in
                          ("documents", "sentences", "tokens", "instances", "nsp_next",
-                          "nsp_random", "masked_tokens")}
+                          "nsp_random", "sop_in_order", "sop_swapped", "masked_tokens")}
     fs.write_atomic(fs.join(output_dir, schema.MANIFEST_FILE),
                     json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"))
     LOG.info("wrote %d instances in %d shards to %s", manifest["total_instances"],

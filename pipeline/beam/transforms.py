@@ -93,7 +93,7 @@ class WriteShards(beam.PTransform):
                     max_seq_length=c.max_seq_length,
                     max_predictions_per_seq=c.max_predictions_per_seq,
                     gzip=c.compression == "gzip", parquet_compression=c.parquet_compression,
-                    filesystem_options=self._fs)))
+                    next_sentence=c.next_sentence, filesystem_options=self._fs)))
 
 
 def pieces_dir(config: JobConfig) -> str:

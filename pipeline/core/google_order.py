@@ -19,9 +19,8 @@ import re
 from collections import Counter
 from typing import List, Optional, Sequence, Tuple, Union
 
-from pipeline import schema
 from pipeline.core.instance import Instance, InstanceBatch, InstanceConfig
-from pipeline.core.pairs import FlatPool, flatten_documents, plan_document
+from pipeline.core.pairs import FlatPool, count_labels, flatten_documents, plan_document
 from pipeline.core.seeds import rng_for
 from pipeline.core.wordpiece import CJK, SPECIAL, WORD_START, Sentence
 
@@ -127,17 +126,19 @@ def create_masked_lm_predictions(tokens: List[int], flags: bytes, config: Instan
 _SPECIAL_FLAG = bytes([SPECIAL])
 
 
-def _build_instance(a, b, fa, fb, is_random, config, rng, stats) -> Instance:
-    tokens = [config.cls_id] + a + [config.sep_id] + b + [config.sep_id]
-    flags = _SPECIAL_FLAG + fa + _SPECIAL_FLAG + fb + _SPECIAL_FLAG
+def _build_instance(a, b, fa, fb, label, config, rng, stats) -> Instance:
+    tokens = [config.cls_id] + a + [config.sep_id]
+    flags = _SPECIAL_FLAG + fa + _SPECIAL_FLAG
+    if config.has_pair:
+        tokens += b + [config.sep_id]
+        flags += fb + _SPECIAL_FLAG
     masked, positions, labels = create_masked_lm_predictions(tokens, flags, config, rng, stats)
-    label = schema.NSP_IS_RANDOM if is_random else schema.NSP_IS_NEXT
     if stats is not None:
         stats["instances"] += 1
-        stats["nsp_random" if is_random else "nsp_next"] += 1
+        count_labels(stats, config, [label])
         stats[f"seq_length:{len(tokens)}"] += 1
     return Instance(input_ids=masked, num_a=len(a) + 2, masked_lm_positions=positions,
-                           masked_lm_ids=labels, next_sentence_label=label)
+                    masked_lm_ids=labels, next_sentence_label=label)
 
 
 def create_instances_from_document(pool: Union[FlatPool, Sequence[Document]], index: int,
@@ -156,8 +157,8 @@ def create_instances_from_document(pool: Union[FlatPool, Sequence[Document]], in
         a, b = tokens[pair.a_start:pair.a_end].tolist(), tokens[pair.b_start:pair.b_end].tolist()
         fa = bytearray(flags[pair.a_start:pair.a_end].tobytes())
         fb = bytearray(flags[pair.b_start:pair.b_end].tobytes())
-        truncate_seq_pair(a, b, fa, fb, config.max_seq_length - 3, rng)
-        instances.append(_build_instance(a, b, fa, fb, pair.is_random, config, rng, stats))
+        truncate_seq_pair(a, b, fa, fb, config.max_num_tokens, rng)
+        instances.append(_build_instance(a, b, fa, fb, pair.label, config, rng, stats))
     return instances
 
 

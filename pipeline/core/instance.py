@@ -11,6 +11,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from pipeline import schema
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,8 +26,22 @@ class InstanceConfig:
     cls_id: int = 101
     sep_id: int = 102
     mask_id: int = 103
+    # What the second segment and the label are: schema.SENTENCE_TASKS ("nsp", "sop", "none").
+    next_sentence: str = "nsp"
+
+    @property
+    def has_pair(self) -> bool:
+        """Two segments, [CLS] A [SEP] B [SEP] (nsp, sop); else one, [CLS] A [SEP] (none)."""
+        return self.next_sentence != "none"
+
+    @property
+    def max_num_tokens(self) -> int:
+        """Tokens of the segments: all but [CLS] and the [SEP] after each segment."""
+        return self.max_seq_length - (3 if self.has_pair else 2)
 
     def __post_init__(self):
+        if self.next_sentence not in schema.SENTENCE_TASKS:
+            raise ValueError(f"next_sentence must be one of {schema.SENTENCE_TASKS}")
         if self.max_seq_length < 5:
             raise ValueError("max_seq_length must be at least 5 ([CLS] a [SEP] b [SEP])")
         if self.max_predictions_per_seq < 1:
@@ -43,12 +59,14 @@ class InstanceConfig:
 class Instance:
     """One pretraining example, unpadded.
 
-    input_ids: [CLS] A [SEP] B [SEP] as vocabulary ids, length n <= max_seq_length.
-    num_a: number of leading tokens in segment 0, i.e. len(A) + 2 ([CLS] and the first [SEP]).
+    input_ids: [CLS] A [SEP] B [SEP] (or [CLS] A [SEP] without a pair) as vocabulary ids,
+      length n <= max_seq_length.
+    num_a: number of leading tokens in segment 0, i.e. len(A) + 2 ([CLS] and the first [SEP]);
+      n without a pair.
     masked_lm_positions: ascending positions in input_ids, never 0 (position 0 is [CLS]);
       NVIDIA's HDF5 readers stop at the first 0, so 0 must never be a real prediction.
     masked_lm_ids: the original ids at those positions (the labels).
-    next_sentence_label: schema.NSP_IS_NEXT or schema.NSP_IS_RANDOM.
+    next_sentence_label: schema.NSP_* or schema.SOP_* (0 without a pair).
     """
 
     input_ids: Sequence[int]
@@ -101,20 +119,21 @@ class InstanceBatch:
     """Many instances as flat columns: how instances travel between stages and reach writers.
 
     Row ``i`` has ``lengths[i]`` tokens (its slice of ``tokens``), ``num_a[i]`` of them in
-    segment 0, ``num_pred[i]`` predictions (its slices of ``positions`` and ``labels``) and NSP
-    label ``nsp[i]``: the unpadded ``Instance`` fields, column-wise. Token ids are stored as
-    uint16 when the vocabulary fits, else int32; positions as uint16.
+    segment 0, ``num_pred[i]`` predictions (its slices of ``positions`` and ``labels``) and the
+    sentence-pair label ``pair_label[i]`` (NSP or SOP; 0 for single segments): the unpadded
+    ``Instance`` fields, column-wise. Token ids are stored as uint16 when the vocabulary fits,
+    else int32; positions as uint16.
     """
 
-    __slots__ = ("tokens", "lengths", "num_a", "positions", "labels", "num_pred", "nsp")
+    __slots__ = ("tokens", "lengths", "num_a", "positions", "labels", "num_pred", "pair_label")
 
-    def __init__(self, tokens, lengths, num_a, positions, labels, num_pred, nsp):
+    def __init__(self, tokens, lengths, num_a, positions, labels, num_pred, pair_label):
         self.tokens, self.labels = np.asarray(tokens), np.asarray(labels)
         self.lengths = np.asarray(lengths, dtype=np.int32)
         self.num_a = np.asarray(num_a, dtype=np.int32)
         self.positions = np.asarray(positions, dtype=np.uint16)
         self.num_pred = np.asarray(num_pred, dtype=np.int32)
-        self.nsp = np.asarray(nsp, dtype=np.int8)
+        self.pair_label = np.asarray(pair_label, dtype=np.int8)
         predictions = int(self.num_pred.sum())
         if (int(self.lengths.sum()) != len(self.tokens) or len(self.positions) != predictions
                 or len(self.labels) != predictions):
@@ -150,7 +169,7 @@ class InstanceBatch:
                    positions=[p for i in instances for p in i.masked_lm_positions],
                    labels=flat(i.masked_lm_ids for i in instances),
                    num_pred=[len(i.masked_lm_positions) for i in instances],
-                   nsp=[i.next_sentence_label for i in instances])
+                   pair_label=[i.next_sentence_label for i in instances])
 
     @staticmethod
     def _offsets(lengths):
@@ -172,7 +191,7 @@ class InstanceBatch:
             tokens=self.tokens[_ragged_index(self.token_offsets(), rows)],
             lengths=self.lengths[rows], num_a=self.num_a[rows],
             positions=self.positions[predictions], labels=self.labels[predictions],
-            num_pred=self.num_pred[rows], nsp=self.nsp[rows])
+            num_pred=self.num_pred[rows], pair_label=self.pair_label[rows])
 
     @staticmethod
     def concat(batches: Sequence["InstanceBatch"]) -> "InstanceBatch":
@@ -191,7 +210,8 @@ class InstanceBatch:
         return [Instance(input_ids=tokens[t[i]:t[i + 1]], num_a=int(self.num_a[i]),
                          masked_lm_positions=positions[p[i]:p[i + 1]],
                          masked_lm_ids=labels[p[i]:p[i + 1]],
-                         next_sentence_label=int(self.nsp[i])) for i in range(len(self))]
+                         next_sentence_label=int(self.pair_label[i]))
+                for i in range(len(self))]
 
 
 def _ragged_index(offsets, rows):

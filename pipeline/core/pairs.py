@@ -1,8 +1,21 @@
-"""Google's chunking and next-segment choice: which sentences become A and B, written once.
+"""Which sentences become an instance's segments, written once for both instance makers.
 
 ``plan_document`` walks one document of a pool for one dupe pass and yields each instance's
-A and B as token offsets into the pool, making exactly the draws Google's
-``create_instances_from_document`` makes, in its order:
+segments as token offsets into the pool. Three tasks (``InstanceConfig.next_sentence``):
+
+* ``nsp`` (Google's BERT): exactly the draws Google's ``create_instances_from_document`` makes,
+  in its order (below).
+* ``sop`` (ALBERT's sentence-order prediction): the same chunking and A/B split, but B is
+  always A's true continuation; then with probability 1/2 the two are swapped (label
+  ``SOP_SWAPPED``). A one-sentence chunk has no pair and makes no instance
+  (``sop_single_sentence_chunks``).
+* ``none`` (RoBERTa's DOC-SENTENCES, for masked-LM only): one segment of whole consecutive
+  sentences of the document, as many as fit the target length (``max_seq_length - 2``, or
+  with ``short_seq_prob`` a shorter uniform target drawn as Google draws it); a sentence longer
+  than that on its own is one segment, truncated later. Never crosses a document; the last
+  segment of a document may be short.
+
+Google's draws for ``nsp``:
 
 1. the target length: ``max_seq_length - 3``, or with ``short_seq_prob`` a uniform int in
    ``[2, max_seq_length - 3]`` (short inputs at pretraining, so fine-tuning on them is no
@@ -27,13 +40,14 @@ one-sentence chunk makes no instance (``chunks_without_random_document``).
 from __future__ import annotations
 
 import random
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from typing import Iterator, List, NamedTuple, Sequence
 
 import numpy as np
 
 from pipeline.core.instance import InstanceConfig
+from pipeline.schema import NSP_IS_NEXT, NSP_IS_RANDOM, SOP_IN_ORDER, SOP_SWAPPED
 from pipeline.core.wordpiece import Sentence
 
 
@@ -67,24 +81,33 @@ def flatten_documents(docs: Sequence[Sequence[Sentence]]) -> FlatPool:
 
 
 class Pair(NamedTuple):
-    """One instance's segments as token offsets into the pool: A = [a_start, a_end), B alike."""
+    """One instance's segments as token offsets into the pool, in output order: the first
+    segment is [a_start, a_end), the second [b_start, b_end) (empty for ``none``); ``label`` is
+    the pair's label (NSP_IS_RANDOM, SOP_SWAPPED, ... ; 0 for ``none``)."""
     a_start: int
     a_end: int
     b_start: int
     b_end: int
-    is_random: bool
+    label: int
 
 
 def plan_document(pool: FlatPool, d: int, config: InstanceConfig, rng: random.Random,
                   stats: Counter) -> Iterator[Pair]:
-    """The pairs of document ``d`` for one dupe pass (see the module docstring)."""
+    """The instances of document ``d`` for one dupe pass (see the module docstring)."""
+    target = config.max_num_tokens
+    # Mostly fill the sequence; sometimes (short_seq_prob) aim shorter, so that fine-tuning on
+    # short inputs is not a distribution shift. Drawn once per document per pass, like Google.
+    if rng.random() < config.short_seq_prob:
+        target = rng.randint(2, config.max_num_tokens)
+    planner = {"nsp": _plan_nsp, "sop": _plan_sop, "none": _plan_single}[config.next_sentence]
+    return planner(pool, d, target, rng, stats)
+
+
+def _plan_nsp(pool: FlatPool, d: int, target: int, rng: random.Random,
+              stats: Counter) -> Iterator[Pair]:
     ends, doc_first, num_docs = pool.ends, pool.doc_first, pool.num_docs
-    max_num_tokens = config.max_seq_length - 3
     rand, randint = rng.random, rng.randint
     first, stop = doc_first[d], doc_first[d + 1]
-    target = max_num_tokens
-    if rand() < config.short_seq_prob:
-        target = randint(2, max_num_tokens)
     i = first
     while i < stop:
         # The chunk: sentences from i until their tokens reach target, or the document ends.
@@ -114,7 +137,51 @@ def plan_document(pool: FlatPool, d: int, config: InstanceConfig, rng: random.Ra
             start = randint(o_first, o_stop - 1)  # same draw as Google's randint(0, len - 1)
             b_end = bisect_left(ends, ends[start] + target_b, start + 1, o_stop)
             i += a_end  # the chunk's unused sentences go back to the queue
-            yield Pair(a_s, a_e, ends[start], ends[b_end], True)
+            yield Pair(a_s, a_e, ends[start], ends[b_end], NSP_IS_RANDOM)
         else:
             i = end
-            yield Pair(a_s, a_e, a_e, ends[end], False)
+            yield Pair(a_s, a_e, a_e, ends[end], NSP_IS_NEXT)
+
+
+def _plan_sop(pool: FlatPool, d: int, target: int, rng: random.Random,
+              stats: Counter) -> Iterator[Pair]:
+    ends = pool.ends
+    i, stop = pool.doc_first[d], pool.doc_first[d + 1]
+    while i < stop:
+        end = bisect_left(ends, ends[i] + target, i + 1, stop)
+        size = end - i
+        if size == 1:
+            stats["sop_single_sentence_chunks"] += 1  # no second segment to order
+            i = end
+            continue
+        a_end = rng.randint(1, size - 1)
+        a_s, a_e, b_e = ends[i], ends[i + a_end], ends[end]
+        if rng.random() < 0.5:
+            yield Pair(a_e, b_e, a_s, a_e, SOP_SWAPPED)
+        else:
+            yield Pair(a_s, a_e, a_e, b_e, SOP_IN_ORDER)
+        i = end
+
+
+def _plan_single(pool: FlatPool, d: int, target: int, rng: random.Random,
+                 stats: Counter) -> Iterator[Pair]:
+    ends = pool.ends
+    i, stop = pool.doc_first[d], pool.doc_first[d + 1]
+    while i < stop:
+        # The most whole sentences from i whose tokens fit the target; at least one.
+        end = max(i + 1, bisect_right(ends, ends[i] + target, i + 1, stop + 1) - 1)
+        yield Pair(ends[i], ends[end], ends[end], ends[end], 0)
+        i = end
+
+
+# stats counters of the label, per task.
+LABEL_STATS = {"nsp": ("nsp_next", "nsp_random"), "sop": ("sop_in_order", "sop_swapped")}
+
+
+def count_labels(stats: Counter, config: InstanceConfig, labels) -> None:
+    """Count instances per label value (0, 1) under the task's names; nothing for ``none``."""
+    names = LABEL_STATS.get(config.next_sentence)
+    if names:
+        ones = int(np.count_nonzero(labels))
+        stats[names[1]] += ones
+        stats[names[0]] += len(labels) - ones

@@ -32,9 +32,8 @@ from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from pipeline import schema
 from pipeline.core.instance import InstanceBatch, InstanceConfig
-from pipeline.core.pairs import Pair, flatten_documents, plan_document
+from pipeline.core.pairs import Pair, count_labels, flatten_documents, plan_document
 from pipeline.core.seeds import stable_seed
 from pipeline.core.wordpiece import CJK, WORD_START, Sentence
 
@@ -43,12 +42,12 @@ ROWS_PER_STEP = 4096
 
 
 def plan_pairs(pairs: Sequence[Pair]):
-    """Pairs → five columns (A start/end, B start/end, is_random)."""
+    """Pairs → five columns (first segment start/end, second start/end, label)."""
     if not pairs:
-        return tuple(np.zeros(0, dtype=np.int64) for _ in range(4)) + (np.zeros(0, bool),)
+        return tuple(np.zeros(0, dtype=np.int64) for _ in range(4)) + (np.zeros(0, np.int8),)
     columns = np.array(pairs, dtype=np.int64)
     return (columns[:, 0], columns[:, 1], columns[:, 2], columns[:, 3],
-            columns[:, 4].astype(bool))
+            columns[:, 4].astype(np.int8))
 
 
 def truncate(la: np.ndarray, lb: np.ndarray, max_num_tokens: int, rng: np.random.Generator):
@@ -64,7 +63,8 @@ def truncate(la: np.ndarray, lb: np.ndarray, max_num_tokens: int, rng: np.random
 
 
 class _Layout(NamedTuple):
-    """Rows of ``[CLS] A [SEP] B [SEP]`` as [rows, max_seq_length] matrices."""
+    """Rows of ``[CLS] A [SEP] B [SEP]`` (``[CLS] A [SEP]`` without a pair) as
+    [rows, max_seq_length] matrices."""
     ids: np.ndarray  # token ids, 0 past the end
     flags: np.ndarray  # wordpiece flags of A and B tokens, 0 elsewhere
     candidate: np.ndarray  # bool: an A or B token (may be masked)
@@ -75,14 +75,15 @@ class _Layout(NamedTuple):
 
 def _lay_out(tokens: np.ndarray, flags: np.ndarray, pairs, config: InstanceConfig,
              rng: np.random.Generator) -> _Layout:
-    """Truncate each pair and write it out as ``[CLS] A [SEP] B [SEP]``."""
+    """Truncate each pair and write it out as ``[CLS] A [SEP] B [SEP]`` (B empty and its [SEP]
+    left out without a pair)."""
     a_start, a_end, b_start, b_end, _ = pairs
     rows, width = len(a_start), config.max_seq_length
     cut_a_front, cut_a_back, cut_b_front, cut_b_back = truncate(
-        a_end - a_start, b_end - b_start, width - 3, rng)
+        a_end - a_start, b_end - b_start, config.max_num_tokens, rng)
     a_first, num_a = a_start + cut_a_front, a_end - cut_a_back - a_start - cut_a_front
     b_first, num_b = b_start + cut_b_front, b_end - cut_b_back - b_start - cut_b_front
-    length = num_a + num_b + 3
+    length = num_a + num_b + (3 if config.has_pair else 2)
     col = np.arange(width)[None, :]
     in_a = (col >= 1) & (col <= num_a[:, None])
     b_col = col - (num_a[:, None] + 2)
@@ -164,8 +165,8 @@ def _replace(ids: np.ndarray, chosen: np.ndarray, config: InstanceConfig,
     return pos_row, pos_col, labels
 
 
-def _count(stats: Counter, layout: _Layout, groups: _Groups, chosen_groups: np.ndarray,
-           chosen: np.ndarray, is_random: np.ndarray) -> None:
+def _count(stats: Counter, config: InstanceConfig, layout: _Layout, groups: _Groups,
+           chosen_groups: np.ndarray, chosen: np.ndarray, label: np.ndarray) -> None:
     rows, width = groups.size.shape
     r = np.arange(rows)[:, None]
     chosen_cjk = chosen & ((layout.flags & CJK) != 0)
@@ -177,8 +178,7 @@ def _count(stats: Counter, layout: _Layout, groups: _Groups, chosen_groups: np.n
     stats["masked_cjk_multichar_words"] += int(multichar.sum())
     stats["masked_cjk_tokens_in_multichar_words"] += int(groups.size[multichar].sum())
     stats["instances"] += rows
-    stats["nsp_random"] += int(is_random.sum())
-    stats["nsp_next"] += int(rows - is_random.sum())
+    count_labels(stats, config, label)
     for length, times in zip(*np.unique(layout.length, return_counts=True)):
         stats[f"seq_length:{int(length)}"] += int(times)
 
@@ -187,22 +187,22 @@ def _assemble(tokens: np.ndarray, flags: np.ndarray, pairs, config: InstanceConf
               rng: np.random.Generator, stats: Counter) -> InstanceBatch:
     """Pairs → truncated, laid out, masked instances (the draws: truncation, group keys,
     80/10/10 choices, random ids, in that order)."""
-    is_random = pairs[4]
+    label = pairs[4]
     layout = _lay_out(tokens, flags, pairs, config, rng)
     groups = _groups(layout, config)
     chosen_groups = _choose_groups(groups, layout.length, config, rng)
-    rows = len(is_random)
+    rows = len(label)
     chosen = layout.candidate & chosen_groups[np.arange(rows)[:, None],
                                               np.maximum(groups.of_token, 0)]
     _, positions, labels = _replace(layout.ids, chosen, config, rng)
-    _count(stats, layout, groups, chosen_groups, chosen, is_random)
+    _count(stats, config, layout, groups, chosen_groups, chosen, label)
     id_dtype = InstanceBatch.id_dtype(config.vocab_size)
     valid = np.arange(config.max_seq_length)[None, :] < layout.length[:, None]
     return InstanceBatch(
         tokens=layout.ids[valid].astype(id_dtype), lengths=layout.length,
         num_a=layout.num_a + 2, positions=positions, labels=labels.astype(id_dtype),
         num_pred=chosen.sum(axis=1),
-        nsp=np.where(is_random, schema.NSP_IS_RANDOM, schema.NSP_IS_NEXT))
+        pair_label=label)
 
 
 def make_instances(docs: Sequence[Sequence[Sentence]], config: InstanceConfig, *,

@@ -21,7 +21,8 @@ STAT_KEYS = (
     "sentences_segmented", "ltp_unaligned_words", "ltp_failed_sentences",
     "sentences_empty_after_tokenization",
     "documents_empty_after_tokenization", "tokens", "unk_tokens", "words", "multi_piece_words",
-    "ranges", "instances", "nsp_next", "nsp_random", "random_next_same_document_avoided",
+    "ranges", "instances", "nsp_next", "nsp_random", "sop_in_order", "sop_swapped",
+    "sop_single_sentence_chunks", "random_next_same_document_avoided",
     "random_next_without_pool", "chunks_without_random_document", "masked_tokens",
     "masked_cjk_tokens", "masked_cjk_multichar_words", "masked_cjk_tokens_in_multichar_words",
 )
@@ -39,7 +40,11 @@ def build_stats(counters: Counter) -> dict:
     tokens = counters.get("tokens", 0)
     masked_cjk = counters.get("masked_cjk_tokens", 0)
     derived = {
-        "nsp_random_share": counters.get("nsp_random", 0) / instances if instances else None,
+        "nsp_random_share": counters.get("nsp_random", 0) / instances
+        if instances and counters.get("nsp_random", 0) + counters.get("nsp_next", 0) else None,
+        "sop_swapped_share": counters.get("sop_swapped", 0) / instances
+        if instances and counters.get("sop_swapped", 0) + counters.get("sop_in_order", 0)
+        else None,
         "unk_rate": counters.get("unk_tokens", 0) / tokens if tokens else None,
         "masked_tokens_per_instance":
             counters.get("masked_tokens", 0) / instances if instances else None,
@@ -78,7 +83,10 @@ def build_manifest(*, config: Mapping, shards: Iterable[Mapping], vocab_size: in
         "num_shards": len(shards),
         "shards": per_format,
         "tfrecord_compression": tfrecord_compression,
-        "features": [{"name": n, "dtype": d, "length": k} for n, d, k in schema.FEATURES],
+        # What next_sentence_labels means, or that there is none (schema.SENTENCE_TASKS).
+        "next_sentence": config.get("next_sentence", "nsp"),
+        "features": [{"name": n, "dtype": d, "length": k}
+                     for n, d, k in schema.features(config.get("next_sentence", "nsp"))],
         "ltp_model": dict(ltp_model),
         "config": dict(config),
         "versions": versions(),

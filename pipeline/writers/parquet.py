@@ -21,9 +21,10 @@ def _list_array(offsets: np.ndarray, flat: np.ndarray, value_type: pa.DataType) 
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type))
 
 
-def batch_to_table(batch: InstanceBatch) -> pa.Table:
-    """The batch's columns as Arrow list arrays (offsets + flat values: no per-row objects)."""
-    arrow = schema.arrow_schema()
+def batch_to_table(batch: InstanceBatch, next_sentence: str = "nsp") -> pa.Table:
+    """The batch's columns as Arrow list arrays (offsets + flat values: no per-row objects);
+    no label column for ``next_sentence="none"``."""
+    arrow = schema.arrow_schema(next_sentence)
     types = {f.name: f.type for f in arrow}
     n = batch.lengths
     # Arrow's list offsets are int32.
@@ -42,7 +43,8 @@ def batch_to_table(batch: InstanceBatch) -> pa.Table:
         "masked_lm_weights": (pred_off, np.ones(total_m, dtype=np.float32)),
     }
     arrays = [_list_array(*columns[name], types[name].value_type) for name in columns]
-    arrays.append(pa.array(batch.nsp.astype(np.int64)))
+    if next_sentence != "none":
+        arrays.append(pa.array(batch.pair_label.astype(np.int64)))
     return pa.Table.from_arrays(arrays, schema=arrow)
 
 
@@ -50,13 +52,15 @@ class ParquetSink:
     """A Parquet shard written chunk by chunk: each ``write`` adds row groups."""
 
     def __init__(self, sink: BinaryIO, *, compression: Optional[str] = "snappy",
-                 row_group_size: int = ROW_GROUP_SIZE):
-        self._writer = pq.ParquetWriter(sink, schema.arrow_schema(), compression=compression)
-        self._rows = row_group_size
+                 row_group_size: int = ROW_GROUP_SIZE, next_sentence: str = "nsp"):
+        self._writer = pq.ParquetWriter(sink, schema.arrow_schema(next_sentence),
+                                        compression=compression)
+        self._rows, self._task = row_group_size, next_sentence
 
     def write(self, batch: Optional[InstanceBatch]) -> None:
         if batch is not None and len(batch):
-            self._writer.write_table(batch_to_table(batch), row_group_size=self._rows)
+            self._writer.write_table(batch_to_table(batch, self._task),
+                                     row_group_size=self._rows)
 
     def close(self) -> None:
         self._writer.close()

@@ -94,10 +94,11 @@ class _Prefixes(dict):
 
 
 def serialize_batch(batch: InstanceBatch, max_seq_length: int,
-                    max_predictions_per_seq: int) -> List[bytes]:
+                    max_predictions_per_seq: int, *, with_label: bool = True) -> List[bytes]:
     """The serialized ``tf.train.Example`` of every row of ``batch``, padded to fixed lengths.
 
     Features come in ``schema.FEATURES`` order with the values of ``Instance.padded_features``
+    (``next_sentence_labels`` only ``with_label``: data without sentence pairs has none)
     (tests parse the bytes with TensorFlow). Ids and labels are varint-encoded for the whole
     batch with numpy; masks, segments, weights and padding are slices of prepared strings, so
     a record is one join of a dozen byte strings.
@@ -120,12 +121,12 @@ def serialize_batch(batch: InstanceBatch, max_seq_length: int,
     segment_prefix = _Prefixes("segment_ids")[seq]
     weights = _Prefixes("masked_lm_weights", floats=True)[4 * pred]
     weight_payload = [_FLOAT_ONE * m + _FLOAT_ZERO * (pred - m) for m in range(pred + 1)]
-    label_entries = [_entry("next_sentence_labels", _int64_feature(bytes((v,))))
-                     for v in (0, 1)]
+    label_entries = ([_entry(schema.LABEL_FEATURE, _int64_feature(bytes((v,)))) for v in (0, 1)]
+                     if with_label else [b"", b""])
     example_head = {}
     records = []
     rows = zip(batch.lengths.tolist(), batch.num_a.tolist(), batch.num_pred.tolist(),
-               batch.nsp.tolist())
+               batch.pair_label.tolist())
     for row, (n, num_a, m, nsp) in enumerate(rows):
         a, b = id_at[row], id_at[row + 1]
         c, d = position_at[row], position_at[row + 1]

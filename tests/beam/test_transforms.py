@@ -131,13 +131,14 @@ def test_bad_flags_are_refused(flag):
         job_config(flag)
 
 
-@pytest.mark.parametrize("name", ["zh-128", "zh-512", "en-128", "en-512"])
+@pytest.mark.parametrize("name", ["zh-128", "zh-512", "en-128", "en-512", "zh-roberta-512"])
 def test_presets_load_and_name_a_real_vocab(name):
     import os
     from tests.realdata import REPO
     config = JobConfig.from_options(PipelineOptions(expand_config(
         [f"--config={os.path.join(REPO, 'configs', 'data', name + '.yaml')}"])))
-    assert config.max_seq_length == int(name.split("-")[1])
+    assert config.max_seq_length == int(name.split("-")[-1])
+    assert config.next_sentence == ("none" if "roberta" in name else "nsp")
     assert config.max_predictions_per_seq == {128: 20, 512: 80}[config.max_seq_length]
     assert os.path.exists(config.vocab_file)
     assert ("chinese" in config.vocab_file) == name.startswith("zh")

@@ -128,7 +128,7 @@ def test_single_document_pool_never_labels_random():
     doc = docs[0] * 3  # several sentences
     stats = Counter()
     batch = make_instances([doc], config(), dupe_factor=5, seed=0, key=0, stats=stats)
-    assert not batch.nsp.any()
+    assert not batch.pair_label.any()
     assert stats["random_next_without_pool"] + stats["chunks_without_random_document"] > 0
 
 
