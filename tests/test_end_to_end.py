@@ -195,3 +195,22 @@ def test_other_sentence_tasks_through_the_job(task, tmp_path, small_ltp_model_di
         rows = table.to_pylist()
         assert all(set(r["segment_ids"]) == {0} and r["input_ids"].count(102) == 1 for r in rows)
         assert stats["derived"]["nsp_random_share"] is None
+
+
+def test_nfkc_punct_removes_most_unknown_tokens_and_stats_name_the_rest(job, tmp_path,
+                                                                        small_ltp_model_dir):
+    out, _ = job
+    with open(os.path.join(out, "stats.json"), encoding="utf-8") as f:
+        before = json.load(f)
+    top = dict(before["unk_top_chars"])
+    assert top and sum(top.values()) <= before["counts"]["unk_tokens"]
+    assert "“" in top and "”" in top  # bert-base-chinese lacks curly quotes
+    small = tmp_path / "small.txt"
+    small.write_text("\n\n".join(sample_documents(60)) + "\n", encoding="utf-8")
+    after_out = tmp_path / "normalized"
+    run([f"--input={small}", f"--output_dir={after_out}", "--dupe_factor=1",
+         "--normalize=nfkc_punct", f"--ltp_model={small_ltp_model_dir}"])
+    with open(after_out / "stats.json", encoding="utf-8") as f:
+        after = json.load(f)
+    assert after["derived"]["unk_rate"] < before["derived"]["unk_rate"] / 10
+    assert "“" not in dict(after["unk_top_chars"])

@@ -22,6 +22,7 @@ from apache_beam.utils import shared
 from pipeline.beam import fs
 from pipeline.beam.options import JobConfig
 from pipeline.core.instance import InstanceConfig
+from pipeline.core.normalize import normalizer_for
 from pipeline.core.ranges import RangeConfig, make_range_instances, plan_ranges, range_key
 from pipeline.core.seeds import stable_hash64
 from pipeline.core.wordpiece import WordPieceTokenizer
@@ -55,7 +56,8 @@ def range_config(job: JobConfig, vocab: Sequence[str]) -> RangeConfig:
         input_format=job.input_format, text_field=job.text_field,
         max_sentence_chars=job.max_sentence_chars,
         tokenize_batch_size=job.tokenize_batch_size, dupe_factor=job.dupe_factor,
-        seed=job.random_seed, exact_google_draws=job.exact_google_draws)
+        seed=job.random_seed, exact_google_draws=job.exact_google_draws,
+        normalize=job.normalize)
 
 
 def load_segmenter(ltp_model: str, user_dict: Optional[str]):
@@ -78,10 +80,12 @@ def load_segmenter(ltp_model: str, user_dict: Optional[str]):
 
 
 class _Tokenization:
-    """What one worker process keeps: the tokenizer and (with WWM) the LTP segmenter."""
+    """What one worker process keeps: the normalizer, the tokenizer and (with WWM) the LTP
+    segmenter."""
 
     def __init__(self, vocab: Sequence[str], do_lower_case: bool, ltp_model: Optional[str],
-                 user_dict: Optional[str]):
+                 user_dict: Optional[str], normalize: str):
+        self.normalizer = normalizer_for(vocab, normalize)
         self.tokenizer = WordPieceTokenizer(vocab, do_lower_case=do_lower_case)
         self.segmenter = load_segmenter(ltp_model, user_dict) if ltp_model else None
 
@@ -137,7 +141,8 @@ class MakeInstancesDoFn(beam.DoFn):
                  filesystem_options: Dict[str, object]):
         self._config = range_config(job, vocab)
         self._tokenization = (tuple(vocab), job.do_lower_case,
-                              job.ltp_model if job.do_whole_word_mask else None, job.user_dict)
+                              job.ltp_model if job.do_whole_word_mask else None, job.user_dict,
+                              job.normalize)
         self._pieces, self._shards, self._fs = pieces_dir, job.num_shards, filesystem_options
         self._shared = shared.Shared()
         self._state = None
@@ -153,7 +158,8 @@ class MakeInstancesDoFn(beam.DoFn):
         with fs.open_read(path) as raw:
             batch = make_range_instances(
                 raw, path=path, source=source, start=start, end=end, config=self._config,
-                tokenizer=self._state.tokenizer, segmenter=self._state.segmenter, stats=stats)
+                tokenizer=self._state.tokenizer, segmenter=self._state.segmenter, stats=stats,
+                normalizer=self._state.normalizer)
         if stats["binary_files_skipped"]:
             LOG.warning("skipped %s: binary or not UTF-8", path)
         elif stats["files_without_documents"]:

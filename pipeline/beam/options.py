@@ -76,6 +76,11 @@ class JobConfig:
     do_whole_word_mask: bool = _flag(
         True, "mask whole words: LTP words for Chinese, ## groups for Latin text",
         type=str2bool)
+    normalize: str = _flag(
+        None, "none: the text as given (Google's); nfkc_punct: NFKC, then curly quotes, dashes, "
+        "ellipses and box drawing the vocabulary lacks become their ASCII forms (no [UNK] for "
+        "Chinese punctuation). Default: none, but nfkc_punct for the built-in sample job "
+        "(no --input)", choices=("none", "nfkc_punct"))
     next_sentence: str = _flag(
         "nsp", "the second segment and its label: nsp (Google's next sentence prediction), sop "
         "(sentence-order prediction: B always follows A, swapped half the time), none (one "
@@ -111,6 +116,8 @@ class JobConfig:
     def from_options(cls, options: PipelineOptions) -> "JobConfig":
         given = options.view_as(WwmOptions)
         values = {f.name: getattr(given, f.name) for f in dataclasses.fields(cls)}
+        if values["normalize"] is None:  # the built-in sample job normalizes; else Google's text
+            values["normalize"] = "none" if values["input"] else "nfkc_punct"
         values["input"] = tuple(values["input"] or (DEFAULT_INPUT,))
         values["vocab_file"] = BUILTIN_VOCABS.get(values["vocab_file"], values["vocab_file"])
         formats = values["output_formats"]

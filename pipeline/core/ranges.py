@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from typing import BinaryIO, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from pipeline.core import google_order, vectorized
 from pipeline.core.instance import InstanceBatch, InstanceConfig
@@ -35,6 +35,7 @@ class RangeConfig:
     dupe_factor: int = 10
     seed: int = 12345
     exact_google_draws: bool = False
+    normalize: str = "none"  # core.normalize.MODES
 
 
 def is_compressed(path: str) -> bool:
@@ -89,19 +90,21 @@ def read_range_documents(raw: BinaryIO, *, path: str, source: str, start: int,
 
 def tokenize_documents(docs: Iterable[Tuple[str, List[str]]], *,
                        tokenizer: WordPieceTokenizer, segmenter, batch_size: int,
-                       stats: Counter) -> Iterator[Tuple[str, List[Sentence]]]:
-    """(doc id, sentences) → (doc id, [Sentence]) in batches of ``batch_size`` documents: LTP
-    (``segmenter``, None without whole-word masking) and WordPiece see all sentences of a
-    batch at once (both are much faster on batches). Sentences and documents that tokenize to
-    nothing are dropped and counted."""
+                       stats: Counter, normalizer: Optional[Callable[[str], str]] = None
+                       ) -> Iterator[Tuple[str, List[Sentence]]]:
+    """(doc id, sentences) → (doc id, [Sentence]) in batches of ``batch_size`` documents:
+    ``normalizer`` (``core.normalize``, None for none), then LTP (``segmenter``, None without
+    whole-word masking) and WordPiece see all sentences of a batch at once (both are much
+    faster on batches); both see the normalized text, so word offsets stay right. Sentences and
+    documents that tokenize to nothing are dropped and counted."""
     batch: List[Tuple[str, List[str]]] = []
     for doc in docs:
         batch.append(doc)
         if len(batch) == batch_size:
-            yield from _tokenize_batch(batch, tokenizer, segmenter, stats)
+            yield from _tokenize_batch(batch, tokenizer, segmenter, normalizer, stats)
             batch = []
     if batch:
-        yield from _tokenize_batch(batch, tokenizer, segmenter, stats)
+        yield from _tokenize_batch(batch, tokenizer, segmenter, normalizer, stats)
 
 
 _SEGMENTER_STATS = (("sentences_segmented", "segmented_texts"),
@@ -109,8 +112,10 @@ _SEGMENTER_STATS = (("sentences_segmented", "segmented_texts"),
                     ("ltp_failed_sentences", "failed_texts"))
 
 
-def _tokenize_batch(batch, tokenizer, segmenter, stats):
+def _tokenize_batch(batch, tokenizer, segmenter, normalizer, stats):
     texts = [s for _, sentences in batch for s in sentences]
+    if normalizer is not None:
+        texts = [normalizer(t) for t in texts]
     spans = None
     if segmenter is not None:
         before = dict(segmenter.stats)
@@ -144,12 +149,13 @@ def make_instances(docs: Sequence[Tuple[str, List[Sentence]]], *, config: RangeC
 def make_range_instances(raw: BinaryIO, *, path: str, source: str, start: int,
                          end: Optional[int], config: RangeConfig,
                          tokenizer: WordPieceTokenizer, segmenter,
-                         stats: Counter) -> InstanceBatch:
+                         stats: Counter, normalizer=None) -> InstanceBatch:
     """One range of one file → its instances (rows in random order); ``stats`` counts what
     happened. Generators are seeded by (seed, source, range start)."""
     documents = read_range_documents(raw, path=path, source=source, start=start, end=end,
                                      config=config, stats=stats)
     docs = list(tokenize_documents(documents, tokenizer=tokenizer, segmenter=segmenter,
-                                   batch_size=config.tokenize_batch_size, stats=stats))
+                                   batch_size=config.tokenize_batch_size, stats=stats,
+                                   normalizer=normalizer))
     stats["ranges"] += 1
     return make_instances(docs, config=config, key=range_key(source, start), stats=stats)

@@ -104,7 +104,21 @@ class WordPieceTokenizer:
             tokens = self._tokens_exact(sentences, text_base)
         else:
             tokens = self._units.tokens(sentences, text_base)
+        if stats is not None:
+            self._count_unknown(sentences, tokens, text_base, stats)
         return self._tag_batch(tokens, text_base, word_spans, stats)
+
+    def _count_unknown(self, sentences, tokens: "_Tokens", text_base: np.ndarray,
+                       stats: Counter) -> None:
+        """``unk_char:X``: how often a token starting with character X became [UNK] (what the
+        vocabulary misses; stats.json lists the most frequent)."""
+        unknown = tokens.position[tokens.ids == self.unk_id]
+        if not len(unknown):
+            return
+        sentence = np.searchsorted(text_base, unknown, side="right") - 1
+        offset = unknown - text_base[sentence]
+        for s, o in zip(sentence.tolist(), offset.tolist()):
+            stats["unk_char:" + sentences[s][o]] += 1
 
     def _tokens_exact(self, sentences: Sequence[str], text_base: np.ndarray) -> _Tokens:
         """``_Tokens`` of the batch straight from ``tokenizers``, one sentence at a time."""

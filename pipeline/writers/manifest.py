@@ -36,6 +36,8 @@ def build_stats(counters: Counter) -> dict:
     histogram = {}
     for key in sorted(k for k in counters if k.startswith("seq_length:")):
         histogram[int(key.split(":", 1)[1])] = counters.pop(key)
+    unknown = Counter({k.split(":", 1)[1]: counters.pop(k)
+                       for k in [k for k in counters if k.startswith("unk_char:")]})
     instances = counters.get("instances", 0)
     tokens = counters.get("tokens", 0)
     masked_cjk = counters.get("masked_cjk_tokens", 0)
@@ -57,7 +59,12 @@ def build_stats(counters: Counter) -> dict:
             sum(k * v for k, v in histogram.items()) / instances if instances else None,
     }
     return {"counts": dict(sorted(counters.items())), "derived": derived,
-            "seq_length_histogram": {str(k): v for k, v in sorted(histogram.items())}}
+            "seq_length_histogram": {str(k): v for k, v in sorted(histogram.items())},
+            # What still became [UNK]: the first character of each [UNK] token, most frequent
+            # first (ties by character), and how many distinct characters there were.
+            "unk_top_chars": [[ch, n] for ch, n in
+                              sorted(unknown.items(), key=lambda kv: (-kv[1], kv[0]))[:50]],
+            "unk_distinct_chars": len(unknown)}
 
 
 def build_manifest(*, config: Mapping, shards: Iterable[Mapping], vocab_size: int,
