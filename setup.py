@@ -50,6 +50,7 @@ setup(
         "all": TF + TORCH + TEST,
     },
     entry_points={"console_scripts": ["bert-wwm-data=pipeline.run:main",
+                                      "bert-wwm-vocab=pipeline.vocab:main",
                                       "bert-wwm-train-tf=trainer.train_tpu:main",
                                       "bert-wwm-train-torch=trainer.train_torch:main"]},
 )

@@ -36,10 +36,16 @@ def test_writers_depend_on_schema_not_on_core_or_beam():
     assert [f for f in found if not f.endswith(": pipeline.core.instance")] == []
 
 
-def test_nothing_imports_the_beam_layer_but_the_entry_point():
+# The contract modules directly under pipeline/; every other module there is an entry point
+# (python -m pipeline.run, pipeline.vocab, ...), which may use the Beam layer (its filesystems).
+CONTRACTS = {"schema.py", "versions.py", "__init__.py"}
+
+
+def test_nothing_imports_the_beam_layer_but_the_entry_points():
     bad = [f"{p.relative_to(ROOT)}: {name}" for package in ("pipeline", "trainer")
            for p, name in imports(package)
-           if name.startswith("pipeline.beam") and "beam" not in p.parts and p.name != "run.py"]
+           if name.startswith("pipeline.beam") and "beam" not in p.parts
+           and not (p.parent == ROOT / "pipeline" and p.name not in CONTRACTS)]
     assert bad == []
 
 
