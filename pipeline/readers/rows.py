@@ -1,0 +1,303 @@
+"""Chunks of a shard → checked, unpadded instances, and the problems of the rest.
+
+What makes an instance valid (the schema's contract, ``pipeline/schema.py``, and Google's
+layout): every feature present at its fixed length (TFRecord) or with consistent list
+lengths (Parquet); ``input_mask`` 1 over the tokens and 0 over the padding; ids inside the
+vocabulary and 0 in the padding; ``[CLS] A [SEP] B [SEP]`` (``[CLS] A [SEP]`` for
+next_sentence "none") with ``segment_ids`` 0 over ``[CLS] A [SEP]`` and 1 over ``B [SEP]``;
+masked positions inside the tokens, strictly increasing and never 0 (0 is padding), their
+targets real tokens (never [CLS], [SEP] or [PAD]); ``masked_lm_weights`` exactly 1.0 where a
+prediction is and 0.0 elsewhere; the label 0 or 1 (absent for "none").
+
+Every check runs on whole chunks with numpy; a problem names the record and the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from pipeline import schema
+from pipeline.readers.output import Output
+from pipeline.readers.shards import Chunk
+
+Problem = Tuple[int, str, str]  # (record in the shard, field, message)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """What the instances of one output must satisfy."""
+    max_seq_length: int
+    max_predictions_per_seq: int
+    vocab_size: int
+    cls_id: int
+    sep_id: int
+    pad_id: int
+    task: str
+
+    @classmethod
+    def of(cls, output: Output) -> "Spec":
+        """From the manifest and the data's vocab.txt (without it: the manifest's vocab_size,
+        and the special tokens unknown, so their places go unchecked)."""
+        m = output.manifest
+        has_vocab = m.get("vocab_file", schema.VOCAB_FILE) in output.files
+        vocab = output.vocab if has_vocab else []
+        ids = {token: i for i, token in enumerate(vocab)}
+        return cls(max_seq_length=m["max_seq_length"],
+                   max_predictions_per_seq=m["max_predictions_per_seq"],
+                   vocab_size=len(vocab) if has_vocab else m["vocab_size"],
+                   cls_id=ids.get(schema.CLS, -1),
+                   sep_id=ids.get(schema.SEP, -1), pad_id=ids.get(schema.PAD, 0),
+                   task=output.task)
+
+
+@dataclasses.dataclass
+class Rows:
+    """Valid instances, unpadded and column-wise: row k is record ``records[k]`` of the shard,
+    with ``lengths[k]`` tokens (``num_a[k]`` of them in segment 0: [CLS] A [SEP]) and
+    ``num_pred[k]`` predictions; ``label`` is None for next_sentence "none"."""
+    records: np.ndarray
+    tokens: np.ndarray
+    lengths: np.ndarray
+    num_a: np.ndarray
+    positions: np.ndarray
+    targets: np.ndarray
+    num_pred: np.ndarray
+    label: Optional[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def token_offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+
+    def prediction_offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.num_pred)]).astype(np.int64)
+
+    def row(self, k: int) -> dict:
+        """Row k as plain lists: record, input_ids, num_a, positions, targets, label."""
+        t, p = self.token_offsets(), self.prediction_offsets()
+        return {"record": int(self.records[k]),
+                "input_ids": self.tokens[t[k]:t[k + 1]].tolist(), "num_a": int(self.num_a[k]),
+                "positions": self.positions[p[k]:p[k + 1]].tolist(),
+                "targets": self.targets[p[k]:p[k + 1]].tolist(),
+                "label": None if self.label is None else int(self.label[k])}
+
+
+class _Report:
+    """Problems of one chunk, and which of its records are bad."""
+
+    def __init__(self, chunk: Chunk):
+        self.first = chunk.first
+        self.bad = np.zeros(chunk.size, dtype=bool)
+        self.problems: List[Problem] = list(chunk.problems)
+        for record, _, _ in chunk.problems:
+            self.bad[record - chunk.first] = True
+
+    def rows(self, rows: np.ndarray, field: str, message: str) -> None:
+        """``rows`` (chunk positions) all have the same problem."""
+        for r in np.asarray(rows).tolist():
+            self.problems.append((self.first + r, field, message))
+            self.bad[r] = True
+
+    def values(self, rows: np.ndarray, bad: np.ndarray, values: np.ndarray, field: str,
+               message: str) -> None:
+        """Per-value check: ``bad[i]`` marks value i (of row ``rows[i]``); the message shows
+        the row's first bad value and where it is (``{value}``, ``{at}``)."""
+        if not bad.any():
+            return
+        where = np.flatnonzero(bad)
+        first_rows, first = np.unique(rows[where], return_index=True)
+        starts = np.searchsorted(rows, first_rows)  # rows are ascending: each row's start
+        for r, i, start in zip(first_rows.tolist(), where[first].tolist(), starts.tolist()):
+            value = values[i].item()
+            self.problems.append((self.first + r, field,
+                                  message.format(value=value, at=i - start)))
+            self.bad[r] = True
+
+
+def check_chunk(chunk: Chunk, spec: Spec) -> Tuple[Rows, List[Problem]]:
+    """The chunk's valid instances, and the problems of the others (each bad record is left
+    out of the rows)."""
+    report = _Report(chunk)
+    if chunk.padded:
+        flat = _unpad(chunk, spec, report)
+    else:
+        flat = _unpadded(chunk, spec, report)
+    rows = _check_instances(flat, spec, report)
+    return rows, sorted(report.problems, key=lambda p: p[0])
+
+
+def _unpad(chunk: Chunk, spec: Spec, report: _Report) -> Dict[str, np.ndarray]:
+    """TFRecord: fixed lengths, padding and weights checked; the real values extracted."""
+    seq, pred = spec.max_seq_length, spec.max_predictions_per_seq
+    lengths = {name: schema.feature_length(kind, seq, pred)
+               for name, _, kind in schema.features(spec.task)}
+    for name, length in lengths.items():
+        counts = chunk.columns[name].counts
+        wrong = np.flatnonzero((counts != length) & ~report.bad)
+        for r in wrong.tolist():
+            report.rows([r], name, f"{counts[r]} values, the schema says {length}")
+    good = np.flatnonzero(~report.bad)
+    grid = {}
+    for name, length in lengths.items():
+        column = chunk.columns[name]
+        offsets = np.concatenate([[0], np.cumsum(column.counts)])
+        grid[name] = column.values[offsets[good][:, None] + np.arange(length)]
+    mask, ids, segments = grid["input_mask"], grid["input_ids"], grid["segment_ids"]
+    positions, targets = grid["masked_lm_positions"], grid["masked_lm_ids"]
+    weights = grid["masked_lm_weights"]
+    n = (mask == 1).sum(axis=1)
+    real = np.arange(seq) < n[:, None]
+    report.rows(good[~(mask == real).all(axis=1)], "input_mask",
+                "not 1 over the tokens then 0 over the padding")
+    report.rows(good[((ids != 0) & ~real).any(axis=1)], "input_ids", "non-zero padding")
+    report.rows(good[((segments != 0) & ~real).any(axis=1)], "segment_ids", "non-zero padding")
+    m = (positions != 0).sum(axis=1)
+    predicted = np.arange(pred) < m[:, None]
+    report.rows(good[~((positions != 0) == predicted).all(axis=1)], "masked_lm_positions",
+                "a 0 before a prediction (0 is padding and never a prediction)")
+    report.rows(good[((targets != 0) & ~predicted).any(axis=1)], "masked_lm_ids",
+                "non-zero padding")
+    report.rows(good[~(weights == predicted.astype(np.float32)).all(axis=1)],
+                "masked_lm_weights", "not exactly 1.0 where a prediction is and 0.0 elsewhere")
+    keep = ~report.bad[good]
+    good, real, predicted = good[keep], real[keep], predicted[keep]
+    flat = {"rows": good, "lengths": n[keep], "num_pred": m[keep],
+            "input_ids": ids[keep][real], "segment_ids": segments[keep][real],
+            "masked_lm_positions": positions[keep][predicted],
+            "masked_lm_ids": targets[keep][predicted]}
+    if schema.LABEL_FEATURE in grid:
+        flat["label"] = grid[schema.LABEL_FEATURE][keep, 0]
+    return flat
+
+
+def _unpadded(chunk: Chunk, spec: Spec, report: _Report) -> Dict[str, np.ndarray]:
+    """Parquet: list lengths consistent and within the limits, masks and weights all 1."""
+    cols = chunk.columns
+    n, m = cols["input_ids"].counts, cols["masked_lm_positions"].counts
+    for name, want in (("input_mask", n), ("segment_ids", n), ("masked_lm_ids", m),
+                       ("masked_lm_weights", m)):
+        for r in np.flatnonzero((cols[name].counts != want) & ~report.bad).tolist():
+            report.rows([r], name, f"{cols[name].counts[r]} values for "
+                                   f"{want[r]} {'tokens' if want is n else 'predictions'}")
+    for name, counts, limit in (("input_ids", n, spec.max_seq_length),
+                                ("masked_lm_positions", m, spec.max_predictions_per_seq)):
+        for r in np.flatnonzero((counts > limit) & ~report.bad).tolist():
+            report.rows([r], name, f"{counts[r]} values, more than the limit {limit}")
+    for name, want in (("input_mask", 1), ("masked_lm_weights", 1.0)):
+        column = cols[name]
+        rows = np.repeat(np.arange(chunk.size), column.counts)
+        report.values(rows, column.values != want, column.values, name,
+                      f"{{value}} at {{at}}; every value must be {want}")
+    good = np.flatnonzero(~report.bad)
+    flat = {"rows": good, "lengths": n[good], "num_pred": m[good]}
+    for name in ("input_ids", "segment_ids", "masked_lm_positions", "masked_lm_ids"):
+        column = cols[name]
+        flat[name] = column.values[np.repeat(~report.bad, column.counts)]
+    if schema.LABEL_FEATURE in cols:
+        flat["label"] = cols[schema.LABEL_FEATURE].values[good]
+    return flat
+
+
+def _check_instances(flat: Dict[str, np.ndarray], spec: Spec, report: _Report) -> Rows:
+    """Checks on unpadded rows (both formats): vocabulary, layout, predictions, label."""
+    good, n, m = flat["rows"], flat["lengths"].astype(np.int64), flat["num_pred"].astype(
+        np.int64)
+    ids = flat["input_ids"].astype(np.int64)
+    segments = flat["segment_ids"].astype(np.int64)
+    positions = flat["masked_lm_positions"].astype(np.int64)
+    targets = flat["masked_lm_ids"].astype(np.int64)
+    token_row, pred_row = np.repeat(good, n), np.repeat(good, m)
+    starts = np.concatenate([[0], np.cumsum(n)])[:-1]
+    pred_starts = np.concatenate([[0], np.cumsum(m)])[:-1]
+    v = spec.vocab_size
+    report.values(token_row, (ids < 0) | (ids >= v), ids, "input_ids",
+                  f"id {{value}} at {{at}} is outside the vocabulary ({v} tokens)")
+    report.values(token_row, (segments != 0) & (segments != 1), segments, "segment_ids",
+                  "{value} at {at}: segments are 0 or 1")
+    step = np.diff(segments, prepend=0)
+    step[starts[n > 0]] = 0
+    report.values(token_row, step < 0, segments, "segment_ids",
+                  "back to {value} at {at}: segment 0 must come first, then 1")
+    running = np.concatenate([[0], np.cumsum(segments)])
+    ones = running[starts + n] - running[starts]
+    num_a = n - ones
+    last = np.maximum(starts + n - 1, 0)
+    short = n < (3 if spec.task == "none" else 5)
+    report.rows(good[short], "input_ids",
+                "too short to hold [CLS] A [SEP]" + ("" if spec.task == "none" else " B [SEP]"))
+    ok = ~short
+    known = spec.cls_id >= 0 and spec.sep_id >= 0  # without the vocabulary: not checked
+    report.rows(good[ok & known & (ids[np.minimum(starts, len(ids) - 1)] != spec.cls_id)],
+                "input_ids", "does not start with [CLS]")
+    report.rows(good[ok & known & (ids[np.minimum(last, len(ids) - 1)] != spec.sep_id)],
+                "input_ids", "does not end with [SEP]")
+    if spec.task == "none":
+        report.rows(good[ok & (ones > 0)], "segment_ids",
+                    "segment 1 in single-segment data (next_sentence none)")
+    else:
+        split = ok & (num_a >= 3) & (num_a <= n - 2)
+        report.rows(good[ok & ~split], "segment_ids",
+                    "segment 0 must be [CLS] A [SEP] and segment 1 B [SEP], both non-empty")
+        a_end = np.minimum(starts + np.maximum(num_a, 1) - 1, len(ids) - 1)
+        report.rows(good[split & known & (ids[a_end] != spec.sep_id)], "input_ids",
+                    "segment 0 does not end with [SEP]")
+    in_row = np.repeat(n, m)
+    report.values(pred_row, (positions < 1) | (positions >= in_row), positions,
+                  "masked_lm_positions",
+                  "position {value} (prediction {at}) is not inside the tokens")
+    rise = np.diff(positions, prepend=-1)
+    rise[pred_starts[m > 0]] = 1
+    report.values(pred_row, rise <= 0, positions, "masked_lm_positions",
+                  "position {value} (prediction {at}) is not after the one before it")
+    special = np.isin(targets, [spec.cls_id, spec.sep_id, spec.pad_id])
+    report.values(pred_row, (targets < 0) | (targets >= v) | special, targets, "masked_lm_ids",
+                  "target {value} (prediction {at}) is outside the vocabulary or a special "
+                  "token ([CLS], [SEP], [PAD] are never predicted)")
+    label = flat.get("label")
+    if label is not None:
+        report.values(good, (label != 0) & (label != 1), label, schema.LABEL_FEATURE,
+                      "label {value}: must be 0 or 1")
+    keep = ~report.bad[good]
+    return Rows(records=good[keep] + report.first, tokens=ids[np.repeat(keep, n)],
+                lengths=n[keep], num_a=num_a[keep], positions=positions[np.repeat(keep, m)],
+                targets=targets[np.repeat(keep, m)], num_pred=m[keep],
+                label=None if label is None else label[keep].astype(np.int64))
+
+
+_FIELDS = ("input_ids", "segments", "masked_lm_positions", "masked_lm_ids", "label")
+
+
+def fingerprints(rows: Rows) -> Dict[str, np.ndarray]:
+    """A 64-bit fingerprint of each row, per field (names as in ``_FIELDS``): equal rows have
+    equal fingerprints, different ones almost surely not. Computed for whole chunks."""
+    out = {}
+    t, p = rows.token_offsets(), rows.prediction_offsets()
+    out["input_ids"] = _row_hash(rows.tokens, t, 1)
+    out["segments"] = _mix(rows.num_a.astype(np.uint64) + np.uint64(2 << 40))
+    out["masked_lm_positions"] = _row_hash(rows.positions, p, 3)
+    out["masked_lm_ids"] = _row_hash(rows.targets, p, 4)
+    label = rows.label if rows.label is not None else np.full(len(rows), -1)
+    out["label"] = _mix(label.astype(np.int64).view(np.uint64) + np.uint64(5 << 40))
+    return out
+
+
+def _row_hash(values: np.ndarray, offsets: np.ndarray, salt: int) -> np.ndarray:
+    """Order-sensitive hash of each row's values: the sum of mix(value, place, salt)."""
+    place = np.arange(len(values), dtype=np.int64) - np.repeat(offsets[:-1], np.diff(offsets))
+    keyed = (values.astype(np.int64).view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+             + place.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F) + np.uint64(salt))
+    sums = np.concatenate([[np.uint64(0)], np.cumsum(_mix(keyed), dtype=np.uint64)])
+    with np.errstate(over="ignore"):
+        return _mix(sums[offsets[1:]] - sums[offsets[:-1]] + np.diff(offsets).astype(np.uint64))
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer (wrapping uint64 arithmetic)."""
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
