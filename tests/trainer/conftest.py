@@ -10,19 +10,16 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 from typing import List
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from pipeline import schema
+from pipeline.core.instance import Instance
 
-from pipeline import schema  # noqa: E402
-from pipeline.core.instance import Instance  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SPECIALS = [schema.PAD, schema.UNK, schema.CLS, schema.SEP, schema.MASK]
 FIRST_WORD_ID = len(SPECIALS)
