@@ -25,6 +25,8 @@ TORCH = ["torch>=2.1", "transformers>=4.40", "safetensors", "tensorboard"]
 GCP = [f"apache-beam[gcp]=={BEAM_VERSION}"]
 AWS = [f"apache-beam[aws]=={BEAM_VERSION}"]
 DASK = [f"apache-beam[dask]=={BEAM_VERSION}", "dask[distributed]"]
+# The HTML report's figures (python -m pipeline.report).
+REPORT = ["matplotlib>=3.7"]
 # Tests run the cloud paths against local stand-ins: an S3 server (moto) and a GCS emulator.
 TEST = ["pytest>=7", "datasets>=2.16", "bert-tensorflow==1.0.4", "moto[server]>=5",
         "gcp-storage-emulator>=2024.1"] + GCP + AWS + DASK
@@ -47,9 +49,13 @@ setup(
         "gcp": GCP,
         "aws": AWS,
         "dask": DASK,
-        "all": TF + TORCH + TEST,
+        "report": REPORT,
+        "all": TF + TORCH + TEST + REPORT,
     },
     entry_points={"console_scripts": ["bert-wwm-data=pipeline.run:main",
+                                      "bert-wwm-inspect=pipeline.inspect:main",
+                                      "bert-wwm-verify=pipeline.verify:main",
+                                      "bert-wwm-report=pipeline.report.__main__:main",
                                       "bert-wwm-vocab=pipeline.vocab:main",
                                       "bert-wwm-train-tf=trainer.train_tpu:main",
                                       "bert-wwm-train-torch=trainer.train_torch:main"]},

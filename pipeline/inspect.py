@@ -149,6 +149,11 @@ def _span(positions: List[int], dash: str = "-") -> str:
     return f"{positions[0]}" + (f"{dash}{positions[-1]}" if len(positions) > 1 else "")
 
 
+def _bare(text: str) -> str:
+    """A token as it reads inside a word (a ``##`` piece without its mark)."""
+    return text[2:] if text.startswith("##") and len(text) > 2 else text
+
+
 def _input_word(t: Token) -> str:
     return t.text if t.kind == "mask" else f"{t.text} ({t.kind})"
 
@@ -208,12 +213,11 @@ def render_html(v: View) -> str:
         for kind, run in _pieces(seg):
             if kind == "text":
                 parts.extend(f'<span class="sp">{e(t.text)}</span>' if t.kind == "special"
-                             or t.text == schema.UNK else e(t.text.removeprefix("##"))
-                             for t in run)
+                             or t.text == schema.UNK else e(_bare(t.text)) for t in run)
                 continue
             parts.append(f'<span class="grp" title="group {run[0].group}">')
-            parts.extend(f'<ruby class="{t.kind}">{e(t.text)}<rt>{e(t.target)}</rt></ruby>'
-                         for t in run)
+            parts.extend(f'<ruby class="{t.kind}">{e(_bare(t.text))}<rt>{e(_bare(t.target))}'
+                         f'</rt></ruby>' for t in run)
             parts.append("</span>")
         parts.append("</span> ")
     parts.append('</div><table><tr><th>group</th><th>positions</th><th>target</th>'
@@ -234,9 +238,11 @@ def legend_html() -> str:
             '<span class="segA">blue</span>, B <span class="segB">yellow</span>.</p>')
 
 
-def page(title: str, body: str) -> str:
+def page(title: str, body: str, css: str = "") -> str:
+    """A self-contained page (styles inline, nothing fetched)."""
     return (f'<!DOCTYPE html><html lang="zh"><head><meta charset="utf-8"><title>'
-            f'{html.escape(title)}</title><style>{CSS}</style></head><body>{body}</body></html>')
+            f'{html.escape(title)}</title><style>{CSS}{css}</style></head><body>{body}'
+            f'</body></html>')
 
 
 def select(output: Output, fmt: str, shard: int, *, n: int, seed: Optional[int],

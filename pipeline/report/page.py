@@ -1,0 +1,268 @@
+"""The report page: one self-contained HTML file (figures embedded), from manifest.json,
+stats.json and one pass over the shards (``tally``)."""
+from __future__ import annotations
+
+import datetime
+import html
+import json
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from pipeline import schema
+from pipeline.inspect import legend_html, page, render_html, select
+from pipeline.progress import megabytes
+from pipeline.readers.output import Output
+from pipeline.report import plots
+from pipeline.report.tally import Tally
+
+e = html.escape
+# stats.json counters that record a repair or a compromise, and what each one means.
+REPAIRS = {
+    "chars_removed": "invalid UTF-8 bytes, NUL and control characters removed",
+    "binary_lines_skipped": "lines that were mostly garbage, dropped",
+    "binary_files_skipped": "binary or UTF-16 files skipped whole",
+    "files_without_documents": "files without any document (empty)",
+    "empty_documents": "whitespace-only documents dropped",
+    "jsonl_bad_lines": "JSON lines that did not parse, dropped",
+    "jsonl_missing_text_field": "JSON lines without the text field, dropped",
+    "jsonl_lines_too_long": "JSON lines too long to read, dropped",
+    "lines_cut": "very long lines read in bounded pieces",
+    "sentences_cut": "sentences longer than --max_sentence_chars, cut",
+    "ltp_unaligned_words": "LTP words that did not align with the text",
+    "ltp_failed_sentences": "sentences LTP failed on",
+    "sentences_empty_after_tokenization": "sentences with no token left, dropped",
+    "documents_empty_after_tokenization": "documents with no token left, dropped",
+    "unk_tokens": "characters missing from the vocabulary, written as [UNK]",
+    "random_next_same_document_avoided": "random B drawn from A's own document, redrawn",
+    "random_next_without_pool": "chunks with no other document to draw a random B from: "
+                                "kept their true continuation",
+    "chunks_without_random_document": "one-sentence chunks with no other document: no "
+                                      "instance",
+    "sop_single_sentence_chunks": "one-sentence chunks with nothing to order (SOP)",
+}
+LABEL_NAMES = {"nsp": ("IsNext (0)", "random (1)"), "sop": ("in order (0)", "swapped (1)")}
+SPECIAL = (schema.CLS, schema.SEP, schema.PAD, schema.MASK)
+
+CSS = """
+h1{font-size:24px;margin-bottom:2px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid
+#d5d9e0;padding-bottom:4px}.sub{color:#4a5468;margin-top:0}.cards{display:flex;flex-wrap:wrap;
+gap:10px}.card{border:1px solid #d5d9e0;border-radius:6px;padding:8px 12px;min-width:120px}
+.card b{display:block;font-size:20px}.card span{color:#4a5468;font-size:12px}
+.figs{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:12px}.figs img{width:100%}
+.bar{background:#3b6fb6;height:10px;display:inline-block;vertical-align:middle}
+.zero{color:#8a93a5}.nz{font-weight:600}.note{color:#4a5468;font-size:13px}
+.cols{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:16px}
+td{overflow-wrap:anywhere}td code,td:first-child{white-space:nowrap}
+"""
+
+
+def _table(rows: List[List[str]], head: Optional[List[str]] = None, cls: str = "") -> str:
+    out = [f'<table class="{cls}">']
+    if head:
+        out.append("<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
+    out.extend("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return "".join(out) + "</table>"
+
+
+def _value(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return "<br>".join(e(str(x)) for x in v)
+    return e(json.dumps(v) if isinstance(v, (dict, bool)) or v is None else str(v))
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "–"
+
+
+def _histogram_from_stats(stats: Optional[dict], size: int) -> Optional[np.ndarray]:
+    hist = (stats or {}).get("seq_length_histogram")
+    if not hist:
+        return None
+    counts = np.zeros(size, np.int64)
+    for k, v in hist.items():
+        if int(k) < size:
+            counts[int(k)] = v
+    return counts
+
+
+def build(output: Output, t: Tally, *, examples: int = 3, seed: int = 0) -> str:
+    """The whole page."""
+    m, stats = output.manifest, output.stats
+    counts = (stats or {}).get("counts", {})
+    derived = (stats or {}).get("derived", {})
+    created = datetime.datetime.fromtimestamp(m.get("created_unix", 0), datetime.timezone.utc)
+    head = (f"<h1>Data report: {e(output.root)}</h1><p class='sub'>written "
+            f"{created:%Y-%m-%d %H:%M} UTC by bert-wwm-pipeline "
+            f"{e(str(m.get('versions', {}).get('bert-wwm-pipeline')))} · next_sentence "
+            f"{output.task} · {m['num_shards'] if 'num_shards' in m else '?'} shards in "
+            f"{', '.join(output.formats)} · counted from the {t.fmt} shards"
+            + (f" (a sample: the first records of each shard, {t.instances:,} instances)"
+               if t.sampled else "") + "</p>")
+    sections = [head, _glance(output, t, counts, derived), _figures(output, t, stats),
+                _words(t, counts, derived), _vocabulary(output, t, counts, derived),
+                _inputs(output, counts, stats), _repairs(counts), _shards(output, t),
+                _config(output), _examples(output, t.fmt, examples, seed)]
+    return page(f"report {output.root}", "".join(sections), CSS)
+
+
+def _glance(output: Output, t: Tally, counts: dict, derived: dict) -> str:
+    size = sum(output.files.get(s["path"], 0) for f in output.formats for s in output.shards(f))
+    cards = [("documents", counts.get("documents")), ("sentences", counts.get("sentences")),
+             ("tokens", counts.get("tokens")), ("instances", output.manifest["total_instances"]),
+             ("masked tokens", counts.get("masked_tokens")),
+             ("[UNK] rate", None if derived.get("unk_rate") is None
+              else f"{100 * derived['unk_rate']:.2f}%"),
+             ("whole-word share", None if derived.get(
+                 "masked_cjk_in_whole_multichar_words_share") is None else
+              f"{100 * derived['masked_cjk_in_whole_multichar_words_share']:.1f}%"),
+             ("shard files", megabytes(size))]
+    body = "".join(f"<div class='card'><b>{v if isinstance(v, str) else '–' if v is None else f'{v:,}'}"
+                   f"</b><span>{k}</span></div>" for k, v in cards)
+    note = "" if output.stats else ("<p class='note'>stats.json is missing: corpus counts "
+                                    "are not shown.</p>")
+    if t.invalid or t.unreadable:
+        note += (f"<p class='note'><b>{t.invalid} invalid record(s) left out; unreadable: "
+                 f"{e('; '.join(t.unreadable)) or 'none'}.</b> Run python -m pipeline.verify."
+                 f"</p>")
+    return f"<h2>At a glance</h2><div class='cards'>{body}</div>{note}"
+
+
+def _figures(output: Output, t: Tally, stats: Optional[dict]) -> str:
+    m = output.manifest
+    seq = _histogram_from_stats(stats, len(t.seq_lengths))
+    source = "stats.json" if seq is not None and not t.sampled else f"the {t.fmt} shards"
+    seq = seq if seq is not None and not t.sampled else t.seq_lengths
+    figs = [plots.histogram(seq, title=f"Sequence length ([CLS] and [SEP] included; from "
+                                       f"{source})", xlabel="tokens",
+                            mark=m["max_seq_length"], mark_label="max_seq_length")]
+    if output.task == "none":
+        figs.append(plots.histogram(t.a_lengths, title="Text length (without [CLS], [SEP])",
+                                    xlabel="tokens", color=plots.ORANGE))
+    else:
+        figs.append(plots.two_histograms(t.a_lengths, t.b_lengths, labels=("A", "B"),
+                                         title="Segment lengths (without [CLS], [SEP])",
+                                         xlabel="tokens"))
+        names = LABEL_NAMES[output.task]
+        figs.append(plots.bars({names[0]: t.labels[0], names[1]: t.labels[1]},
+                               title=f"{output.task.upper()} labels", ylabel="instances",
+                               colors=(plots.GREEN, plots.ORANGE), percent_of=t.labels.sum()))
+    mean = (np.arange(len(t.predictions)) * t.predictions).sum() / max(1, t.instances)
+    figs.append(plots.histogram(t.predictions, title=f"Masked tokens per instance (mean "
+                                                     f"{mean:.2f})", xlabel="predictions",
+                                color=plots.GREEN, mark=m["max_predictions_per_seq"],
+                                mark_label="max_predictions_per_seq"))
+    figs.append(plots.bars({f"size {k}" if k < 6 else "6+": v for k, v in _grouped(
+        t.group_sizes).items()}, title="Masked groups by size (adjacent masked tokens)",
+        ylabel="groups", colors=[plots.BLUE] * 7, percent_of=t.group_sizes.sum()))
+    held = t.input_at_masked
+    figs.append(plots.bars({"[MASK]": held["mask"], "kept": held["kept"],
+                            "random": held["random"]},
+                           title="What the input holds at masked positions (80/10/10)",
+                           ylabel="masked tokens", colors=(plots.RED, plots.GREEN, plots.ORANGE),
+                           percent_of=sum(held.values())))
+    imgs = "".join(f"<img alt='figure' src='{src}'>" for src in figs)
+    return f"<h2>Instances</h2><div class='figs'>{imgs}</div>"
+
+
+def _grouped(sizes: np.ndarray) -> Dict[int, int]:
+    out = {k: int(sizes[k]) for k in range(1, min(6, len(sizes)))}
+    out[6] = int(sizes[6:].sum())
+    return out
+
+
+def _words(t: Tally, counts: dict, derived: dict) -> str:
+    share = derived.get("masked_cjk_in_whole_multichar_words_share")
+    rows = [["masked Chinese characters", f"{counts.get('masked_cjk_tokens', 0):,}"],
+            ["of them in a multi-character word masked whole",
+             f"{counts.get('masked_cjk_tokens_in_multichar_words', 0):,} ("
+             + ("–" if share is None else f"{100 * share:.1f}%") + ")"],
+            ["multi-character words masked", f"{counts.get('masked_cjk_multichar_words', 0):,}"],
+            ["words (LTP and WordPiece) in the text", f"{counts.get('words', 0):,}"],
+            ["masked groups of 2+ tokens in the shards",
+             f"{int(t.group_sizes[2:].sum()):,} of {int(t.group_sizes.sum()):,}"]]
+    return ("<h2>Whole-word masking</h2><p class='note'>For Chinese the characters of one LTP "
+            "word are masked together; the share below is of masked Chinese characters "
+            "that belong to a multi-character word, masked with the rest of it (0 without "
+            "whole-word masking).</p>" + _table(rows))
+
+
+def _vocabulary(output: Output, t: Tally, counts: dict, derived: dict) -> str:
+    vocab = output.vocab
+    total = int(t.token_counts.sum())
+    order = [int(i) for i in np.argsort(-t.token_counts, kind="stable")
+             if t.token_counts[i] and vocab[i] not in SPECIAL][:30]
+    top = t.token_counts[order[0]] if order else 1
+    rows = [[str(r), e(vocab[i]), f"{int(t.token_counts[i]):,}", _share(t.token_counts[i], total),
+             f"<span class='bar' style='width:{int(160 * t.token_counts[i] / top)}px'></span>"]
+            for r, i in enumerate(order, 1)]
+    unk = derived.get("unk_rate")
+    text = (f"<p>[UNK] rate in the tokenized text: <b>{'–' if unk is None else f'{100 * unk:.2f}%'}"
+            f"</b> ({counts.get('unk_tokens', 0):,} of {counts.get('tokens', 0):,} tokens). "
+            f"{int((t.token_counts > 0).sum()):,} of {len(vocab):,} vocabulary entries occur "
+            f"in the instances.</p>")
+    unk_top = (output.stats or {}).get("unk_top_chars")
+    if unk_top:
+        pairs = unk_top.items() if isinstance(unk_top, dict) else [tuple(p) for p in unk_top]
+        unk_rows = [[e(str(ch)), f"{int(n):,}"] for ch, n in list(pairs)[:30]]
+        unk_html = "<h3>Most frequent characters written as [UNK]</h3>" + _table(
+            unk_rows, ["character", "occurrences"])
+    else:
+        unk_html = ("<p class='note'>Which characters became [UNK] is not recorded in this "
+                    "stats.json (no <code>unk_top_chars</code>).</p>")
+    zipf = plots.rank_frequency(t.token_counts, title="Token frequency by rank (original "
+                                                      "text of the instances)")
+    return (f"<h2>Vocabulary</h2>{text}<div class='cols'><div><h3>Most frequent tokens "
+            f"</h3>{_table(rows, ['rank', 'token', 'count', 'share', ''])}</div><div>"
+            f"<img alt='rank-frequency' src='{zipf}' style='width:100%'>{unk_html}</div></div>")
+
+
+def _inputs(output: Output, counts: dict, stats: Optional[dict]) -> str:
+    config = output.manifest.get("config", {})
+    patterns = "".join(f"<li><code>{e(p)}</code></li>" for p in config.get("input", []))
+    text = (f"<p>--input ({e(str(config.get('input_format', '?')))} format):</p><ul>{patterns}"
+            f"</ul><p>{counts.get('files', '–')} file(s) read, {counts.get('lines', 0):,} "
+            f"lines, {counts.get('ranges', '–')} range(s).</p>")
+    per_file = (stats or {}).get("per_file")
+    if per_file:
+        keys = sorted({k for v in per_file.values() for k in v})
+        rows = [[e(name)] + [f"{v.get(k, 0):,}" for k in keys] for name, v in
+                sorted(per_file.items())]
+        return "<h2>Input files</h2>" + text + _table(rows, ["file"] + keys)
+    return ("<h2>Input files</h2>" + text + "<p class='note'>Counts per input file are not "
+            "recorded: stats.json holds totals only, and the shards do not say which file an "
+            "instance came from.</p>")
+
+
+def _repairs(counts: dict) -> str:
+    rows = [[f"<code>{k}</code>", f"<span class='{'nz' if counts.get(k) else 'zero'}'>"
+             f"{counts.get(k, 0):,}</span>", e(meaning)]
+            for k, meaning in REPAIRS.items() if k in counts]
+    return ("<h2>Repairs made to the input</h2><p class='note'>Nothing is dropped silently; "
+            "non-zero counts are bold.</p>" + _table(rows, ["counter", "count", "meaning"]))
+
+
+def _shards(output: Output, t: Tally) -> str:
+    rows = [[e(s["path"]), f"{s['instances']:,}", megabytes(s.get("bytes", 0)),
+             f"<code>{e(s.get('sha256', '')[:16])}</code>"]
+            for f in output.formats for s in output.shards(f)]
+    return "<h2>Shards</h2>" + _table(rows, ["file", "instances", "size", "sha256 (start)"])
+
+
+def _config(output: Output) -> str:
+    m = output.manifest
+    config = [[f"<code>--{e(k)}</code>", _value(v)] for k, v in m.get("config", {}).items()]
+    model = [[e(k), _value(v)] for k, v in m.get("ltp_model", {}).items()]
+    versions = [[e(k), _value(v)] for k, v in m.get("versions", {}).items()]
+    return ("<h2>Configuration</h2>" + _table(config, ["flag", "value"])
+            + "<div class='cols'><div><h3>Segmentation model</h3>" + _table(model)
+            + "</div><div><h3>Versions</h3>" + _table(versions) + "</div></div>")
+
+
+def _examples(output: Output, fmt: str, n: int, seed: int) -> str:
+    if n <= 0 or not output.shards(fmt):
+        return ""
+    views, _ = select(output, fmt, 0, n=n, seed=seed, records=())
+    return (f"<h2>Examples</h2><p class='note'>{n} instances of shard 0 at random (python -m "
+            f"pipeline.inspect shows more).</p>" + legend_html()
+            + "".join(render_html(v) for v in views))
