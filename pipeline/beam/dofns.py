@@ -12,6 +12,7 @@ job passes everything as elements (statistics ride along with the piece they des
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -29,6 +30,7 @@ from pipeline.core.wordpiece import WordPieceTokenizer
 from pipeline.writers.pieces import encode_piece
 
 NAMESPACE = "bert_wwm"
+_PIECE_NAME = re.compile(r"piece-[0-9a-f]{16}-(\d+)b-(\d+)r\.bin")
 LOG = logging.getLogger(__name__)
 
 # Counters mirrored into Beam metrics for progress (stats.json has the full set).
@@ -165,10 +167,12 @@ class MakeInstancesDoFn(beam.DoFn):
         elif stats["files_without_documents"]:
             LOG.warning("no documents in %s", path)
         key = range_key(source, start)
-        name = piece_name(key)
+        size = (end if end is not None else fs.size_of(path)) - start
+        name = piece_name(key, size, len(batch))
         data, classes = encode_piece(batch, self._shards)
         fs.write_atomic(fs.join(self._pieces, name), data)
         Metrics.distribution(NAMESPACE, "range_documents").update(stats["documents"])
+        Metrics.counter(NAMESPACE, "bytes_read").inc(size)
         report(stats)
         LOG.debug("range %s@%d: %d documents, %d instances", source, start,
                   stats["documents"], len(batch))
@@ -182,8 +186,17 @@ def piece_id(key: Tuple[str, int]) -> int:
     return stable_hash64(*key)
 
 
-def piece_name(key: Tuple[str, int]) -> str:
-    return f"piece-{piece_id(key):016x}.bin"
+def piece_name(key: Tuple[str, int], size: int, rows: int) -> str:
+    """The piece's file name; it also says how many input bytes the range had and how many
+    instances it made, so the launcher follows the job by listing the pieces
+    (``parse_piece_name``)."""
+    return f"piece-{piece_id(key):016x}-{size}b-{rows}r.bin"
+
+
+def parse_piece_name(name: str) -> Optional[Tuple[int, int]]:
+    """(input bytes, instances) of a piece's file name; None for any other name."""
+    match = _PIECE_NAME.fullmatch(name.rsplit("/", 1)[-1])
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def source_base(patterns: Sequence[str]) -> str:
