@@ -111,6 +111,8 @@ class JobConfig:
         "make instances with Google's per-token random draws (given the same generator, "
         "Google's exact output; about 4x slower). Default: the same algorithm and "
         "distributions, vectorized")
+    quiet: bool = _switch("print only warnings and errors: no progress lines")
+    verbose: bool = _switch("also print what Beam and LTP print (hidden by default)")
 
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "JobConfig":
@@ -124,8 +126,8 @@ class JobConfig:
         if isinstance(formats, str):
             formats = tuple(f.strip() for f in formats.split(",") if f.strip())
         values["output_formats"] = tuple(formats)
-        values["overwrite"] = bool(values["overwrite"])
-        values["exact_google_draws"] = bool(values["exact_google_draws"])
+        for switch in ("overwrite", "exact_google_draws", "quiet", "verbose"):
+            values[switch] = bool(values[switch])
         config = cls(**values)
         config.validate()
         return config
