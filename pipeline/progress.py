@@ -4,8 +4,13 @@ the piece files the job writes) and by the tools that read a whole output (verif
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
+import threading
 import time
 from typing import Callable, Optional, Sequence
+
+LOG = logging.getLogger(__name__)
 
 
 def megabytes(n: float) -> str:
@@ -36,23 +41,26 @@ class Progress:
         self._last_line = self._started  # the first line after ``every`` seconds: short work
         # prints none
 
-    def update(self, done_bytes: int, parts: Sequence[str] = (), *, force: bool = False) -> bool:
-        """Report ``done_bytes`` (cumulative); returns whether a line was emitted."""
+    def update(self, done_bytes: int, parts: Sequence[str] = (), after: Sequence[str] = (), *,
+               force: bool = False) -> bool:
+        """Report ``done_bytes`` (cumulative), with ``parts`` before the bytes and ``after``
+        them; returns whether a line was emitted."""
         now = self._clock()
         if self._first is None and done_bytes > 0:
             self._first = (now, done_bytes)
         if not force and now - self._last_line < self._every:
             return False
         self._last_line = now
-        self._emit(self.line(done_bytes, parts, now))
+        self._emit(self.line(done_bytes, parts, after, now))
         return True
 
-    def line(self, done_bytes: int, parts: Sequence[str] = (), now: Optional[float] = None
-             ) -> str:
+    def line(self, done_bytes: int, parts: Sequence[str] = (), after: Sequence[str] = (),
+             now: Optional[float] = None) -> str:
         now = self._clock() if now is None else now
         items = list(parts)
         share = f" ({100 * done_bytes / self.total:.0f}%)" if self.total else ""
         items.append(f"{megabytes(done_bytes)} of {megabytes(self.total)} {self._unit}{share}")
+        items.extend(after)
         if self._first is not None and done_bytes > self._first[1]:
             elapsed = now - self._first[0]
             rate = (done_bytes - self._first[1]) / elapsed if elapsed > 0 else 0.0
@@ -62,3 +70,65 @@ class Progress:
         else:
             items.append(f"{duration(now - self._started)} so far")
         return " · ".join(items)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobState:
+    """What a running job has done so far, as its files show it."""
+    ranges: int = 0
+    bytes_read: int = 0
+    instances: int = 0
+    shards_written: int = 0
+
+
+class JobWatch:
+    """Follows a running job from the outside, in a thread: ``poll()`` (listing the files the
+    job writes) every ``interval`` seconds, a line when something changed (at most one every
+    ``every`` seconds), and at least one every ``heartbeat`` seconds."""
+
+    def __init__(self, poll: Callable[[], JobState], *, total_bytes: int, ranges: int,
+                 num_shards: int, emit: Callable[[str], None], interval: float = 2.0,
+                 every: float = 5.0, heartbeat: float = 30.0):
+        self._poll, self._ranges, self._shards = poll, ranges, num_shards
+        self._emit, self._interval, self._heartbeat = emit, interval, heartbeat
+        self._progress = Progress(total_bytes, emit=emit, every=every)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="job-progress", daemon=True)
+        self._last: Optional[JobState] = None
+        self._last_time = time.monotonic()
+
+    def start(self) -> "JobWatch":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                state = self._poll()
+            except Exception as e:  # a listing that fails now may work next time
+                LOG.debug("progress: listing failed: %s", e)
+                continue
+            if self._last is not None:  # counts only grow (the job deletes its pieces last)
+                state = JobState(*(max(a, b) for a, b in zip(
+                    dataclasses.astuple(state), dataclasses.astuple(self._last))))
+            now = time.monotonic()
+            changed = state != self._last
+            if changed or now - self._last_time >= self._heartbeat:
+                if self.report(state, force=not changed):
+                    self._last, self._last_time = state, now
+
+    def report(self, state: JobState, *, force: bool = False) -> bool:
+        if state.bytes_read >= self._progress.total and state.ranges:
+            line = (f"writing shards: {state.shards_written} of {self._shards} written · "
+                    f"{state.instances:,} instances from {state.ranges} ranges")
+            if force or state != self._last:
+                self._emit(line)
+                return True
+            return False
+        return self._progress.update(
+            state.bytes_read, [f"ranges {state.ranges} of ~{max(self._ranges, state.ranges)}"],
+            [f"{state.instances:,} instances"], force=force)

@@ -22,19 +22,23 @@ import logging
 import os
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
+from pipeline import console
+
+console.hold_import_noise()  # before Beam: it warns on import about clients this job never uses
+import apache_beam as beam  # noqa: E402
+from apache_beam.io.filesystems import FileSystems  # noqa: E402
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,  # noqa
                                                   SetupOptions, StandardOptions, TestOptions)
 
-from pipeline import schema
-from pipeline.beam import fs, transforms
-from pipeline.beam.options import (JobConfig, check_flags, expand_config, resolve_runner,
+from pipeline import progress, schema  # noqa: E402
+from pipeline.beam import dofns, fs, transforms  # noqa: E402
+from pipeline.beam.options import (JobConfig, check_flags, expand_config, resolve_runner,  # noqa
                                    str2bool)
-from pipeline.core.wordpiece import read_vocab
-from pipeline.writers.manifest import sha256_hex
+from pipeline.core.ranges import is_compressed  # noqa: E402
+from pipeline.core.wordpiece import read_vocab  # noqa: E402
+from pipeline.writers.manifest import sha256_hex  # noqa: E402
 
 LOG = logging.getLogger("pipeline.run")
 
@@ -46,15 +50,44 @@ def absolute(path: Optional[str]) -> Optional[str]:
     return os.path.abspath(fs.local_path(path))
 
 
-def check_inputs(patterns: Sequence[str]) -> int:
-    """Fail fast, before any work: every pattern must match a file. Returns the file count."""
-    files = set()
+def check_inputs(patterns: Sequence[str]) -> List[Tuple[str, int]]:
+    """Fail fast, before any work: every pattern must match a file. Returns (path, size) of
+    every file, each once."""
+    files = {}
     for pattern in patterns:
         found = fs.match(pattern)
         if not found:
             raise FileNotFoundError(f"--input {pattern!r} matches no file")
-        files.update(path for path, _ in found)
-    return len(files)
+        files.update(found)
+    return sorted(files.items())
+
+
+def watch_job(config: JobConfig, files: List[Tuple[str, int]]) -> progress.JobWatch:
+    """Progress lines while the job runs, from the files it writes (listed through Beam's
+    filesystems, so on any runner and store): each range's piece file names its input bytes
+    and instances; the shards appear under their final names when complete. The number of
+    ranges is estimated from the file sizes (the job plans them itself)."""
+    pieces = transforms.pieces_dir(config)
+    fmt = config.output_formats[0]
+    shard_dir = fs.join(config.output_dir,
+                        schema.TFRECORD_DIR if fmt == "tfrecord" else schema.PARQUET_DIR)
+    shards = {fs.join(config.output_dir, schema.shard_path(
+        fmt, i, config.num_shards, gzip=config.compression == "gzip"))
+        for i in range(config.num_shards)}
+
+    def poll() -> progress.JobState:
+        done = [parsed for parsed in (dofns.parse_piece_name(path)
+                                      for path, _ in fs.list_tree(pieces)) if parsed]
+        return progress.JobState(
+            ranges=len(done), bytes_read=sum(size for size, _ in done),
+            instances=sum(rows for _, rows in done),
+            shards_written=sum(path in shards for path, _ in fs.list_tree(shard_dir)))
+
+    ranges = sum(1 if is_compressed(path) else max(1, -(-size // config.range_bytes))
+                 for path, size in files)
+    return progress.JobWatch(poll, total_bytes=sum(size for _, size in files), ranges=ranges,
+                             num_shards=config.num_shards,
+                             emit=lambda line: LOG.info("progress: %s", line)).start()
 
 
 def _is_ours(relative: str) -> bool:
@@ -158,8 +191,10 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     if not only:
         files = check_inputs(config.input)
         prepare_output_dir(config.output_dir, config.overwrite)
-        LOG.info("reading %d file(s) (%s format) → %s; max_seq_length=%d, dupe_factor=%d, "
-                 "whole-word masking %s", files, config.input_format, config.output_dir,
+        LOG.info("reading %d file(s), %s (%s format) → %s; max_seq_length=%d, dupe_factor=%d, "
+                 "whole-word masking %s", len(files),
+                 progress.megabytes(sum(size for _, size in files)), config.input_format,
+                 config.output_dir,
                  config.max_seq_length, config.dupe_factor,
                  "on" if config.do_whole_word_mask else "off")
     identity = ltp_identity(config, build=not only)
@@ -170,7 +205,12 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
                      ltp_identity=identity, fs_options=fs.filesystem_options(options))
     if only:
         return _build_only(p, options, only, runner)
-    p.run().wait_until_finish()
+    watch = None if config.quiet else watch_job(config, files)
+    try:
+        p.run().wait_until_finish()
+    finally:
+        if watch is not None:
+            watch.stop()
     manifest = json.loads(fs.read_bytes(fs.join(config.output_dir, schema.MANIFEST_FILE)))
     LOG.info("done in %.1f s: %d instances in %d shard(s) under %s",
              time.time() - started, manifest["total_instances"], manifest["num_shards"],
@@ -216,15 +256,26 @@ def print_help() -> None:
     parser.print_help()
 
 
+def console_flags(argv: List[str]) -> Tuple[bool, bool]:
+    """--quiet and --verbose (flags or --config), read before the job to set up logging."""
+    import argparse
+
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for name in ("quiet", "verbose"):
+        pre.add_argument(f"--{name}", type=str2bool, nargs="?", const=True, default=False)
+    try:
+        known, _ = pre.parse_known_args(expand_config(argv))
+    except (ValueError, OSError, SystemExit):  # run() reports the problem
+        return False, False
+    return known.quiet, known.verbose
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     if any(a in ("-h", "--help") for a in (sys.argv[1:] if argv is None else argv)):
         print_help()
         return
-    # force: importing Beam may already have configured the root logger at WARNING level,
-    # which would swallow our start and end lines.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        force=True)
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # keep our progress lines visible
+    quiet, verbose = console_flags(list(sys.argv[1:] if argv is None else argv))
+    console.setup(quiet=quiet, verbose=verbose)
     try:
         run(argv)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
