@@ -134,7 +134,7 @@ def ltp_identity(config: JobConfig, *, build: bool = True) -> dict:
         else:
             identity["uri"] = spec
     elif spec == "default":
-        identity = describe_model(str(ltp_default.default_model_dir()))
+        identity = describe_model(str(ltp_default.default_model_dir(verbose=config.verbose)))
     elif fs.is_remote(spec):
         config_json = json.loads(fs.read_bytes(fs.join(spec, "config.json")))
         identity = {"kind": "neural" if config_json.get("nerual", False) else "legacy",

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from pipeline import console
 from pipeline.core import peoples_daily
 from pipeline.core.ltp_default import default_model_dir
 from pipeline.core.segment import LtpSegmenter
@@ -81,10 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="default",
                         help="'default' (the built-in model), a local LTP directory or a hub name")
     parser.add_argument("--every", type=int, default=1, help="use every N-th held-out paragraph")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show what LTP's trainer prints while the default model is built")
     parser.add_argument("texts", nargs="*", help="texts to segment (prints their words)")
     args = parser.parse_args(argv)
+    console.setup(verbose=args.verbose)  # our lines (the first build says what it does)
     start = time.perf_counter()
-    model = str(default_model_dir()) if args.model == "default" else args.model
+    model = str(default_model_dir(verbose=args.verbose)) if args.model == "default" \
+        else args.model
     wall = time.perf_counter() - start
     if args.benchmark:
         print(json.dumps(benchmark(model)))
