@@ -102,17 +102,23 @@ def _wide(ch: str) -> bool:
     return width in ("W", "F") or (width == "A" and unicodedata.category(ch).startswith("P"))
 
 
+def _space_between(before: str, after: str) -> bool:
+    """Whether two tokens are written with a space between them: not around CJK, not before
+    a ``##`` piece; always around [CLS], [SEP], [MASK], [UNK]."""
+    if after.startswith("##") and len(after) > 2:
+        return False
+    if before.endswith("]") or after.startswith("["):
+        return True
+    return not (_wide(before[-1]) or _wide(after[0]))
+
+
 def join_tokens(texts: Sequence[str]) -> str:
     """WordPiece tokens → readable text: ``##`` pieces glued, no spaces around CJK."""
     out = ""
-    for text in texts:
-        if text.startswith("##") and len(text) > 2:
-            out += text[2:]
-        elif out and not (_wide(out[-1]) or _wide(text[0])) or out.endswith("]") \
-                or text.startswith("["):
-            out += (" " if out else "") + text
-        else:
-            out += text
+    for i, text in enumerate(texts):
+        if i and _space_between(texts[i - 1], text):
+            out += " "
+        out += _bare(text)
     return out
 
 
@@ -129,14 +135,18 @@ def _pieces(tokens: List[Token]) -> Iterator[tuple]:
 
 
 def segment_text(tokens: List[Token]) -> str:
-    parts = []
+    """A segment's input as text, each masked group as «targets→inputs»."""
+    out, last = "", None
     for kind, run in _pieces(tokens):
-        if kind == "text":
-            parts.append(join_tokens([t.text for t in run]))
-        else:
-            parts.append("«" + join_tokens([t.target for t in run]) + "→"
-                         + join_tokens([t.text for t in run]) + "»")
-    return join_tokens(parts) if parts else ""
+        # Spaces as the text reads: a group by its targets.
+        words = [t.text for t in run] if kind == "text" else [t.target for t in run]
+        text = join_tokens(words) if kind == "text" else \
+            "«" + join_tokens(words) + "→" + join_tokens([t.text for t in run]) + "»"
+        if last is not None and _space_between(last, words[0]):
+            out += " "
+        out += text
+        last = words[-1]
+    return out
 
 
 def _padded(text: str, width: int) -> str:
