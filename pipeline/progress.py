@@ -86,12 +86,13 @@ class JobWatch:
     job writes) every ``interval`` seconds, a line when something changed (at most one every
     ``every`` seconds), and at least one every ``heartbeat`` seconds."""
 
+    INTERVAL, EVERY, HEARTBEAT = 2.0, 5.0, 30.0  # seconds
+
     def __init__(self, poll: Callable[[], JobState], *, total_bytes: int, ranges: int,
-                 num_shards: int, emit: Callable[[str], None], interval: float = 2.0,
-                 every: float = 5.0, heartbeat: float = 30.0):
+                 num_shards: int, emit: Callable[[str], None]):
         self._poll, self._ranges, self._shards = poll, ranges, num_shards
-        self._emit, self._interval, self._heartbeat = emit, interval, heartbeat
-        self._progress = Progress(total_bytes, emit=emit, every=every)
+        self._emit, self._interval, self._heartbeat = emit, self.INTERVAL, self.HEARTBEAT
+        self._progress = Progress(total_bytes, emit=emit, every=self.EVERY)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job-progress", daemon=True)
         self._last: Optional[JobState] = None

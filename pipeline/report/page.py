@@ -205,8 +205,11 @@ def _vocabulary(output: Output, t: Tally, counts: dict, derived: dict) -> str:
     if unk_top:
         pairs = unk_top.items() if isinstance(unk_top, dict) else [tuple(p) for p in unk_top]
         unk_rows = [[e(str(ch)), f"{int(n):,}"] for ch, n in list(pairs)[:30]]
-        unk_html = "<h3>Most frequent characters written as [UNK]</h3>" + _table(
-            unk_rows, ["character", "occurrences"])
+        distinct = (output.stats or {}).get("unk_distinct_chars")
+        unk_html = ("<h3>Most frequent characters written as [UNK]</h3>"
+                    + (f"<p class='note'>{distinct:,} distinct characters in all.</p>"
+                       if distinct is not None else "")
+                    + _table(unk_rows, ["character", "occurrences"]))
     else:
         unk_html = ("<p class='note'>Which characters became [UNK] is not recorded in this "
                     "stats.json (no <code>unk_top_chars</code>).</p>")
