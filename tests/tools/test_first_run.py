@@ -1,0 +1,88 @@
+"""The job's own lines by default, third-party noise only with --verbose, only warnings with
+--quiet; and the first run says what it builds."""
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import console
+from pipeline.core import ltp_default
+from tests import realdata
+from tests.tools.conftest import write_corpus
+
+# The job as a user starts it, in a Python where Beam's optional GCP client is missing (as
+# without the gcp extra): Beam then warns on import.
+WITHOUT_APITOOLS = ("import sys; sys.modules['apitools'] = None; "
+                    "from pipeline.run import main; main(sys.argv[1:])")
+
+
+def test_import_noise_is_held_back_and_shown_with_verbose(capsys):
+    root = logging.getLogger()
+    saved = root.handlers[:], root.filters[:], root.level
+    try:
+        console.hold_import_noise()
+        console.setup()
+        logging.warning("apitools not found, and bigquery client libraries are not available")
+        logging.warning("a warning of our own")
+        err = capsys.readouterr().err
+        assert "a warning of our own" in err and "apitools" not in err
+        console.setup(verbose=True)
+        assert "apitools not found" in capsys.readouterr().err
+    finally:
+        root.handlers[:], root.filters[:] = saved[0], saved[1]
+        root.setLevel(saved[2])
+
+
+def test_the_trainer_prints_nothing_unless_verbose(tmp_path, capfd):
+    ltp_default.build_model(tmp_path / "quiet", epochs=1, max_train_paragraphs=200)
+    out, err = capfd.readouterr()
+    assert "epoch" not in out + err and "precision" not in out + err
+    ltp_default.build_model(tmp_path / "verbose", epochs=1, max_train_paragraphs=200,
+                            verbose=True)
+    out, err = capfd.readouterr()
+    assert out == "" and "epoch: 0, precision" in err  # never on stdout: it may be piped
+
+
+def run_cli(args, env_cache):
+    env = dict(os.environ, BERT_WWM_CACHE=str(env_cache))
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_APITOOLS, *args], env=env,
+                          capture_output=True, text=True, timeout=600, cwd=realdata.REPO)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, proc.stderr
+
+
+def test_default_verbose_and_quiet_output(tmp_path, small_ltp_model_dir):
+    corpus = write_corpus(tmp_path)
+    flags = [f"--input={corpus}", f"--ltp_model={small_ltp_model_dir}", "--dupe_factor=1"]
+    out, err = run_cli(flags + [f"--output_dir={tmp_path / 'a'}"], tmp_path / "cache")
+    assert out == ""
+    lines = err.splitlines()
+    assert "reading 2 file(s)" in lines[0] and "done in" in lines[-1]
+    assert not [line for line in lines if " INFO " not in line], err  # no third-party lines
+    out, err = run_cli(flags + [f"--output_dir={tmp_path / 'b'}", "--verbose"], tmp_path / "c")
+    assert "apitools not found" in err
+    out, err = run_cli(flags + [f"--output_dir={tmp_path / 'q'}", "--quiet"], tmp_path / "c")
+    assert out == "" and err == ""
+
+
+@pytest.mark.slow  # builds the default model (~30 s) in an empty cache, as a first run does
+def test_the_first_run_says_what_it_builds_and_the_f1_it_claims_holds(tmp_path):
+    from pipeline.core.segment import LtpSegmenter
+    from pipeline.tools.ltp_model import evaluate_held_out
+
+    cache = tmp_path / "cache"
+    out, err = run_cli([f"--output_dir={tmp_path / 'out'}"], cache)
+    model = cache / ltp_default.MODEL_NAME
+    lines = err.splitlines()
+    assert "first run: building the default Chinese word segmenter" in lines[1]
+    assert str(model) in lines[2] and f"F1 {ltp_default.HELD_OUT_F1:.3f}" in lines[2]
+    assert "default segmenter built in" in lines[3]
+    assert "epoch" not in err and "apitools" not in err and out == ""
+    assert not [line for line in lines if " INFO " not in line], err
+    f1 = evaluate_held_out(LtpSegmenter(str(model)).word_spans)["f1"]
+    assert round(f1, 4) == ltp_default.HELD_OUT_F1
+    # The second run finds it built and says nothing about it.
+    _, err = run_cli([f"--output_dir={tmp_path / 'again'}"], cache)
+    assert "building" not in err
