@@ -15,11 +15,14 @@ list of what is wrong (file, record, field), 2 for a bad command line.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
+import multiprocessing
+import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -49,6 +52,15 @@ class Findings:
     @property
     def count(self) -> int:
         return sum(self.per_file.values())
+
+    def merge(self, other: "Findings") -> None:
+        for file, n in other.per_file.items():
+            kept = [p for p in other.problems if p[0] == file]
+            room = max(0, KEPT_PER_FILE - self.per_file.get(file, 0))
+            self.problems.extend(kept[:room])
+            self.per_file[file] = self.per_file.get(file, 0) + n
+        self.notes.extend(n for n in other.notes if n not in self.notes)
+        self.bytes_read += other.bytes_read
 
 
 def check_manifest(output: Output, found: Findings) -> None:
@@ -160,14 +172,39 @@ def compare_formats(paths: Tuple[str, str], prints: Tuple[dict, dict], found: Fi
                                                             f"{int(common[k])} of {a_path}")
 
 
-def verify(output: Output, *, quiet: bool = False) -> Findings:
+def check_index(output: Output, index: int, spec: Spec,
+                on_bytes: Callable[[int], None] = lambda n: None) -> Findings:
+    """Shard ``index`` of every format, and the two formats against each other."""
+    found = Findings()
+    prints = {}
+    for fmt in output.formats:
+        entries = output.shards(fmt)
+        if index < len(entries):
+            prints[fmt] = (entries[index]["path"],
+                           check_shard(output, fmt, entries[index], spec, found, on_bytes))
+    if len(prints) == 2 and all(p is not None for _, p in prints.values()):
+        (pa, a), (pb, b) = prints["tfrecord"], prints["parquet"]
+        compare_formats((pa, pb), (a, b), found)
+    return found
+
+
+def _check_index_job(job) -> Findings:
+    """``check_index`` in a worker process."""
+    return check_index(*job)
+
+
+def verify(output: Output, *, workers: int = 1, filesystem_flags: Sequence[str] = (),
+           quiet: bool = False) -> Findings:
+    """Everything; shard indexes in ``workers`` processes (each reads one shard of each
+    format at a time)."""
     found = Findings()
     check_manifest(output, found)
     spec = Spec.of(output)
-    entries = {fmt: output.shards(fmt) for fmt in output.formats}
-    total = sum(output.files.get(e["path"], 0) for es in entries.values() for e in es)
-    meter = progress.Progress(total, emit=lambda line: print(f"verify: {line}", file=sys.stderr,
-                                                             flush=True))
+    count = max((len(output.shards(f)) for f in output.formats), default=0)
+    sizes = [sum(output.files.get(output.shards(f)[i]["path"], 0) for f in output.formats
+                 if i < len(output.shards(f))) for i in range(count)]
+    meter = progress.Progress(sum(sizes), emit=lambda line: print(
+        f"verify: {line}", file=sys.stderr, flush=True))
     done = [0]
 
     def on_bytes(n: int) -> None:
@@ -175,15 +212,19 @@ def verify(output: Output, *, quiet: bool = False) -> Findings:
         if not quiet:
             meter.update(done[0])
 
-    for index in range(max((len(es) for es in entries.values()), default=0)):
-        prints = {}
-        for fmt, es in entries.items():
-            if index < len(es):
-                prints[fmt] = (es[index]["path"],
-                               check_shard(output, fmt, es[index], spec, found, on_bytes))
-        if len(prints) == 2 and all(p is not None for _, p in prints.values()):
-            (pa, a), (pb, b) = prints["tfrecord"], prints["parquet"]
-            compare_formats((pa, pb), (a, b), found)
+    if workers <= 1 or count <= 1:
+        for index in range(count):
+            found.merge(check_index(output, index, spec, on_bytes))
+        return found
+    context = multiprocessing.get_context("fork" if "fork" in
+                                          multiprocessing.get_all_start_methods() else None)
+    with concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=out_mod.use_filesystem_flags,
+            initargs=(list(filesystem_flags),)) as pool:
+        jobs = [(output, index, spec) for index in range(count)]
+        for index, result in enumerate(pool.map(_check_index_job, jobs)):
+            found.merge(result)
+            on_bytes(sizes[index])
     return found
 
 
@@ -215,8 +256,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = out_mod.tool_parser("python -m pipeline.verify", __doc__.split("\n\n")[0])
     parser.add_argument("--max_problems", type=int, default=50,
                         help="problems listed in full (all are counted)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes reading shards in parallel (default: one per core)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    args, _ = out_mod.parse_tool_args(parser, argv)
+    args, rest = out_mod.parse_tool_args(parser, argv)
     console.setup(quiet=True)
     started = time.perf_counter()
     try:
@@ -224,7 +267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except NotAnOutput as e:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1
-    found = verify(output, quiet=args.quiet)
+    found = verify(output, workers=args.workers, filesystem_flags=rest, quiet=args.quiet)
     if found.count:
         print(report_problems(found, limit=args.max_problems))
         return 1
