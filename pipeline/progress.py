@@ -125,7 +125,8 @@ class JobWatch:
     def report(self, state: JobState, *, force: bool = False) -> bool:
         if state.bytes_read >= self._progress.total and state.ranges:
             line = (f"writing shards: {state.shards_written} of {self._shards} written · "
-                    f"{state.instances:,} instances from {state.ranges} ranges")
+                    f"{state.instances:,} instances from {state.ranges} "
+                    f"range{'s' if state.ranges != 1 else ''}")
             if force or state != self._last:
                 self._emit(line)
                 return True
