@@ -146,6 +146,9 @@ def test_remote_everything_matches_local_and_leaves_nothing(store, local_run, mo
     assert identity["user_dict"] == f"{base}/user_dict.txt" and identity["user_dict_words"] == 1
     assert len(copies) >= 2  # the model for the workers, the dictionary for the manifest
     assert not [c for c in copies if os.path.exists(c)]
+    if store.scheme == "s3":  # one boto3 client for every S3 operation of the job
+        from pipeline.beam import fs
+        assert len(fs._S3_CLIENTS) == 1
 
     # A non-empty output is refused; --overwrite with fewer shards replaces only our objects.
     with pytest.raises(FileExistsError, match="--overwrite"):

@@ -16,6 +16,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -58,6 +59,55 @@ def use_options(options: Optional[Dict[str, object]]) -> None:
     """Give Beam's filesystems in this process the job's options (see the module docstring)."""
     if options:
         FileSystems.set_options(PipelineOptions.from_dictionary(options))
+
+
+# Beam's S3 filesystem builds a new boto3 Session and client for every operation (open, exists,
+# rename, delete, ...): measured 0.65 s of CPU each, 61 of a test job's 81 seconds, and at scale
+# one open per piece per shard. botocore clients are thread-safe, so one per process and set
+# of S3 options serves every operation; each Beam client object keeps its own download state.
+_S3_CLIENTS: Dict[tuple, object] = {}
+_S3_LOCK = threading.Lock()
+
+
+def _reuse_s3_clients() -> None:
+    try:
+        from apache_beam.io.aws.clients.s3 import boto3_client
+    except ImportError:  # no apache-beam[aws]: no s3:// filesystem either
+        return
+    if getattr(boto3_client.Client, "_bert_wwm_shared", False):
+        return
+    build = boto3_client.Client.__init__
+
+    def init(self, options):
+        if isinstance(options, PipelineOptions):
+            key = tuple(sorted(options.view_as(_s3_options()).get_all_options(
+                drop_default=True, current_only=True).items()))
+        else:
+            key = tuple(sorted((k, v) for k, v in dict(options).items()
+                               if k.startswith("s3_")))
+        with _S3_LOCK:
+            shared = _S3_CLIENTS.get(key)
+            if shared is None:
+                build(self, options)
+                _S3_CLIENTS[key] = self.client
+                return
+        build_state = {"_download_request": None, "_download_stream": None,
+                       "_download_pos": 0}
+        self.client = shared
+        for name, value in build_state.items():
+            setattr(self, name, value)
+
+    boto3_client.Client.__init__ = init
+    boto3_client.Client._bert_wwm_shared = True
+
+
+def _s3_options():
+    from apache_beam.options.pipeline_options import S3Options
+
+    return S3Options
+
+
+_reuse_s3_clients()
 
 
 def open_read(path: str):
