@@ -35,6 +35,33 @@ def test_import_noise_is_held_back_and_shown_with_verbose(capsys):
         root.setLevel(saved[2])
 
 
+def test_beams_worker_noise_is_dropped_and_the_jobs_worker_lines_kept(capsys):
+    """Records as DirectRunner's multi_processing mode forwards what its workers log."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    workers = logging.getLogger(console.WORKER_LOGGER)
+    beam_line = ('severity: WARN timestamp {   seconds: 1796165624 } message: "Discarding '
+                 'unparseable args: [\\\'--input=a.txt\\\']" log_location: "/usr/lib/python3/'
+                 'site-packages/apache_beam/options/pipeline_options.py:570" thread: "MainThread"')
+    ours = ('severity: WARN timestamp {   seconds: 1796165687 } message: "skipped /data/x.bin: '
+            'binary or not UTF-8" instruction_id: "bundle_9" transform_id: "MakeInstances" '
+            'log_location: "/work/pipeline/beam/dofns.py:166" thread: "Thread-12"')
+    try:
+        console.setup()
+        workers.warning("Worker: %s", beam_line)
+        workers.warning("Worker: %s", ours)
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].endswith(
+            "WARNING worker: skipped /data/x.bin: binary or not UTF-8")
+        console.setup(verbose=True)
+        workers.warning("Worker: %s", beam_line)
+        assert "Discarding unparseable args" in capsys.readouterr().err
+    finally:
+        console.setup()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
 def test_the_trainer_prints_nothing_unless_verbose(tmp_path, capfd):
     ltp_default.build_model(tmp_path / "quiet", epochs=1, max_train_paragraphs=200)
     out, err = capfd.readouterr()
