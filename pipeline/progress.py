@@ -75,10 +75,10 @@ class Progress:
 @dataclasses.dataclass(frozen=True)
 class JobState:
     """What a running job has done so far, as its files show it."""
-    ranges: int = 0
-    bytes_read: int = 0
-    instances: int = 0
-    shards_written: int = 0
+    ranges: int
+    bytes_read: int
+    instances: int
+    shards_written: int
 
 
 class JobWatch:

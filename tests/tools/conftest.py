@@ -8,18 +8,7 @@ import shutil
 import pytest
 
 from pipeline.run import run
-from tests import realdata
-
-
-def write_corpus(root):
-    with open(realdata.SAMPLE_CORPUS, encoding="utf-8") as f:
-        zh = f.read().split("\n\n")
-    english = os.path.join(realdata.REPO, "pipeline", "resources", "sample", "english_sample.txt")
-    with open(english, encoding="utf-8") as f:
-        en = f.read().split("\n\n")
-    (root / "zh.txt").write_text("\n\n".join(zh[:24]) + "\n", encoding="utf-8")
-    (root / "en.txt").write_text("\n\n".join(en[:8]) + "\n", encoding="utf-8")
-    return str(root / "*.txt")
+from tests.test_golden import write_corpus  # Chinese news in two files, English prose in one
 
 
 def make_output(root, ltp_model, *flags):

@@ -10,7 +10,7 @@ import pytest
 from pipeline import console
 from pipeline.core import ltp_default
 from tests import realdata
-from tests.tools.conftest import write_corpus
+from tests.test_golden import write_corpus
 
 # The job as a user starts it, in a Python where Beam's optional GCP client is missing (as
 # without the gcp extra): Beam then warns on import.
@@ -80,15 +80,24 @@ def run_cli(args, env_cache):
     return proc.stdout, proc.stderr
 
 
-def test_default_verbose_and_quiet_output(tmp_path, small_ltp_model_dir):
-    corpus = write_corpus(tmp_path)
-    flags = [f"--input={corpus}", f"--ltp_model={small_ltp_model_dir}", "--dupe_factor=1"]
-    out, err = run_cli(flags + [f"--output_dir={tmp_path / 'a'}"], tmp_path / "cache")
+def job_flags(tmp_path, small_ltp_model_dir):
+    return [f"--input={write_corpus(tmp_path)}", f"--ltp_model={small_ltp_model_dir}",
+            "--dupe_factor=1"]
+
+
+def test_by_default_only_the_jobs_own_lines(tmp_path, small_ltp_model_dir):
+    out, err = run_cli(job_flags(tmp_path, small_ltp_model_dir)
+                       + [f"--output_dir={tmp_path / 'a'}"], tmp_path / "cache")
     assert out == ""
     lines = err.splitlines()
-    assert "reading 2 file(s)" in lines[0] and "done in" in lines[-1]
+    assert "reading 3 file(s)" in lines[0] and "done in" in lines[-1]
     assert not [line for line in lines if " INFO " not in line], err  # no third-party lines
-    out, err = run_cli(flags + [f"--output_dir={tmp_path / 'b'}", "--verbose"], tmp_path / "c")
+
+
+@pytest.mark.slow  # ~20 s: the job twice in fresh processes
+def test_verbose_shows_the_noise_and_quiet_shows_nothing(tmp_path, small_ltp_model_dir):
+    flags = job_flags(tmp_path, small_ltp_model_dir)
+    _, err = run_cli(flags + [f"--output_dir={tmp_path / 'v'}", "--verbose"], tmp_path / "c")
     assert "apitools not found" in err
     out, err = run_cli(flags + [f"--output_dir={tmp_path / 'q'}", "--quiet"], tmp_path / "c")
     assert out == "" and err == ""

@@ -129,11 +129,9 @@ def test_bad_requests_say_what_is_wrong(output_dir, damaged, capsys):
 
 
 def test_a_corrupt_record_is_named_not_a_traceback(damaged, capsys):
-    path = damaged / SHARD0
-    data = bytearray(path.read_bytes())
-    length = int.from_bytes(data[:8], "little")
-    data[12 + length // 2] ^= 0x40  # inside record 0's data
-    path.write_bytes(bytes(data))
+    from tests.tools.test_verify import flip
+
+    flip(damaged / SHARD0, 0, 12 + 100, 0x40)  # inside record 0's data
     code, out, err = run_inspect(damaged, capsys, "--n", "2")
     assert code == 1
     assert "record 0 is not valid: data CRC mismatch" in out

@@ -7,7 +7,8 @@ import time
 from pipeline import progress
 from pipeline.beam import dofns
 from pipeline.run import run
-from tests.tools.conftest import manifest, write_corpus
+from tests.test_golden import write_corpus
+from tests.tools.conftest import manifest
 
 
 def test_a_line_says_done_of_total_rate_and_time_left():

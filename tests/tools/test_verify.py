@@ -43,15 +43,19 @@ def test_an_intact_output_passes_with_a_one_line_summary(output_dir, capsys):
     assert "MB/s" in text
 
 
-def test_a_flipped_bit_inside_a_record_names_the_file_and_record(damaged, capsys):
-    path = damaged / SHARD0
+def flip(path, record: int, at: int, bit: int) -> None:
+    """Flip a bit ``at`` bytes into the framed ``record`` of a TFRecord file (0-11: its length
+    and length CRC, 12 on: its data)."""
     data = bytearray(path.read_bytes())
-    # Inside the data of record 3: skip three whole records (8 + 4 + length + 4 bytes each).
-    at = 0
-    for _ in range(3):
-        at += 16 + int.from_bytes(data[at:at + 8], "little")
-    data[at + 12 + 40] ^= 0x04
+    start = 0
+    for _ in range(record):  # each record: 8 + 4 + length + 4 bytes
+        start += 16 + int.from_bytes(data[start:start + 8], "little")
+    data[start + at] ^= bit
     path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_inside_a_record_names_the_file_and_record(damaged, capsys):
+    flip(damaged / SHARD0, 3, 12 + 40, 0x04)
     code, text = run_verify(damaged, capsys)
     assert code == 1 and text.startswith("FAILED")
     found = problems(text)
@@ -72,13 +76,7 @@ def test_one_process_or_several_find_the_same(damaged, capsys):
 
 
 def test_a_flipped_bit_in_a_length_field_stops_reading_there(damaged, capsys):
-    path = damaged / SHARD0
-    data = bytearray(path.read_bytes())
-    at = 0
-    for _ in range(5):
-        at += 16 + int.from_bytes(data[at:at + 8], "little")
-    data[at + 1] ^= 0x01  # record 5's length
-    path.write_bytes(bytes(data))
+    flip(damaged / SHARD0, 5, 1, 0x01)
     code, text = run_verify(damaged, capsys)
     assert code == 1
     assert any(f == SHARD0 and r == 5 and "length CRC mismatch" in rest
