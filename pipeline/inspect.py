@@ -319,10 +319,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         views, problems = select(output, fmt, args.shard, n=args.n, seed=args.seed,
                                  records=args.record)
-    except (IndexError, ShardError) as e:
+    except Exception as e:  # a bad --record, or a shard that cannot be read on
         where = f" (record {e.record})" if isinstance(e, ShardError) and e.record is not None \
             else ""
-        print(f"{shards[args.shard]['path']}{where}: {e}; python -m pipeline.verify checks "
+        what = str(e) if isinstance(e, (IndexError, ShardError)) else \
+            f"cannot be read: {type(e).__name__}: {e}"
+        print(f"{shards[args.shard]['path']}{where}: {what}; python -m pipeline.verify checks "
               f"the whole output", file=sys.stderr)
         return 1
     m = output.manifest

@@ -142,6 +142,9 @@ def check_shard(output: Output, fmt: str, entry: dict, spec: Spec, found: Findin
     except ShardError as e:
         found.add(path, e.record, "", e.message)
         return None
+    except Exception as e:  # damage no check foresaw is still a finding about this file
+        found.add(path, None, "", f"cannot be read: {type(e).__name__}: {e}")
+        return None
     finally:
         hasher.close()
     found.bytes_read += hasher.bytes

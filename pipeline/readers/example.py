@@ -44,8 +44,9 @@ def decode_examples(records: Sequence[bytes], dtypes: Dict[str, str]) -> Decoded
     by the general walker, one at a time."""
     buf = b"".join(records)
     data = np.frombuffer(buf, dtype=np.uint8)
-    ends = np.cumsum([len(r) for r in records], dtype=np.int64)
-    starts = ends - [len(r) for r in records]
+    lengths = np.array([len(r) for r in records], dtype=np.int64)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
     expected = {name.encode(): (name, "float" if dtype == "float32" else "int64")
                 for name, dtype in dtypes.items()}
     regular, fast = _walk_regular(data, starts, ends, expected)

@@ -13,6 +13,7 @@ from pipeline import schema
 from pipeline.inspect import legend_html, page, render_html, select
 from pipeline.progress import megabytes
 from pipeline.readers.output import Output
+from pipeline.readers.shards import ShardError
 from pipeline.report import plots
 from pipeline.report.tally import Tally
 
@@ -265,7 +266,11 @@ def _config(output: Output) -> str:
 def _examples(output: Output, fmt: str, n: int, seed: int) -> str:
     if n <= 0 or not output.shards(fmt):
         return ""
-    views, _ = select(output, fmt, 0, n=n, seed=seed, records=())
+    try:
+        views, _ = select(output, fmt, 0, n=n, seed=seed, records=())
+    except ShardError as error:
+        return (f"<h2>Examples</h2><p class='note'>Shard 0 cannot be read: "
+                f"{e(error.message)}</p>")
     return (f"<h2>Examples</h2><p class='note'>{n} instances of shard 0 at random (python -m "
             f"pipeline.inspect shows more).</p>" + legend_html()
             + "".join(render_html(v) for v in views))

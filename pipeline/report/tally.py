@@ -83,6 +83,8 @@ def tally(output: Output, *, fmt: Optional[str] = None, max_instances: Optional[
                     break
         except ShardError as e:
             t.unreadable.append(f"{entry['path']}: {e.message}")
+        except Exception as e:  # damage no check foresaw: counted as unreadable, not a crash
+            t.unreadable.append(f"{entry['path']}: {type(e).__name__}: {e}")
         finally:
             chunks.close()
     return t

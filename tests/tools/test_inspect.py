@@ -2,7 +2,9 @@
 as TensorFlow and pyarrow read them, decoded with the output's vocab.txt."""
 import os
 import re
+import shutil
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -152,3 +154,22 @@ def test_sentence_tasks_are_named(tmp_path, small_ltp_model_dir, capsys, task):
         assert lines[3].startswith("text:  [CLS] ") and not lines[4].startswith("B:")
     else:
         assert re.match(r"label  [01] = (in order|swapped): .* \(SOP\)", lines[1])
+
+
+def test_random_damage_never_crashes_inspect_or_report(output_dir, tmp_path, capsys):
+    from pipeline.report import __main__ as report
+    from tests.tools.test_verify import PARQUET0
+
+    rng = np.random.default_rng(11)
+    for trial in range(4):
+        copy = tmp_path / f"copy{trial}"
+        shutil.copytree(output_dir, copy)
+        fmt, rel = [("tfrecord", SHARD0), ("parquet", PARQUET0)][trial % 2]
+        data = bytearray((copy / rel).read_bytes())
+        for at in rng.integers(0, len(data), size=2):
+            data[at] ^= 1 << int(rng.integers(0, 8))
+        (copy / rel).write_bytes(bytes(data))
+        code, out, err = run_inspect(copy, capsys, "--format", fmt, "--n", "400")
+        assert code in (0, 1) and "Traceback" not in out + err
+        assert report.main(["--output_dir", str(copy), "--out", str(copy / "r.html"),
+                            "--quiet", "--format", fmt, "--examples", "0"]) == 0

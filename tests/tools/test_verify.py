@@ -272,3 +272,30 @@ def test_every_feature_is_read_as_tensorflow_reads_it(output_dir):
             expected = np.stack([theirs[chunk.first + i][name].numpy()
                                  for i in range(chunk.size)])
             np.testing.assert_array_equal(ours, expected, err_msg=name)
+
+
+def test_random_damage_is_always_a_finding_never_a_crash(output_dir, tmp_path, capsys):
+    """Bits flipped at random places of either format: exit 1 and the damaged file named."""
+    rng = np.random.default_rng(7)
+    for trial in range(10):
+        copy = tmp_path / f"copy{trial}"
+        shutil.copytree(output_dir, copy)
+        rel = [SHARD0, PARQUET0][trial % 2]
+        data = bytearray((copy / rel).read_bytes())
+        for at in rng.integers(0, len(data), size=1 + trial % 3):
+            data[at] ^= 1 << int(rng.integers(0, 8))
+        (copy / rel).write_bytes(bytes(data))
+        code, text = run_verify(copy, capsys, "--workers=1")
+        assert code == 1 and "Traceback" not in text, text
+        assert any(f == rel for f, _, _ in problems(text)), text
+
+
+def test_an_output_without_instances_verifies(tmp_path, small_ltp_model_dir, capsys):
+    from pipeline.run import run
+
+    (tmp_path / "one.txt").write_text("只有一句话。\n", encoding="utf-8")
+    out = tmp_path / "out"
+    run([f"--input={tmp_path / 'one.txt'}", f"--output_dir={out}", "--quiet",
+         f"--ltp_model={small_ltp_model_dir}"])
+    code, text = run_verify(out, capsys)
+    assert code == 0 and "0 instances each format" in text
