@@ -24,7 +24,8 @@ def read_manifest(data_dir: str) -> dict:
     """``data_dir/manifest.json`` as a dict, validated by ``pipeline.schema.validate_manifest``.
 
     Raises FileNotFoundError naming the path when the pipeline has not finished (the manifest is
-    written last), ValueError when keys are missing or the format version is unknown.
+    written last), ValueError when keys are missing, the format version is unknown or the
+    sentence task (``next_sentence``) is not one this code trains (``schema.SENTENCE_TASKS``).
     """
     path = join(data_dir, schema.MANIFEST_FILE)
     try:
@@ -32,7 +33,13 @@ def read_manifest(data_dir: str) -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} not found: not a pipeline output dir, or the pipeline "
                                 "has not finished (it writes the manifest last)") from None
-    return schema.validate_manifest(manifest, source=path)
+    schema.validate_manifest(manifest, source=path)
+    try:
+        schema.sentence_task(manifest)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}: data of a sentence task this trainer does not know "
+                         "(written by a newer pipeline?)") from None
+    return manifest
 
 
 def check_compatible(manifest: dict, model_config: ModelConfig, *,
@@ -64,9 +71,10 @@ def check_compatible(manifest: dict, model_config: ModelConfig, *,
     elif manifest["vocab_size"] != model_config.vocab_size:
         problems.append(f"data vocab_size {manifest['vocab_size']} != model vocab_size "
                         f"{model_config.vocab_size} (different vocab.txt?)")
-    if model_config.type_vocab_size < 2:
-        problems.append(f"model type_vocab_size {model_config.type_vocab_size} < 2: NSP data "
-                        "has segment ids 0 and 1")
+    task = schema.sentence_task(manifest)
+    if task != "none" and model_config.type_vocab_size < 2:
+        problems.append(f"model type_vocab_size {model_config.type_vocab_size} < 2: {task} "
+                        "data has segment ids 0 and 1")
     if manifest["total_instances"] <= 0:
         problems.append("data has no instances (total_instances is 0)")
     if problems:
@@ -107,7 +115,12 @@ def vocab_path(data_dir: str, manifest: dict) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-    """What a trainer needs from a checked data dir. Paths are absolute (or URLs)."""
+    """What a trainer needs from a checked data dir. Paths are absolute (or URLs).
+
+    next_sentence: the sentence task (``schema.SENTENCE_TASKS``): "nsp" and "sop" data hold
+    ``next_sentence_labels`` for the 2-way head, "none" data has no such feature (masked-LM
+    only). It decides the features read, the loss and the metric names.
+    """
 
     data_dir: str
     manifest: Dict
@@ -117,6 +130,7 @@ class DataSpec:
     do_lower_case: bool
     vocab_file: str
     tfrecord_compression: str
+    next_sentence: str
 
     def paths(self, fmt: str) -> List[str]:
         return shard_paths(self.data_dir, self.manifest, fmt)
@@ -141,4 +155,5 @@ def load_data_dir(data_dir: str, model_config: ModelConfig, *,
         max_predictions_per_seq=int(manifest["max_predictions_per_seq"]),
         vocab_size=int(manifest["vocab_size"]), do_lower_case=bool(manifest["do_lower_case"]),
         vocab_file=vocab_path(data_dir, manifest),
-        tfrecord_compression=manifest.get("tfrecord_compression", "") or "")
+        tfrecord_compression=manifest.get("tfrecord_compression", "") or "",
+        next_sentence=schema.sentence_task(manifest))

@@ -6,6 +6,12 @@ weights are written by the caller's framework through the ``save_weights(out_dir
 (PyTorch: ``model.save_pretrained``); a TF trainer that has converted its variables to HF names
 can use ``write_safetensors`` instead. The tokenizer is rebuilt from the exact vocab.txt the data
 was made with and the manifest's do_lower_case, so fine-tuning tokenizes as pretraining did.
+
+Every export is a whole BertForPreTraining, whatever the data's sentence task, so that
+``BertForPreTraining``, ``AutoModelForMaskedLM`` and ``AutoModel`` load it without missing
+weights. After masked-LM-only training (next_sentence "none") the pooler and the NSP head
+(``bert.pooler``, ``cls.seq_relationship``) were frozen: they hold their initial values (random,
+or the --init_checkpoint's), untrained by this run.
 """
 from __future__ import annotations
 
@@ -14,12 +20,15 @@ import json
 import os
 from typing import Callable, Mapping, Optional
 
+from pipeline.schema import VOCAB_FILE  # the data's vocab.txt, copied under the same name
 from trainer import storage
 from trainer.config import ModelConfig
 
 ARCHITECTURE = "BertForPreTraining"
+# Hugging Face's file names (transformers.utils CONFIG_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME).
 CONFIG_FILE = "config.json"
-VOCAB_FILE = "vocab.txt"
+SAFETENSORS_FILE = "model.safetensors"
+TORCH_WEIGHTS_FILE = "pytorch_model.bin"
 # Fields that must agree between a HF config.json and our ModelConfig to share weights.
 SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                 "intermediate_size", "max_position_embeddings", "type_vocab_size")
@@ -69,7 +78,7 @@ def write_safetensors(out_dir: str, tensors: Mapping[str, "object"]) -> None:
     (e.g. ``bert.embeddings.word_embeddings.weight``, ``cls.predictions.bias``)."""
     from safetensors.numpy import save_file
 
-    save_file(dict(tensors), os.path.join(out_dir, "model.safetensors"),
+    save_file(dict(tensors), os.path.join(out_dir, SAFETENSORS_FILE),
               metadata={"format": "pt"})
 
 

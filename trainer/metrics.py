@@ -1,40 +1,82 @@
 """Google's pretraining metrics from additive sums, and the metrics.jsonl both trainers write.
 
-Both trainers compute, per batch, the sums in ``SUM_KEYS`` (float32 scalars; MLM terms weighted
-by ``masked_lm_weights``, so padded predictions count 0). Sums add across micro-batches, steps
-and replicas before anything is divided, so a metric over N replicas is the metric of one
-replica holding the whole global batch. ``finish`` turns sums into google-research/bert
-``run_pretraining``'s metric names with one set of denominators for both frameworks.
+Both trainers compute, per batch, the sums in ``sum_keys(next_sentence)`` (float32 scalars; MLM
+terms weighted by ``masked_lm_weights``, so padded predictions count 0). Sums add across
+micro-batches, steps and replicas before anything is divided, so a metric over N replicas is the
+metric of one replica holding the whole global batch. ``finish`` turns sums into
+google-research/bert ``run_pretraining``'s metric names with one set of denominators for both
+frameworks.
+
+The sentence task of the data (``pipeline.schema.sentence_task``: the manifest's
+``next_sentence``) decides which metrics exist. The 2-way head on [CLS] (``nsp_*`` sums) is
+scored under Google's names for NSP data, under ALBERT's run_pretraining names for SOP data,
+and not at all for single-segment data, which trains masked-LM only::
+
+    nsp   loss, masked_lm_accuracy, masked_lm_loss, next_sentence_accuracy, next_sentence_loss
+    sop   loss, masked_lm_accuracy, masked_lm_loss, sentence_order_accuracy, sentence_order_loss
+    none  loss, masked_lm_accuracy, masked_lm_loss                     (loss = masked_lm_loss)
 
 metrics.jsonl: one JSON object per line, ``{"split": "train"|"eval", "step": N, ...}`` where
-``step`` counts optimizer updates done. Eval lines hold ``EVAL_KEYS``; train lines hold
-``TRAIN_KEYS`` (the same, over the updates since the previous train line, plus grad_norm,
-learning_rate and examples_per_sec). Written by one process (rank 0), in step order; a
-non-finite loss stops the run right after its line is written.
+``step`` counts optimizer updates done. Eval lines hold ``eval_keys(next_sentence)``; train
+lines hold ``train_keys(next_sentence)`` (the same, over the updates since the previous train
+line, plus grad_norm, learning_rate and examples_per_sec). Written by one process (rank 0), in
+step order; a non-finite loss stops the run right after its line is written.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
+from pipeline import schema
 from trainer import storage
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
-SUM_KEYS = ("mlm_loss_sum", "mlm_weight_sum", "mlm_correct_sum", "nsp_loss_sum",
-            "nsp_correct_sum", "num_examples")
+MLM_SUM_KEYS = ("mlm_loss_sum", "mlm_weight_sum", "mlm_correct_sum")
+# The 2-way sentence head's sums (NSP or SOP: the same head, schema.LABEL_FEATURE as labels).
+PAIR_SUM_KEYS = ("nsp_loss_sum", "nsp_correct_sum")
 # Google adds this to the MLM weight sum so that a batch without predictions divides by ~0
 # safely. Both trainers' training losses use it too (``mlm_denominator``).
 MLM_DENOMINATOR_EPS = 1e-5
-METRIC_NAMES = ("masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy",
-                "next_sentence_loss")
-# loss = masked_lm_loss + next_sentence_loss; examples = examples the line's metrics cover.
-EVAL_KEYS = ("loss",) + METRIC_NAMES + ("examples",)
-TRAIN_KEYS = EVAL_KEYS + ("grad_norm", "learning_rate", "examples_per_sec")
-SPLITS = ("train", "eval")
+MLM_METRICS = ("masked_lm_accuracy", "masked_lm_loss")
+# (accuracy, loss) of the sentence head per sentence task: Google's names for NSP, ALBERT's
+# run_pretraining names for SOP, none without sentence pairs.
+PAIR_METRICS = {"nsp": ("next_sentence_accuracy", "next_sentence_loss"),
+                "sop": ("sentence_order_accuracy", "sentence_order_loss"),
+                "none": ()}
+TRAIN_EXTRA_KEYS = ("grad_norm", "learning_rate", "examples_per_sec")
+
+
+def has_pair_head(next_sentence: str) -> bool:
+    """Whether data of this sentence task trains the 2-way head (nsp, sop) or not (none)."""
+    if next_sentence not in PAIR_METRICS:
+        raise ValueError(f"next_sentence must be one of {schema.SENTENCE_TASKS}, "
+                         f"got {next_sentence!r}")
+    return bool(PAIR_METRICS[next_sentence])
+
+
+def sum_keys(next_sentence: str) -> Tuple[str, ...]:
+    """The per-batch sums of this task: MLM terms, the sentence head's (nsp, sop), examples."""
+    pair = PAIR_SUM_KEYS if has_pair_head(next_sentence) else ()
+    return MLM_SUM_KEYS + pair + ("num_examples",)
+
+
+def metric_names(next_sentence: str) -> Tuple[str, ...]:
+    """Google's metric names that data of this task has (see the module doc)."""
+    has_pair_head(next_sentence)  # refuses an unknown task
+    return MLM_METRICS + PAIR_METRICS[next_sentence]
+
+
+def eval_keys(next_sentence: str) -> Tuple[str, ...]:
+    """An eval line's keys: loss (MLM + sentence head), the metrics, examples scored."""
+    return ("loss",) + metric_names(next_sentence) + ("examples",)
+
+
+def train_keys(next_sentence: str) -> Tuple[str, ...]:
+    return eval_keys(next_sentence) + TRAIN_EXTRA_KEYS
 
 
 def mlm_denominator(weight_sum):
@@ -47,26 +89,31 @@ def add(total: Optional[Mapping], more: Mapping) -> Dict:
     return dict(more) if total is None else {k: total[k] + more[k] for k in more}
 
 
-def finish(sums: Mapping[str, float]) -> Dict[str, float]:
-    """``EVAL_KEYS`` from summed ``SUM_KEYS`` (over batches, steps and replicas)."""
+def finish(sums: Mapping[str, float], next_sentence: str) -> Dict[str, float]:
+    """``eval_keys(next_sentence)`` from summed ``sum_keys(next_sentence)`` (over batches,
+    steps and replicas): MLM terms divided by the weight sum + epsilon, the sentence head's by
+    the number of examples; loss is their sum (masked_lm_loss alone for "none")."""
     w = mlm_denominator(float(sums["mlm_weight_sum"]))
     n = max(float(sums["num_examples"]), 1.0)
     values = {"masked_lm_accuracy": float(sums["mlm_correct_sum"]) / w,
-              "masked_lm_loss": float(sums["mlm_loss_sum"]) / w,
-              "next_sentence_accuracy": float(sums["nsp_correct_sum"]) / n,
-              "next_sentence_loss": float(sums["nsp_loss_sum"]) / n}
-    return {"loss": values["masked_lm_loss"] + values["next_sentence_loss"], **values,
-            "examples": float(sums["num_examples"])}
+              "masked_lm_loss": float(sums["mlm_loss_sum"]) / w}
+    loss = values["masked_lm_loss"]
+    if has_pair_head(next_sentence):
+        accuracy, pair_loss = PAIR_METRICS[next_sentence]
+        values[accuracy] = float(sums["nsp_correct_sum"]) / n
+        values[pair_loss] = float(sums["nsp_loss_sum"]) / n
+        loss += values[pair_loss]
+    return {"loss": loss, **values, "examples": float(sums["num_examples"])}
 
 
-def finish_train(sums: Mapping[str, float], *, grad_norm_sum: float, steps: int,
-                 learning_rate: float, seconds: float) -> Dict[str, float]:
-    """``TRAIN_KEYS`` for a window of ``steps`` updates that took ``seconds``.
+def finish_train(sums: Mapping[str, float], next_sentence: str, *, grad_norm_sum: float,
+                 steps: int, learning_rate: float, seconds: float) -> Dict[str, float]:
+    """``train_keys(next_sentence)`` for a window of ``steps`` updates that took ``seconds``.
 
     grad_norm is the mean over the window of the global gradient norm before clipping;
     learning_rate is the one the window's last update used.
     """
-    values = finish(sums)
+    values = finish(sums, next_sentence)
     return {**values, "grad_norm": float(grad_norm_sum) / steps,
             "learning_rate": float(learning_rate),
             "examples_per_sec": values["examples"] / max(seconds, 1e-9)}
@@ -75,21 +122,23 @@ def finish_train(sums: Mapping[str, float], *, grad_norm_sum: float, steps: int,
 class MetricsLog:
     """output_dir/metrics.jsonl, a log line, and TensorBoard scalars through ``scalars``.
 
+    next_sentence: the data's sentence task, which fixes the keys every line must hold.
     scalars(split, step, values): the framework's TensorBoard writer (tensorboard/<split>/ in
     the run directory), or None. active: whether this process writes (rank 0 of a PyTorch
     run); every process checks the loss, so all ranks stop together on a non-finite one.
     """
 
-    def __init__(self, output_dir: str, *,
+    def __init__(self, output_dir: str, *, next_sentence: str,
                  scalars: Optional[Callable[[str, int, Dict[str, float]], None]] = None,
                  active: bool = True):
         self.path = storage.join(output_dir, METRICS_FILE)
+        self.keys = {"train": train_keys(next_sentence), "eval": eval_keys(next_sentence)}
         self.scalars = scalars
         self.active = active
 
     def write(self, split: str, step: int, values: Mapping[str, float]) -> None:
-        expected = TRAIN_KEYS if split == "train" else EVAL_KEYS
-        if split not in SPLITS or tuple(values) != expected:
+        expected = self.keys.get(split)
+        if expected is None or tuple(values) != expected:
             raise ValueError(f"a {split!r} line holds {expected}, got {tuple(values)}")
         if self.active:
             line = json.dumps({"split": split, "step": step, **values})

@@ -126,7 +126,8 @@ def prepare_run(model_config: ModelConfig, train_config: TrainConfig, *, data_di
                 init_checkpoint: Optional[str] = None, export_hf: Optional[str] = None,
                 overwrite: bool = False, stop_at_step: Optional[int] = None) -> Run:
     """Resolve vocab_size from the manifest, check data, eval data and init checkpoint against
-    the model and the phase; ValueError (or FileNotFoundError) before anything is built."""
+    the model and the phase (and the held-out data's sentence task against the training
+    data's); ValueError (or FileNotFoundError) before anything is built."""
     if stop_at_step is not None and stop_at_step < 1:
         raise ValueError(f"--stop_at_step must be >= 1, got {stop_at_step}")
     manifest = data_contract.read_manifest(data_dir)
@@ -141,6 +142,10 @@ def prepare_run(model_config: ModelConfig, train_config: TrainConfig, *, data_di
         eval_data = data_contract.load_data_dir(
             eval_data_dir, model_config, max_seq_length=data.max_seq_length,
             max_predictions_per_seq=data.max_predictions_per_seq)
+        if eval_data.next_sentence != data.next_sentence:
+            raise ValueError(f"held-out data next_sentence {eval_data.next_sentence!r} != "
+                             f"training data next_sentence {data.next_sentence!r}: metrics "
+                             "of a sentence task the run does not train")
     return Run(model_config=model_config, train_config=train_config, data=data,
                output_dir=storage.join(output_dir), eval_data=eval_data,
                init_checkpoint=storage.join(init_checkpoint) if init_checkpoint else None,

@@ -1,4 +1,4 @@
-"""Pretrain BERT (MLM + NSP) with PyTorch on the pipeline's Parquet shards.
+"""Pretrain BERT (MLM, + NSP or SOP as the data says) with PyTorch on the pipeline's Parquet shards.
 
 One process (CPU or one GPU), from the repo root (or ``python -m trainer.train_torch``, or the
 console script ``bert-wwm-train-torch`` after ``pip install -e .``)::

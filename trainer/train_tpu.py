@@ -1,4 +1,4 @@
-"""Pretrain BERT (MLM + NSP) with TF2 on a TPU, local GPUs or the CPU from pipeline shards.
+"""Pretrain BERT (MLM, + NSP or SOP as the data says) with TF2 on a TPU, GPUs or the CPU.
 
 From the repo root (any of the three forms; the console script needs ``pip install -e .``)::
 

@@ -3,7 +3,9 @@ contract says (``pipeline.schema``: arrow_schema, shard names, manifest keys), s
 tested without waiting for (or depending on) the Beam pipeline.
 
 Fixture rows are identifiable: input_ids[1:3] encode the row's global index in base
-(vocab - 5), so tests can check that every row is read exactly once.
+(vocab - 5), so tests can check that every row is read exactly once. Every sentence task
+(``schema.SENTENCE_TASKS``) can be written: "nsp" and "sop" rows are [CLS] A [SEP] B [SEP] with
+a label, "none" rows one segment without the label column (``schema.arrow_schema("none")``).
 """
 from __future__ import annotations
 
@@ -37,10 +39,12 @@ def row_id(input_ids, vocab_size: int) -> int:
 
 
 def make_instance(index: int, rng: random.Random, *, vocab_size: int, max_seq_length: int,
-                  max_predictions: int) -> Instance:
-    """A random [CLS] A [SEP] B [SEP] whose first two tokens encode ``index``.
+                  max_predictions: int, next_sentence: str = "nsp") -> Instance:
+    """A random [CLS] A [SEP] B [SEP] (or [CLS] A [SEP] for "none") whose first two tokens
+    encode ``index``.
 
-    NSP is made learnable on purpose: "is next" pairs repeat A's first word at B's start.
+    The pair label is made learnable on purpose: label 0 pairs (NSP "is next", SOP "in order")
+    repeat A's first word at B's start.
     """
     base = vocab_size - FIRST_WORD_ID
     cls_, sep, mask = 2, 3, 4
@@ -48,40 +52,52 @@ def make_instance(index: int, rng: random.Random, *, vocab_size: int, max_seq_le
     len_a = rng.randint(4, n - 6)
     body = [FIRST_WORD_ID + index // base, FIRST_WORD_ID + index % base]
     body += [rng.randrange(FIRST_WORD_ID, vocab_size) for _ in range(n - 3 - 2)]
-    a, b = body[:len_a], body[len_a:]
     label = rng.randrange(2)
-    if label == schema.NSP_IS_NEXT:
-        b[0] = a[2]
-    tokens = [cls_] + a + [sep] + b + [sep]
+    if next_sentence == "none":  # one segment, one token shorter: a single [SEP]
+        tokens, label = [cls_] + body + [sep], 0
+        len_a = len(tokens) - 2
+    else:
+        a, b = body[:len_a], body[len_a:]
+        if label == schema.NSP_IS_NEXT:
+            b[0] = a[2]
+        tokens = [cls_] + a + [sep] + b + [sep]
     candidates = [i for i, t in enumerate(tokens) if t not in (cls_, sep) and i > 2]
     num = min(max_predictions, max(1, round(len(tokens) * 0.15)), len(candidates))
     positions = sorted(rng.sample(candidates, num))
     ids = [tokens[p] for p in positions]
     for p in positions:
         tokens[p] = mask
-    return Instance(input_ids=tokens, num_a=len(a) + 2, masked_lm_positions=positions,
-                           masked_lm_ids=ids, next_sentence_label=label)
+    return Instance(input_ids=tokens, num_a=len_a + 2, masked_lm_positions=positions,
+                    masked_lm_ids=ids, next_sentence_label=label)
+
+
+def feature_values(values: dict, next_sentence: str) -> dict:
+    """An Instance's row or padded features as written for ``next_sentence`` (no label for
+    "none": ``schema.features``)."""
+    names = [name for name, _, _ in schema.features(next_sentence)]
+    return {name: values[name] for name in names}
 
 
 def write_shard_dir(out_dir: str, instances: List[Instance], *, num_shards: int,
                     max_seq_length: int, max_predictions: int, vocab_size: int,
-                    row_group_size: int = 16, do_lower_case: bool = True) -> str:
+                    row_group_size: int = 16, do_lower_case: bool = True,
+                    next_sentence: str = "nsp") -> str:
     """Parquet shards (round-robin split) + vocab.txt + manifest.json, as the pipeline writes."""
     os.makedirs(os.path.join(out_dir, schema.PARQUET_DIR), exist_ok=True)
-    write_vocab(os.path.join(out_dir, "vocab.txt"), vocab_size)
+    write_vocab(os.path.join(out_dir, schema.VOCAB_FILE), vocab_size)
     entries = []
     for s in range(num_shards):
-        rows = [inst.row() for inst in instances[s::num_shards]]
+        rows = [feature_values(inst.row(), next_sentence) for inst in instances[s::num_shards]]
         rel = os.path.join(schema.PARQUET_DIR, schema.shard_name(s, num_shards, ".parquet"))
-        table = pa.Table.from_pylist(rows, schema=schema.arrow_schema())
+        table = pa.Table.from_pylist(rows, schema=schema.arrow_schema(next_sentence))
         pq.write_table(table, os.path.join(out_dir, rel), row_group_size=row_group_size)
         entries.append({"path": rel, "instances": len(rows)})
     manifest = {
         "format_version": schema.MANIFEST_FORMAT_VERSION, "max_seq_length": max_seq_length,
         "max_predictions_per_seq": max_predictions, "vocab_size": vocab_size,
-        "do_lower_case": do_lower_case, "vocab_file": "vocab.txt", "vocab_sha256": "",
+        "do_lower_case": do_lower_case, "vocab_file": schema.VOCAB_FILE, "vocab_sha256": "",
         "total_instances": len(instances), "shards": {"tfrecord": [], "parquet": entries},
-        "tfrecord_compression": "", "config": {"fixture": True},
+        "tfrecord_compression": "", "next_sentence": next_sentence, "config": {"fixture": True},
     }
     with open(os.path.join(out_dir, schema.MANIFEST_FILE), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1)
@@ -90,14 +106,17 @@ def write_shard_dir(out_dir: str, instances: List[Instance], *, num_shards: int,
 
 def make_shard_dir(out_dir: str, *, num_instances: int, num_shards: int, seed: int,
                    first_index: int = 0, max_seq_length: int = 32, max_predictions: int = 5,
-                   vocab_size: int = 64, row_group_size: int = 16) -> str:
+                   vocab_size: int = 64, row_group_size: int = 16,
+                   next_sentence: str = "nsp") -> str:
     rng = random.Random(seed)
     instances = [make_instance(first_index + i, rng, vocab_size=vocab_size,
-                               max_seq_length=max_seq_length, max_predictions=max_predictions)
+                               max_seq_length=max_seq_length, max_predictions=max_predictions,
+                               next_sentence=next_sentence)
                  for i in range(num_instances)]
     return write_shard_dir(out_dir, instances, num_shards=num_shards,
                            max_seq_length=max_seq_length, max_predictions=max_predictions,
-                           vocab_size=vocab_size, row_group_size=row_group_size)
+                           vocab_size=vocab_size, row_group_size=row_group_size,
+                           next_sentence=next_sentence)
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +149,38 @@ def shards():
     import types
 
     return types.SimpleNamespace(make_shard_dir=make_shard_dir, row_id=row_id,
-                                 write_shard_dir=write_shard_dir, make_instance=make_instance)
+                                 write_shard_dir=write_shard_dir, make_instance=make_instance,
+                                 feature_values=feature_values)
+
+
+def check_task_metrics(metrics_path: str, next_sentence: str, summary_eval: dict) -> None:
+    """A 4-step run's metrics.jsonl (log_every 2, one evaluation at step 4) holds exactly the
+    metrics its sentence task has, in both trainers: the SOP names for SOP data, and for "none"
+    data no sentence metric at all and loss = masked_lm_loss."""
+    from trainer import metrics
+
+    lines = metrics.read(metrics_path)
+    assert [(x["split"], x["step"]) for x in lines] == [("train", 2), ("train", 4), ("eval", 4)]
+    assert all(list(x) == ["split", "step", *metrics.train_keys(next_sentence)]
+               for x in lines[:2])
+    assert list(lines[2]) == ["split", "step", *metrics.eval_keys(next_sentence)]
+    assert summary_eval == {k: v for k, v in lines[2].items() if k not in ("split", "step")}
+    names = set().union(*lines)
+    assert not names & {"next_sentence_accuracy", "next_sentence_loss"}
+    sop = {"sentence_order_accuracy", "sentence_order_loss"}
+    if next_sentence == "sop":
+        assert sop <= names
+        for x in lines:
+            assert x["loss"] == pytest.approx(x["masked_lm_loss"] + x["sentence_order_loss"])
+    else:
+        assert not names & sop
+        assert all(x["loss"] == x["masked_lm_loss"] for x in lines)
+
+
+@pytest.fixture(scope="session")
+def task_metrics():
+    """``check_task_metrics``, as a fixture (test modules never import conftest by name)."""
+    return check_task_metrics
 
 
 @pytest.fixture
@@ -171,8 +221,8 @@ def real_shards(tmp_path_factory) -> dict:
         run([f"--input={text}", f"--output_dir={dirs[part]}", "--max_seq_length=64",
              "--max_predictions_per_seq=10", f"--dupe_factor={dupe}", "--num_shards=4"])
         mlm, nsp = collections.Counter(), collections.Counter()
-        for shard in sorted(os.listdir(os.path.join(dirs[part], "parquet"))):
-            table = pq.read_table(os.path.join(dirs[part], "parquet", shard),
+        for shard in sorted(os.listdir(os.path.join(dirs[part], schema.PARQUET_DIR))):
+            table = pq.read_table(os.path.join(dirs[part], schema.PARQUET_DIR, shard),
                                   columns=["masked_lm_ids", "next_sentence_labels"])
             for ids in table.column("masked_lm_ids").to_pylist():
                 mlm.update(ids)

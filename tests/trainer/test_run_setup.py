@@ -165,32 +165,33 @@ SUMS = dict(mlm_loss_sum=6.0, mlm_weight_sum=3.0, mlm_correct_sum=2.0, nsp_loss_
 
 
 def test_metrics_are_finished_with_one_set_of_denominators():
-    values = metrics.finish(SUMS)
-    assert tuple(values) == metrics.EVAL_KEYS
+    values = metrics.finish(SUMS, "nsp")
+    assert tuple(values) == metrics.eval_keys("nsp")
     w = 3.0 + metrics.MLM_DENOMINATOR_EPS
     assert values["masked_lm_loss"] == 6.0 / w and values["masked_lm_accuracy"] == 2.0 / w
     assert (values["next_sentence_loss"], values["next_sentence_accuracy"]) == (0.75, 0.5)
     assert values["loss"] == 6.0 / w + 0.75 and values["examples"] == 2.0
-    train = metrics.finish_train(metrics.add(SUMS, SUMS), grad_norm_sum=3.0, steps=2,
+    train = metrics.finish_train(metrics.add(SUMS, SUMS), "nsp", grad_norm_sum=3.0, steps=2,
                                  learning_rate=1e-4, seconds=2.0)
-    assert tuple(train) == metrics.TRAIN_KEYS
+    assert tuple(train) == metrics.train_keys("nsp")
     assert (train["grad_norm"], train["examples_per_sec"], train["examples"]) == (1.5, 2.0, 4.0)
 
 
 def test_metrics_log_holds_one_format_and_trims_after_a_resumed_step(tmp_path):
     scalars = []
-    log = metrics.MetricsLog(str(tmp_path), scalars=lambda *a: scalars.append(a))
+    log = metrics.MetricsLog(str(tmp_path), next_sentence="nsp",
+                             scalars=lambda *a: scalars.append(a))
     for step in (2, 4, 6):
-        log.write("train", step, metrics.finish_train(SUMS, grad_norm_sum=1.0, steps=2,
+        log.write("train", step, metrics.finish_train(SUMS, "nsp", grad_norm_sum=1.0, steps=2,
                                                       learning_rate=1e-4, seconds=1.0))
-    log.write("eval", 4, metrics.finish(SUMS))
+    log.write("eval", 4, metrics.finish(SUMS, "nsp"))
     with pytest.raises(ValueError, match="holds"):
         log.write("eval", 6, {"masked_lm_accuracy": 0.5})
     lines = metrics.read(str(tmp_path / metrics.METRICS_FILE))
     assert [(x["split"], x["step"]) for x in lines] == [("train", 2), ("train", 4),
                                                          ("train", 6), ("eval", 4)]
-    assert list(lines[0]) == ["split", "step", *metrics.TRAIN_KEYS]
-    assert list(lines[3]) == ["split", "step", *metrics.EVAL_KEYS]
+    assert list(lines[0]) == ["split", "step", *metrics.train_keys("nsp")]
+    assert list(lines[3]) == ["split", "step", *metrics.eval_keys("nsp")]
     assert [(s, n) for s, n, _ in scalars] == [("train", 2), ("train", 4), ("train", 6),
                                                ("eval", 4)]
     log.trim(4)  # resumed from the step-4 checkpoint: step 6 will be logged again
@@ -198,12 +199,12 @@ def test_metrics_log_holds_one_format_and_trims_after_a_resumed_step(tmp_path):
 
 
 def test_a_non_finite_loss_stops_every_rank_after_rank_0_wrote_its_line(tmp_path):
-    values = metrics.finish_train({**SUMS, "nsp_loss_sum": math.nan}, grad_norm_sum=1.0,
+    values = metrics.finish_train({**SUMS, "nsp_loss_sum": math.nan}, "nsp", grad_norm_sum=1.0,
                                   steps=1, learning_rate=1e-4, seconds=1.0)
     with pytest.raises(FloatingPointError, match="train loss is nan at step 3"):
-        metrics.MetricsLog(str(tmp_path / "run")).write("train", 3, values)
+        metrics.MetricsLog(str(tmp_path / "run"), next_sentence="nsp").write("train", 3, values)
     assert metrics.read(str(tmp_path / "run" / metrics.METRICS_FILE))[0]["step"] == 3
-    other_rank = metrics.MetricsLog(str(tmp_path / "other"), active=False)
+    other_rank = metrics.MetricsLog(str(tmp_path / "other"), next_sentence="nsp", active=False)
     with pytest.raises(FloatingPointError):  # stops too (no rank is left waiting), writes nothing
         other_rank.write("train", 3, values)
     assert not (tmp_path / "other").exists()

@@ -4,6 +4,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from pipeline import schema  # noqa: E402
 from tests.trainer import tf_fixtures as fx  # noqa: E402
 from trainer import data_contract  # noqa: E402
 from trainer.tf2 import data as tfdata  # noqa: E402
@@ -19,8 +20,8 @@ def data_dir(tmp_path_factory):
 
 def _shards(data_dir, **kwargs):
     manifest = data_contract.read_manifest(data_dir)
-    return tfdata.host_shards(data_contract.shard_paths(data_dir, manifest, "tfrecord"),
-                              data_contract.shard_sizes(manifest, "tfrecord"), **kwargs)
+    return tfdata.host_shards(data_contract.shard_paths(data_dir, manifest, schema.TFRECORD_DIR),
+                              data_contract.shard_sizes(manifest, schema.TFRECORD_DIR), **kwargs)
 
 
 def _row_keys(ds, n_batches):
@@ -103,7 +104,8 @@ def test_distribute_gives_each_replica_its_per_replica_batch(data_dir):
                                    max_predictions_per_seq=PREDS)
 
     dist, pipelines = tfdata.distribute(
-        strategy, data_contract.shard_paths(data_dir, manifest, "tfrecord"),
-        data_contract.shard_sizes(manifest, "tfrecord"), global_batch_size=6, make_dataset=make)
+        strategy, data_contract.shard_paths(data_dir, manifest, schema.TFRECORD_DIR),
+        data_contract.shard_sizes(manifest, schema.TFRECORD_DIR), global_batch_size=6,
+        make_dataset=make)
     assert pipelines == 1
     assert next(iter(dist))["input_ids"].shape == (6, SEQ)

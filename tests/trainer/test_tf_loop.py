@@ -11,6 +11,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from pipeline import schema  # noqa: E402
 from tests.trainer import tf_fixtures as fx  # noqa: E402
 from trainer import config as cfg  # noqa: E402
 from trainer import data_contract, metrics, run_setup  # noqa: E402
@@ -58,8 +59,8 @@ def test_checkpoint_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, d
     lines = metrics.read(f"{remote}/metrics.jsonl")
     assert [(x["split"], x["step"]) for x in lines] == [
         ("train", 3), ("eval", 3), ("train", 6), ("eval", 6)]
-    assert list(lines[0]) == ["split", "step", *metrics.TRAIN_KEYS]
-    assert list(lines[1]) == ["split", "step", *metrics.EVAL_KEYS]
+    assert list(lines[0]) == ["split", "step", *metrics.train_keys("nsp")]
+    assert list(lines[1]) == ["split", "step", *metrics.eval_keys("nsp")]
     # the same held-out batches at every evaluation, in one process or two
     evals = [x for x in metrics.read(str(tmp_path / "a" / "metrics.jsonl")) if x["split"] == "eval"]
     assert [x["examples"] for x in evals] == [8.0, 8.0]  # eval_steps 2 x batch 4
@@ -97,9 +98,9 @@ def test_cli_as_a_script_trains_evaluates_and_exports(tmp_path, data_dir):
     assert summary["eval"]["examples"] == 4  # eval_steps 1 x batch 4
     lines = metrics.read(str(tmp_path / "run" / "metrics.jsonl"))
     assert summary["eval"] == {k: v for k, v in lines[-1].items() if k not in ("split", "step")}
-    assert list(lines[-1]) == ["split", "step", *metrics.EVAL_KEYS]
+    assert list(lines[-1]) == ["split", "step", *metrics.eval_keys("nsp")]
     assert os.path.exists(tmp_path / "hf" / "model.safetensors")
-    assert os.path.exists(tmp_path / "hf" / "vocab.txt")
+    assert os.path.exists(tmp_path / "hf" / schema.VOCAB_FILE)
 
 
 @pytest.mark.parametrize("flags, message", [

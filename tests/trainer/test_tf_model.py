@@ -30,7 +30,7 @@ def test_loss_sums_and_metrics_match_numpy():
                           {"masked_lm_ids": tf.constant(ids),
                            "masked_lm_weights": tf.constant(weights),
                            "next_sentence_labels": tf.constant(labels)})
-    metrics = shared.finish({k: float(v) for k, v in sums.items()})
+    metrics = shared.finish({k: float(v) for k, v in sums.items()}, "nsp")
 
     def log_softmax(x):
         x = x - x.max(-1, keepdims=True)

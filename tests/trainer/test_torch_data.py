@@ -20,7 +20,7 @@ TINY = ModelConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
 
 def stream(train_dir, **overrides) -> StreamConfig:
     spec = data_contract.load_data_dir(train_dir, dataclasses.replace(TINY, vocab_size=64))
-    values = dict(paths=tuple(spec.paths("parquet")), batch_size=8,
+    values = dict(paths=tuple(spec.paths(schema.PARQUET_DIR)), batch_size=8,
                   max_seq_length=spec.max_seq_length,
                   max_predictions_per_seq=spec.max_predictions_per_seq, seed=7, shuffle_buffer=10)
     return StreamConfig(**{**values, **overrides})
@@ -33,11 +33,12 @@ def loader(dataset, workers):
 
 def test_manifest_paths_are_absolute_and_complete(train_dir):
     manifest = data_contract.read_manifest(train_dir)
-    paths = data_contract.shard_paths(train_dir, manifest, "parquet")
+    paths = data_contract.shard_paths(train_dir, manifest, schema.PARQUET_DIR)
     assert len(paths) == 4 and all(p.startswith("/") for p in paths)
-    assert sum(data_contract.shard_sizes(manifest, "parquet")) == manifest["total_instances"]
+    sizes = data_contract.shard_sizes(manifest, schema.PARQUET_DIR)
+    assert sum(sizes) == manifest["total_instances"]
     with pytest.raises(ValueError, match="no tfrecord shards"):
-        data_contract.shard_paths(train_dir, manifest, "tfrecord")
+        data_contract.shard_paths(train_dir, manifest, schema.TFRECORD_DIR)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from pipeline import schema
 from tests.trainer.conftest import (LEARNING_RATE, LEARNING_STEPS, LEARNING_WARMUP, MLM_MARGIN,
                                     REPO)
 from trainer.train_torch import train
@@ -28,7 +29,7 @@ def test_tiny_bert_beats_the_most_frequent_token_on_held_out_chinese(real_shards
         "--warmup_steps", str(LEARNING_WARMUP), "--log_every", "100",
         "--eval_every", str(LEARNING_STEPS), "--eval_steps", "1000",
         "--checkpoint_every", "1000"])["eval"]
-    with open(os.path.join(real_shards["train"], "vocab.txt"), encoding="utf-8") as f:
+    with open(os.path.join(real_shards["train"], schema.VOCAB_FILE), encoding="utf-8") as f:
         uniform = math.log(len(f.read().splitlines()))
     print(f"held-out ({metrics['examples']:.0f} examples): masked_lm_accuracy "
           f"{metrics['masked_lm_accuracy']:.4f} vs most-frequent-token baseline "

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from pipeline import schema
 from trainer import data_contract, metrics
 from trainer.config import ModelConfig, TrainConfig, learning_rate
 from trainer.pt.data import ShardDataset, StreamConfig
@@ -15,8 +16,8 @@ TINY = ModelConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_atten
 @pytest.fixture
 def batch(train_dir):
     spec = data_contract.load_data_dir(train_dir, TINY)
-    config = StreamConfig(paths=tuple(spec.paths("parquet")), batch_size=6, max_seq_length=32,
-                          max_predictions_per_seq=5)
+    config = StreamConfig(paths=tuple(spec.paths(schema.PARQUET_DIR)), batch_size=6,
+                          max_seq_length=32, max_predictions_per_seq=5)
     return next(iter(ShardDataset(config)))
 
 
@@ -39,9 +40,9 @@ def test_metrics_are_weighted_by_masked_lm_weights(batch):
     pretrainer = Pretrainer(build_model(TINY, generator_seed=0)).eval()
     with torch.no_grad():
         out = pretrainer(batch)
-    values = metrics.finish({k: float(out[k]) for k in metrics.SUM_KEYS})
+    values = metrics.finish({k: float(v) for k, v in out["sums"].items()}, "nsp")
     weights = batch["masked_lm_weights"]
-    assert out["mlm_weight_sum"].item() == weights.sum().item() < weights.numel()  # padding
+    assert out["sums"]["mlm_weight_sum"].item() == weights.sum().item() < weights.numel()  # padding
     hits = (out["mlm_logits"].argmax(-1) == batch["masked_lm_ids"]).float()
     denominator = weights.sum().item() + metrics.MLM_DENOMINATOR_EPS
     assert values["masked_lm_accuracy"] == pytest.approx(

@@ -2,8 +2,10 @@
 contract says (``pipeline.schema``: Instance.padded_features, shard names, manifest keys) with
 ``tf.io.TFRecordWriter`` + ``tf.train.Example``, so the trainer is tested without the Beam job.
 
-Instances carry a learnable signal so a few steps visibly reduce the loss: in "is next" pairs
-B starts with A's first word; masked tokens are drawn from a small skewed set.
+Instances carry a learnable signal so a few steps visibly reduce the loss: in label-0 pairs
+(NSP "is next", SOP "in order") B starts with A's first word; masked tokens are drawn from a
+small skewed set. Every sentence task can be written: "none" instances are one segment and their
+Examples have no ``next_sentence_labels`` (``schema.features("none")``).
 """
 from __future__ import annotations
 
@@ -29,16 +31,21 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermed
 
 
 def make_instance(rng: random.Random, *, vocab_size: int, max_seq_length: int,
-                  max_predictions: int) -> Instance:
-    """[CLS] A [SEP] B [SEP] of random words; labels as Google's (0 = B follows A)."""
+                  max_predictions: int, next_sentence: str = "nsp") -> Instance:
+    """[CLS] A [SEP] B [SEP] of random words, labels as Google's (0 = B follows A, or A and B
+    in order for SOP); [CLS] A [SEP] with label 0 (not written) for "none"."""
     n = rng.randint(12, max_seq_length)
     len_a = rng.randint(4, n - 7)
     body = [rng.randrange(FIRST_WORD, vocab_size) for _ in range(n - 3)]
-    a, b = body[:len_a], body[len_a:]
     label = rng.randrange(2)
-    if label == schema.NSP_IS_NEXT:
-        b[0] = a[0]
-    tokens = [CLS_ID] + a + [SEP_ID] + b + [SEP_ID]
+    if next_sentence == "none":
+        tokens, label = [CLS_ID] + body + [SEP_ID], 0
+        len_a = len(tokens) - 2
+    else:
+        a, b = body[:len_a], body[len_a:]
+        if label == schema.NSP_IS_NEXT:
+            b[0] = a[0]
+        tokens = [CLS_ID] + a + [SEP_ID] + b + [SEP_ID]
     candidates = [i for i, t in enumerate(tokens) if t not in (CLS_ID, SEP_ID)]
     num = min(max_predictions, max(1, round(len(tokens) * 0.15)))
     positions = sorted(rng.sample(candidates, num))
@@ -47,14 +54,15 @@ def make_instance(rng: random.Random, *, vocab_size: int, max_seq_length: int,
         tokens[p] = FIRST_WORD + min(int(rng.expovariate(0.5)), vocab_size - FIRST_WORD - 1)
         ids.append(tokens[p])
         tokens[p] = MASK_ID
-    return Instance(input_ids=tokens, num_a=len(a) + 2, masked_lm_positions=positions,
-                           masked_lm_ids=ids, next_sentence_label=label)
+    return Instance(input_ids=tokens, num_a=len_a + 2, masked_lm_positions=positions,
+                    masked_lm_ids=ids, next_sentence_label=label)
 
 
-def to_example(inst: schema.Instance, max_seq_length: int, max_predictions: int) -> bytes:
+def to_example(inst: Instance, max_seq_length: int, max_predictions: int,
+               next_sentence: str = "nsp") -> bytes:
     feats = inst.padded_features(max_seq_length, max_predictions)
     feature = {}
-    for name, dtype, _ in schema.FEATURES:
+    for name, dtype, _ in schema.features(next_sentence):
         if dtype == "float32":
             feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=feats[name]))
         else:
@@ -64,10 +72,10 @@ def to_example(inst: schema.Instance, max_seq_length: int, max_predictions: int)
 
 def write_data_dir(out_dir: str, instances: List[Instance], *, num_shards: int,
                    max_seq_length: int, max_predictions: int, vocab_size: int,
-                   compression: str = "") -> str:
+                   compression: str = "", next_sentence: str = "nsp") -> str:
     """TFRecord shards (round-robin split) + vocab.txt + manifest.json, as the pipeline does."""
     os.makedirs(os.path.join(out_dir, schema.TFRECORD_DIR), exist_ok=True)
-    with open(os.path.join(out_dir, "vocab.txt"), "w", encoding="utf-8") as f:
+    with open(os.path.join(out_dir, schema.VOCAB_FILE), "w", encoding="utf-8") as f:
         words = [f"w{i}" for i in range(vocab_size - len(SPECIALS))]
         f.write("\n".join(SPECIALS + words) + "\n")
     entries = []
@@ -77,14 +85,15 @@ def write_data_dir(out_dir: str, instances: List[Instance], *, num_shards: int,
         mine = instances[s::num_shards]
         with tf.io.TFRecordWriter(os.path.join(out_dir, rel), options) as w:
             for inst in mine:
-                w.write(to_example(inst, max_seq_length, max_predictions))
+                w.write(to_example(inst, max_seq_length, max_predictions, next_sentence))
         entries.append({"path": rel, "instances": len(mine)})
     manifest = {
         "format_version": schema.MANIFEST_FORMAT_VERSION, "max_seq_length": max_seq_length,
         "max_predictions_per_seq": max_predictions, "vocab_size": vocab_size,
-        "do_lower_case": True, "vocab_file": "vocab.txt", "vocab_sha256": "",
+        "do_lower_case": True, "vocab_file": schema.VOCAB_FILE, "vocab_sha256": "",
         "total_instances": len(instances), "shards": {"tfrecord": entries, "parquet": []},
-        "tfrecord_compression": compression, "config": {"fixture": True},
+        "tfrecord_compression": compression, "next_sentence": next_sentence,
+        "config": {"fixture": True},
     }
     with open(os.path.join(out_dir, schema.MANIFEST_FILE), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1)
@@ -93,13 +102,15 @@ def write_data_dir(out_dir: str, instances: List[Instance], *, num_shards: int,
 
 def make_data_dir(out_dir: str, *, num_instances: int, num_shards: int, seed: int,
                   max_seq_length: int = 32, max_predictions: int = 5, vocab_size: int = 64,
-                  compression: str = "") -> str:
+                  compression: str = "", next_sentence: str = "nsp") -> str:
     rng = random.Random(seed)
     instances = [make_instance(rng, vocab_size=vocab_size, max_seq_length=max_seq_length,
-                               max_predictions=max_predictions) for _ in range(num_instances)]
+                               max_predictions=max_predictions, next_sentence=next_sentence)
+                 for _ in range(num_instances)]
     return write_data_dir(out_dir, instances, num_shards=num_shards,
                           max_seq_length=max_seq_length, max_predictions=max_predictions,
-                          vocab_size=vocab_size, compression=compression)
+                          vocab_size=vocab_size, compression=compression,
+                          next_sentence=next_sentence)
 
 
 def write_yaml(path: str, values: dict) -> str:

@@ -42,7 +42,8 @@ IGNORE_INDEX = -100  # torch CrossEntropyLoss / transformers: position carries n
 
 @dataclasses.dataclass(frozen=True)
 class StreamConfig:
-    """Static facts of one stream. Lengths come from the manifest (``DataSpec``)."""
+    """Static facts of one stream. Lengths and the sentence task come from the manifest
+    (``DataSpec``): "none" data has no ``next_sentence_labels`` column to read."""
 
     paths: Tuple[str, ...]
     batch_size: int
@@ -52,6 +53,7 @@ class StreamConfig:
     shuffle_buffer: int = 1000
     repeat: bool = True   # training: endless epochs; eval: one pass, partial last batch kept
     shuffle: bool = True
+    next_sentence: str = "nsp"
 
 
 def epoch_file_order(num_files: int, *, seed: int, epoch: int) -> List[int]:
@@ -104,7 +106,8 @@ def decode_block(table: pa.Table, *, max_seq_length: int, max_predictions: int) 
     """Arrow rows (schema.arrow_schema) -> padded numpy arrays, BERT and metric names.
 
     Shapes: [n, max_seq_length] for input_ids/attention_mask/token_type_ids/labels,
-    [n, max_predictions] for masked_lm_*, [n] for next_sentence_label.
+    [n, max_predictions] for masked_lm_*, [n] for next_sentence_label (only when the table
+    has the label column: not for next_sentence "none" data).
     """
     table = table.combine_chunks()
     col = lambda name: table.column(name).chunk(0) if table.num_rows else pa.array([], pa.list_(pa.int64()))
@@ -116,8 +119,9 @@ def decode_block(table: pa.Table, *, max_seq_length: int, max_predictions: int) 
         "masked_lm_positions": pad_lists(col("masked_lm_positions"), p, np.int64),
         "masked_lm_ids": pad_lists(col("masked_lm_ids"), p, np.int64),
         "masked_lm_weights": pad_lists(col("masked_lm_weights"), p, np.float32),
-        "next_sentence_label": table.column("next_sentence_labels").to_numpy().astype(np.int64),
     }
+    if schema.LABEL_FEATURE in table.column_names:
+        out["next_sentence_label"] = table.column(schema.LABEL_FEATURE).to_numpy().astype(np.int64)
     out["labels"] = mlm_labels(out["masked_lm_positions"], out["masked_lm_ids"],
                                out["masked_lm_weights"], max_seq_length=s)
     return out
@@ -184,9 +188,10 @@ class ShardReader:
         """Exactly ``block_rows``-row tables (last one shorter), whatever pyarrow's batching."""
         pending: List[pa.RecordBatch] = []
         have = 0
+        columns = [name for name, _, _ in schema.features(self.config.next_sentence)]
         with self._open(file_index) as pf:
             for batch in pf.iter_batches(batch_size=block_rows, row_groups=[group],
-                                         columns=list(schema.FEATURE_NAMES)):
+                                         columns=columns):
                 pending.append(batch)
                 have += batch.num_rows
                 while have >= block_rows:

@@ -5,7 +5,8 @@ evaluate -> checkpoint -> export.
 and checks data and configs into a ``run_setup.Run``. The run directory follows
 ``run_setup``'s resume rule; metrics go to ``output_dir/metrics.jsonl`` (``trainer.metrics``,
 rank 0) and to TensorBoard under ``output_dir/tensorboard/<split>`` when
-``torch.utils.tensorboard`` imports.
+``torch.utils.tensorboard`` imports. The data's sentence task (``DataSpec.next_sentence``)
+picks the columns read, the loss (masked-LM only for "none") and the metric names.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from pipeline import schema
 from trainer import hf_export, metrics, run_setup, storage
 from trainer.config import TrainConfig
 from trainer.pt import checkpoint
@@ -28,7 +30,6 @@ from trainer.pt.model import (Pretrainer, build_model, build_optimizer, build_sc
                               count_parameters)
 from trainer.run_setup import Run
 
-FORMAT = "parquet"
 log = logging.getLogger(__name__)
 
 
@@ -64,10 +65,11 @@ def tensorboard(output_dir: str) -> Optional[TensorBoard]:
 
 
 def stream_config(spec, config: TrainConfig, *, train: bool) -> StreamConfig:
-    return StreamConfig(paths=tuple(spec.paths(FORMAT)), batch_size=config.batch_size,
-                        max_seq_length=spec.max_seq_length,
+    return StreamConfig(paths=tuple(spec.paths(schema.PARQUET_DIR)),
+                        batch_size=config.batch_size, max_seq_length=spec.max_seq_length,
                         max_predictions_per_seq=spec.max_predictions_per_seq, seed=config.seed,
-                        shuffle_buffer=config.shuffle_buffer, repeat=train, shuffle=train)
+                        shuffle_buffer=config.shuffle_buffer, repeat=train, shuffle=train,
+                        next_sentence=spec.next_sentence)
 
 
 def train_batches(spec, config: TrainConfig, ctx: DistContext,
@@ -100,7 +102,7 @@ def eval_batches(spec, config: TrainConfig, ctx: DistContext) -> int:
     held-out files holds fewer full batches (0 for a rank without files: more ranks than
     held-out shards). Every rank counts all ranks from the manifest, so all agree to refuse
     (run_setup.Refused) held-out data without one full batch anywhere."""
-    sizes = spec.sizes(FORMAT)
+    sizes = spec.sizes(schema.PARQUET_DIR)
     full = [sum(sizes[f] for f in reader_files(range(len(sizes)), reader=r,
                                                num_readers=ctx.world_size)) // config.batch_size
             for r in range(ctx.world_size)]
@@ -113,7 +115,7 @@ def eval_batches(spec, config: TrainConfig, ctx: DistContext) -> int:
 @torch.no_grad()
 def evaluate(pretrainer: Pretrainer, spec, config: TrainConfig, ctx: DistContext, *,
              steps: int) -> Dict[str, float]:
-    """``metrics.EVAL_KEYS`` over ``steps`` full batches per rank of the held-out shards, read
+    """``metrics.eval_keys`` over ``steps`` full batches per rank of the held-out shards, read
     in file order from the start: the same examples at every evaluation."""
     dataset = ShardDataset(stream_config(spec, config, train=False), rank=ctx.rank,
                            world_size=ctx.world_size)
@@ -123,17 +125,17 @@ def evaluate(pretrainer: Pretrainer, spec, config: TrainConfig, ctx: DistContext
     for _, batch in zip(range(steps), dataset):
         with autocast(ctx, config):
             out = pretrainer(to_device(batch, ctx.device))
-        sums = metrics.add(sums, {k: out[k] for k in metrics.SUM_KEYS})
+        sums = metrics.add(sums, out["sums"])
     pretrainer.train(was_training)
-    mine = {k: float(sums[k]) if sums else 0.0 for k in metrics.SUM_KEYS}
-    return metrics.finish(sum_across(ctx, mine))
+    mine = {k: float(sums[k]) if sums else 0.0 for k in metrics.sum_keys(spec.next_sentence)}
+    return metrics.finish(sum_across(ctx, mine), spec.next_sentence)
 
 
 def train_step(model, batches: Iterator, tracker: CursorTracker, *, optimizer, scheduler,
                config: TrainConfig, ctx: DistContext) -> Dict[str, torch.Tensor]:
     """One optimizer update over grad_accum micro-batches.
 
-    Returns this rank's ``metrics.SUM_KEYS`` summed over the micro-batches and the global
+    Returns this rank's ``metrics.sum_keys`` summed over the micro-batches and the global
     gradient norm before clipping, as device tensors (no host sync). DDP all-reduces gradients
     only on the last micro-batch (no_sync on the others).
     """
@@ -147,7 +149,7 @@ def train_step(model, batches: Iterator, tracker: CursorTracker, *, optimizer, s
             with autocast(ctx, config):
                 out = model(to_device(batch, ctx.device))
             (out["loss"] / config.grad_accum).backward()
-        sums = metrics.add(sums, {k: out[k].detach() for k in metrics.SUM_KEYS})
+        sums = metrics.add(sums, {k: v.detach() for k, v in out["sums"].items()})
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
     sums["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).detach()
     optimizer.step()
@@ -185,6 +187,14 @@ def restore(path: Optional[str], *, pretrainer, optimizer, scheduler, seed: int,
     return state["step"], CursorTracker.from_state_dict(rank_state["data"])
 
 
+def export_hf(run: Run, pretrainer: Pretrainer, out_dir: str) -> str:
+    """The model as a Hugging Face BertForPreTraining dir with the data's vocab and casing
+    (for "none" data the pooler and NSP head are exported as they started)."""
+    return hf_export.export_hf_for_data(out_dir, model_config=run.model_config,
+                                        save_weights=pretrainer.model.save_pretrained,
+                                        spec=run.data)
+
+
 def open_run_dir(run: Run, ctx: DistContext) -> None:
     """The resume rule: every rank checks (read only), then rank 0 clears and writes."""
     record = run_setup.run_record(run, trainer="pytorch", replicas=ctx.world_size)
@@ -201,13 +211,13 @@ def train(run: Run, ctx: DistContext) -> Dict:
     Raises run_setup.Refused, before writing or building anything, when output_dir holds
     another run or the held-out data is smaller than one batch per rank.
     """
-    tc = run.train_config
+    tc, task = run.train_config, run.data.next_sentence
     steps_per_eval = eval_batches(run.eval_data, tc, ctx) if run.eval_data else 0
     open_run_dir(run, ctx)
     latest = checkpoint.latest_checkpoint(run.output_dir)
     pretrainer = Pretrainer(build_model(run.model_config,
                                         init_checkpoint=None if latest else run.init_checkpoint,
-                                        generator_seed=tc.seed)).to(ctx.device)
+                                        generator_seed=tc.seed), task).to(ctx.device)
     optimizer = build_optimizer(pretrainer, tc)
     scheduler = build_scheduler(optimizer, tc)
     step, tracker = restore(latest, pretrainer=pretrainer, optimizer=optimizer,
@@ -217,7 +227,8 @@ def train(run: Run, ctx: DistContext) -> Dict:
         model = DistributedDataParallel(
             pretrainer, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     board = tensorboard(run.output_dir) if ctx.is_main else None
-    metrics_log = metrics.MetricsLog(run.output_dir, scalars=board, active=ctx.is_main)
+    metrics_log = metrics.MetricsLog(run.output_dir, next_sentence=task, scalars=board,
+                                     active=ctx.is_main)
     metrics_log.trim(step)
     if ctx.is_main:
         log.info("%s; model %s parameters; data %s (%d instances, seq %d); world %d",
@@ -235,9 +246,9 @@ def train(run: Run, ctx: DistContext) -> Dict:
                                                 scheduler=scheduler, config=tc, ctx=ctx))
         step, window_steps = step + 1, window_steps + 1
         if run.log_due(step):
-            totals = sum_across(ctx, {k: float(window[k]) for k in metrics.SUM_KEYS})
+            totals = sum_across(ctx, {k: float(window[k]) for k in metrics.sum_keys(task)})
             outcome.train = metrics.finish_train(
-                totals, grad_norm_sum=float(window["grad_norm"]), steps=window_steps,
+                totals, task, grad_norm_sum=float(window["grad_norm"]), steps=window_steps,
                 learning_rate=run.learning_rate_at(step - 1),
                 seconds=time.perf_counter() - window_start)
             metrics_log.write("train", step, outcome.train)  # every rank: the same totals
@@ -251,9 +262,7 @@ def train(run: Run, ctx: DistContext) -> Dict:
                             scheduler=scheduler, tracker=tracker, ctx=ctx)
     outcome.step = step
     if run.export_hf and step >= tc.num_train_steps and ctx.is_main:
-        outcome.export_hf = hf_export.export_hf_for_data(
-            run.export_hf, model_config=run.model_config,
-            save_weights=pretrainer.model.save_pretrained, spec=run.data)
+        outcome.export_hf = export_hf(run, pretrainer, run.export_hf)
         log.info("exported Hugging Face model to %s", outcome.export_hf)
     if board is not None:
         board.close()

@@ -4,6 +4,12 @@ The MLM head runs only on the masked positions ([B, P] gathered from [B, S]), as
 run_pretraining does: the vocab projection is the largest matmul of a small BERT, and P = 20 of
 S = 128 positions is 6x less work than transformers' full-sequence ``labels=`` path. The loss is
 the same number (``tests/trainer/test_torch_model.py`` checks it against ``labels=``).
+
+Sentence tasks (the manifest's ``next_sentence``): SOP data trains ``cls.seq_relationship``
+exactly as NSP data does (the same feature; label 1 = swapped). Single-segment data ("none")
+trains masked-LM only: the loss has no sentence term, and the pooler and ``seq_relationship``
+are frozen (no gradient, no optimizer state, no weight decay), so the export carries them as
+they started, as the TF trainer does.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from transformers import BertForPreTraining
 
 from trainer.config import ModelConfig, TrainConfig, learning_rate
 from trainer.hf_export import hf_bert_config
-from trainer.metrics import mlm_denominator
+from trainer.metrics import has_pair_head, mlm_denominator
 
 
 def build_model(model_config: ModelConfig, *, init_checkpoint: Optional[str] = None,
@@ -42,12 +48,19 @@ def build_model(model_config: ModelConfig, *, init_checkpoint: Optional[str] = N
 class Pretrainer(nn.Module):
     """Wraps BertForPreTraining so DDP sees one forward that returns loss and head outputs.
 
-    forward(batch) -> {"loss": [], "mlm_logits": [B, P, V], "nsp_logits": [B, 2]}.
+    forward(batch) -> {"loss": [], "mlm_logits": [B, P, V], "nsp_logits": [B, 2],
+    "sums": ``metric_sums``}; without "nsp_logits" (and the head's sums) for next_sentence
+    "none", whose pooler and head this constructor freezes.
     """
 
-    def __init__(self, model: BertForPreTraining):
+    def __init__(self, model: BertForPreTraining, next_sentence: str = "nsp"):
         super().__init__()
         self.model = model
+        self.next_sentence = next_sentence
+        self.pair_head = has_pair_head(next_sentence)
+        if not self.pair_head:  # they would get no gradient: DDP and the optimizer skip them
+            for module in (model.bert.pooler, model.cls.seq_relationship):
+                module.requires_grad_(False)
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         outputs = self.model.bert(input_ids=batch["input_ids"],
@@ -57,36 +70,39 @@ class Pretrainer(nn.Module):
         positions = batch["masked_lm_positions"]             # [B, P]
         index = positions.unsqueeze(-1).expand(-1, -1, sequence.size(-1))
         gathered = torch.gather(sequence, 1, index)           # [B, P, H]
-        mlm_logits = self.model.cls.predictions(gathered)     # [B, P, V]
-        nsp_logits = self.model.cls.seq_relationship(pooled)  # [B, 2]
-        sums = metric_sums(mlm_logits, nsp_logits, batch)
-        loss = (sums["mlm_loss_sum"] / mlm_denominator(sums["mlm_weight_sum"])
-                + sums["nsp_loss_sum"] / sums["num_examples"])
-        return {"loss": loss, "mlm_logits": mlm_logits, "nsp_logits": nsp_logits, **sums}
+        out = {"mlm_logits": self.model.cls.predictions(gathered)}  # [B, P, V]
+        if self.pair_head:
+            out["nsp_logits"] = self.model.cls.seq_relationship(pooled)  # [B, 2]
+        sums = metric_sums(out["mlm_logits"], out.get("nsp_logits"), batch)
+        loss = sums["mlm_loss_sum"] / mlm_denominator(sums["mlm_weight_sum"])
+        if self.pair_head:
+            loss = loss + sums["nsp_loss_sum"] / sums["num_examples"]
+        return {"loss": loss, **out, "sums": sums}
 
 
-def metric_sums(mlm_logits: torch.Tensor, nsp_logits: torch.Tensor,
+def metric_sums(mlm_logits: torch.Tensor, nsp_logits: Optional[torch.Tensor],
                 batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """``trainer.metrics.SUM_KEYS`` of one batch (float32 scalars).
+    """``trainer.metrics.sum_keys`` of one batch (float32 scalars); the sentence head's terms
+    only with ``nsp_logits`` (NSP or SOP data).
 
-    MLM terms are weighted by masked_lm_weights (padding predictions weigh 0); NSP terms count
-    every example once.
+    MLM terms are weighted by masked_lm_weights (padding predictions weigh 0); sentence-head
+    terms count every example once.
     """
     weights = batch["masked_lm_weights"].float().reshape(-1)                # [B*P]
     ids = batch["masked_lm_ids"].reshape(-1)
     logits = mlm_logits.float().reshape(ids.numel(), -1)                    # [B*P, V]
     nll = F.cross_entropy(logits, ids, reduction="none")  # rows contiguous: fast log_softmax
     hits = (logits.argmax(-1) == ids).float()
-    nsp = nsp_logits.float()
-    labels = batch["next_sentence_label"]
-    return {
-        "mlm_loss_sum": (nll * weights).sum(),
-        "mlm_weight_sum": weights.sum(),
-        "mlm_correct_sum": (hits * weights).sum(),
-        "nsp_loss_sum": F.cross_entropy(nsp, labels, reduction="sum"),
-        "nsp_correct_sum": (nsp.argmax(-1) == labels).float().sum(),
-        "num_examples": torch.tensor(float(labels.numel()), device=nsp.device),
-    }
+    sums = {"mlm_loss_sum": (nll * weights).sum(), "mlm_weight_sum": weights.sum(),
+            "mlm_correct_sum": (hits * weights).sum()}
+    if nsp_logits is not None:
+        nsp = nsp_logits.float()
+        labels = batch["next_sentence_label"]
+        sums["nsp_loss_sum"] = F.cross_entropy(nsp, labels, reduction="sum")
+        sums["nsp_correct_sum"] = (nsp.argmax(-1) == labels).float().sum()
+    num_examples = batch["masked_lm_ids"].shape[0]
+    sums["num_examples"] = torch.tensor(float(num_examples), device=mlm_logits.device)
+    return sums
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list:

@@ -3,7 +3,9 @@
 Every batch is a dict of Google's feature names (``pipeline.schema.FEATURES``) with static shapes
 (TPUs compile one program per shape): int32 ``input_ids``/``input_mask``/``segment_ids``
 [batch, max_seq_length], int32 ``masked_lm_positions``/``masked_lm_ids`` and float32
-``masked_lm_weights`` [batch, max_predictions_per_seq], int32 ``next_sentence_labels`` [batch, 1].
+``masked_lm_weights`` [batch, max_predictions_per_seq], int32 ``next_sentence_labels`` [batch, 1]
+(absent for ``next_sentence="none"`` data, whose records have no such feature:
+``schema.tf_feature_spec(..., next_sentence)`` is the spec for each sentence task).
 
 Data position. TF can checkpoint a plain ``tf.data`` iterator (``tf.train.Checkpoint(iterator=
 ...)``), but not the ``DistributedIterator`` that ``distribute_datasets_from_function`` returns
@@ -66,14 +68,15 @@ def host_shards(files: Sequence[str], sizes: Sequence[int], *, num_pipelines: in
                       record_stride=num_pipelines, record_offset=pipeline_id)
 
 
-def parse_examples(serialized: tf.Tensor, *, max_seq_length: int,
-                   max_predictions_per_seq: int) -> Dict[str, tf.Tensor]:
+def parse_examples(serialized: tf.Tensor, *, max_seq_length: int, max_predictions_per_seq: int,
+                   next_sentence: str = "nsp") -> Dict[str, tf.Tensor]:
     """[batch] serialized tf.train.Example -> Google's features, int64 cast to int32.
 
     Parsing a whole batch at once (``parse_example``) is several times faster than per-record
-    parsing; the spec is exactly ``schema.tf_feature_spec`` so a wrong length fails loudly.
+    parsing; the spec is exactly ``schema.tf_feature_spec`` so a wrong length fails loudly (and
+    so does a missing label in data whose manifest says it has one).
     """
-    spec = schema.tf_feature_spec(max_seq_length, max_predictions_per_seq)
+    spec = schema.tf_feature_spec(max_seq_length, max_predictions_per_seq, next_sentence)
     features = tf.io.parse_example(serialized, spec)
     return {name: tf.cast(t, tf.int32) if name in _INT32_FEATURES else t
             for name, t in features.items()}
@@ -118,11 +121,13 @@ def train_records(shards: HostShards, *, seed: int, compression: str = "",
 
 
 def batch_and_parse(records: tf.data.Dataset, *, batch_size: int, max_seq_length: int,
-                    max_predictions_per_seq: int) -> tf.data.Dataset:
+                    max_predictions_per_seq: int, next_sentence: str = "nsp"
+                    ) -> tf.data.Dataset:
     """Batch with drop_remainder (static batch dim), parse, prefetch."""
     ds = records.batch(batch_size, drop_remainder=True)
     ds = ds.map(lambda s: parse_examples(s, max_seq_length=max_seq_length,
-                                         max_predictions_per_seq=max_predictions_per_seq),
+                                         max_predictions_per_seq=max_predictions_per_seq,
+                                         next_sentence=next_sentence),
                 num_parallel_calls=AUTOTUNE, deterministic=True)
     options = tf.data.Options()
     options.deterministic = True
@@ -133,16 +138,19 @@ def batch_and_parse(records: tf.data.Dataset, *, batch_size: int, max_seq_length
 
 def train_dataset(shards: HostShards, *, batch_size: int, max_seq_length: int,
                   max_predictions_per_seq: int, seed: int, compression: str = "",
-                  shuffle_buffer: int = 10000, start_example: int = 0) -> tf.data.Dataset:
+                  shuffle_buffer: int = 10000, start_example: int = 0,
+                  next_sentence: str = "nsp") -> tf.data.Dataset:
     """Endless training batches of ``batch_size`` for one host (see ``train_records``)."""
     records = train_records(shards, seed=seed, compression=compression,
                             shuffle_buffer=shuffle_buffer, start_example=start_example)
     return batch_and_parse(records, batch_size=batch_size, max_seq_length=max_seq_length,
-                           max_predictions_per_seq=max_predictions_per_seq)
+                           max_predictions_per_seq=max_predictions_per_seq,
+                           next_sentence=next_sentence)
 
 
 def eval_dataset(shards: HostShards, *, batch_size: int, max_seq_length: int,
-                 max_predictions_per_seq: int, compression: str = "") -> tf.data.Dataset:
+                 max_predictions_per_seq: int, compression: str = "",
+                 next_sentence: str = "nsp") -> tf.data.Dataset:
     """One pass of held-out full batches in file order (the remainder is dropped: static
     shapes). Not shuffled: every evaluation of a run scores the same examples, so curves
     compare. How many steps one pass holds: ``full_batches_per_pass``.
@@ -153,7 +161,8 @@ def eval_dataset(shards: HostShards, *, batch_size: int, max_seq_length: int,
     if shards.record_stride > 1:
         ds = ds.shard(shards.record_stride, shards.record_offset)
     return batch_and_parse(ds, batch_size=batch_size, max_seq_length=max_seq_length,
-                           max_predictions_per_seq=max_predictions_per_seq)
+                           max_predictions_per_seq=max_predictions_per_seq,
+                           next_sentence=next_sentence)
 
 
 def full_batches_per_pass(files: Sequence[str], sizes: Sequence[int], *, num_pipelines: int,

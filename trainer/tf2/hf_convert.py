@@ -131,7 +131,7 @@ def _normalise_name(name: str) -> str:
 
 def read_hf_tensors(hf_dir: str) -> Dict[str, np.ndarray]:
     """All tensors of a HF dir (model.safetensors, else pytorch_model.bin) as float32 numpy."""
-    st = os.path.join(hf_dir, "model.safetensors")
+    st = os.path.join(hf_dir, hf_export.SAFETENSORS_FILE)
     if os.path.exists(st):
         from safetensors.numpy import load_file
 
@@ -139,8 +139,8 @@ def read_hf_tensors(hf_dir: str) -> Dict[str, np.ndarray]:
     else:
         import torch  # deferred: only .bin checkpoints need torch
 
-        state = torch.load(os.path.join(hf_dir, "pytorch_model.bin"), map_location="cpu",
-                           weights_only=True)
+        state = torch.load(os.path.join(hf_dir, hf_export.TORCH_WEIGHTS_FILE),
+                           map_location="cpu", weights_only=True)
         raw = {k: v.float().numpy() for k, v in state.items()}
     return {_normalise_name(k): np.asarray(v, np.float32) for k, v in raw.items()}
 

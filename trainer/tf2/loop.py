@@ -7,7 +7,9 @@ position) or imports ``init_checkpoint``, and runs chunks of steps in one ``tf.f
 (``steps_per_execution`` per host round trip on TPUs) between log, checkpoint and eval
 boundaries. Per step each replica computes its share of the global-batch loss
 (``model.training_loss``), gradients are summed across replicas, clipped by their global norm
-and applied; so N replicas train exactly like one replica holding the global batch. With
+and applied; so N replicas train exactly like one replica holding the global batch. The data's
+sentence task (``DataSpec.next_sentence``) picks the features parsed, the loss (masked-LM only
+for "none") and the metric names. With
 ``jit_compile`` the per-replica step is compiled by XLA, as a TPU compiles it: on a CPU this
 is how a test proves the step has static shapes and only XLA-compilable ops.
 
@@ -25,6 +27,7 @@ from typing import Dict, Optional
 import keras
 import tensorflow as tf
 
+from pipeline import schema
 from trainer import metrics, run_setup, storage
 from trainer.data_contract import DataSpec
 from trainer.run_setup import Run
@@ -84,6 +87,7 @@ class Trainer:
         self.run, self.strategy, self.jit_compile = run, strategy, jit_compile
         tc = run.train_config
         self.replicas = strategy.num_replicas_in_sync
+        self.next_sentence = run.data.next_sentence
         self.global_batch = tc.batch_size * self.replicas  # per micro-batch
         # keras-hub layers draw initial weights and dropout seeds from Keras's global seed; set
         # it once, here, so a run is reproducible from its TrainConfig.seed.
@@ -92,7 +96,8 @@ class Trainer:
             self.model = bert.build_model(
                 run.model_config, max_seq_length=run.data.max_seq_length,
                 max_predictions_per_seq=run.data.max_predictions_per_seq,
-                dtype=dtype_policy(strategy, tc.mixed_precision))
+                dtype=dtype_policy(strategy, tc.mixed_precision),
+                next_sentence=self.next_sentence)
             self.optimizer = optim.make_optimizer(tc, no_decay=self.model.no_decay_variables())
             self.optimizer.build(self.model.trainable_variables)
         # Records this host has consumed: the data position (see data.py). Host-side, not
@@ -133,10 +138,10 @@ class Trainer:
                 shards, batch_size=batch_size, max_seq_length=d.max_seq_length,
                 max_predictions_per_seq=d.max_predictions_per_seq, seed=tc.seed,
                 compression=d.tfrecord_compression, shuffle_buffer=tc.shuffle_buffer,
-                start_example=int(self.data_examples.numpy()))
+                start_example=int(self.data_examples.numpy()), next_sentence=d.next_sentence)
 
         dist, pipelines = tfdata.distribute(
-            self.strategy, d.paths("tfrecord"), d.sizes("tfrecord"),
+            self.strategy, d.paths(schema.TFRECORD_DIR), d.sizes(schema.TFRECORD_DIR),
             global_batch_size=self.global_batch, make_dataset=make)
         self.host_examples_per_step = self.global_batch * tc.grad_accum // pipelines
         return dist
@@ -154,7 +159,7 @@ class Trainer:
         for features in batches:  # grad_accum micro-batches, unrolled
             with tf.GradientTape() as tape:
                 outputs = self.model(features, training=True)
-                sums = bert.loss_sums(outputs, features)
+                sums = bert.loss_sums(outputs, features, self.next_sentence)
                 global_weight = ctx.all_reduce(SUM, sums["mlm_weight_sum"])
                 loss = bert.training_loss(sums, global_mlm_weight=global_weight,
                                           global_batch_size=self.global_batch) / len(batches)
@@ -168,7 +173,8 @@ class Trainer:
         return totals
 
     def _replica_eval(self, features) -> Dict[str, tf.Tensor]:
-        return bert.loss_sums(self.model(features, training=False), features)
+        return bert.loss_sums(self.model(features, training=False), features,
+                              self.next_sentence)
 
     def _compiled(self, replica_fn):
         return tf.function(replica_fn, jit_compile=True) if self.jit_compile else replica_fn
@@ -180,7 +186,8 @@ class Trainer:
 
         @tf.function
         def train_chunk(iterator, num_steps):
-            acc = {k: tf.constant(0.0) for k in metrics.SUM_KEYS + ("grad_norm",)}
+            acc = {k: tf.constant(0.0)
+                   for k in metrics.sum_keys(self.next_sentence) + ("grad_norm",)}
             for _ in tf.range(num_steps):
                 batches = tuple(next(iterator) for _ in range(accum))
                 out = self.strategy.run(replica_step, args=batches)
@@ -194,7 +201,7 @@ class Trainer:
 
         @tf.function
         def eval_chunk(iterator, num_steps):
-            acc = {k: tf.constant(0.0) for k in metrics.SUM_KEYS}
+            acc = {k: tf.constant(0.0) for k in metrics.sum_keys(self.next_sentence)}
             for _ in tf.range(num_steps):
                 out = self.strategy.run(replica_eval, args=(next(iterator),))
                 acc = {k: acc[k] + self.strategy.reduce(SUM, out[k], axis=None) for k in acc}
@@ -204,17 +211,23 @@ class Trainer:
 
     def train_steps(self, iterator, num_steps: int) -> Dict[str, float]:
         """Run ``num_steps`` updates; advance the data position; return the summed loss terms
-        (``metrics.SUM_KEYS``) and the summed gradient norm."""
+        (``metrics.sum_keys``) and the summed gradient norm."""
         sums = self._train_chunk(iterator, tf.constant(num_steps, tf.int32))
         self.data_examples.assign_add(num_steps * self.host_examples_per_step)
         return {k: float(v.numpy()) for k, v in sums.items()}
 
     def evaluate(self, held_out) -> Dict[str, float]:
-        """Google's metrics (``metrics.EVAL_KEYS``) over ``held_out`` = ``eval_input(...)``,
+        """Google's metrics (``metrics.eval_keys``) over ``held_out`` = ``eval_input(...)``,
         iterated from its start: the same batches at every evaluation."""
         dist, steps = held_out
         sums = self._eval_chunk(iter(dist), tf.constant(steps, tf.int32))
-        return metrics.finish({k: float(v.numpy()) for k, v in sums.items()})
+        return metrics.finish({k: float(v.numpy()) for k, v in sums.items()}, self.next_sentence)
+
+    def export_hf(self, out_dir: str) -> str:
+        """The model as a Hugging Face BertForPreTraining dir with the data's vocab and casing
+        (for "none" data the pooler and NSP head are exported as they started)."""
+        return hf_convert.export_hf(self.model, out_dir, vocab_file=self.run.data.vocab_file,
+                                    do_lower_case=self.run.data.do_lower_case)
 
 
 def eval_input(strategy: tf.distribute.Strategy, data: DataSpec, *, global_batch: int,
@@ -226,9 +239,9 @@ def eval_input(strategy: tf.distribute.Strategy, data: DataSpec, *, global_batch
         return tfdata.eval_dataset(
             shards, batch_size=batch_size, max_seq_length=data.max_seq_length,
             max_predictions_per_seq=data.max_predictions_per_seq,
-            compression=data.tfrecord_compression)
+            compression=data.tfrecord_compression, next_sentence=data.next_sentence)
 
-    files, sizes = data.paths("tfrecord"), data.sizes("tfrecord")
+    files, sizes = data.paths(schema.TFRECORD_DIR), data.sizes(schema.TFRECORD_DIR)
     dist, pipelines = tfdata.distribute(strategy, files, sizes, global_batch_size=global_batch,
                                         make_dataset=make)
     full = tfdata.full_batches_per_pass(files, sizes, num_pipelines=pipelines,
@@ -303,7 +316,7 @@ def fit(run: Run, strategy: Optional[tf.distribute.Strategy] = None, *,
              trainer.restore_or_init(), trainer.replicas, trainer.global_batch, tc.grad_accum,
              trainer.model.dtype_policy.name)
     iterator = iter(trainer.train_dataset())
-    metrics_log = metrics.MetricsLog(run.output_dir,
+    metrics_log = metrics.MetricsLog(run.output_dir, next_sentence=run.data.next_sentence,
                                      scalars=tensorboard_scalars(run.output_dir))
     step = trainer.step
     metrics_log.trim(step)
@@ -315,8 +328,9 @@ def fit(run: Run, strategy: Optional[tf.distribute.Strategy] = None, *,
         step, window_steps = step + n, window_steps + n
         if run.log_due(step):
             result.train = metrics.finish_train(
-                window, grad_norm_sum=window["grad_norm"], steps=window_steps,
-                learning_rate=run.learning_rate_at(step - 1), seconds=time.perf_counter() - t0)
+                window, run.data.next_sentence, grad_norm_sum=window["grad_norm"],
+                steps=window_steps, learning_rate=run.learning_rate_at(step - 1),
+                seconds=time.perf_counter() - t0)
             metrics_log.write("train", step, result.train)
             window, window_steps, t0 = None, 0, time.perf_counter()
         if run.checkpoint_due(step):
@@ -327,8 +341,6 @@ def fit(run: Run, strategy: Optional[tf.distribute.Strategy] = None, *,
             t0 = time.perf_counter()  # eval time is not training throughput
     result.step = step
     if run.export_hf and step >= tc.num_train_steps:
-        result.export_hf = hf_convert.export_hf(
-            trainer.model, run.export_hf, vocab_file=run.data.vocab_file,
-            do_lower_case=run.data.do_lower_case)
+        result.export_hf = trainer.export_hf(run.export_hf)
         log.info("exported Hugging Face model to %s", result.export_hf)
     return result

@@ -7,11 +7,15 @@ pooled [CLS] output. Layer for layer this is Hugging Face's ``BertForPreTraining
 ``hf_convert`` relies on to move weights both ways.
 
 Losses and metrics follow google-research/bert ``run_pretraining``: MLM cross-entropy weighted by
-``masked_lm_weights`` and divided by their sum, NSP cross-entropy averaged over examples, metrics
-named masked_lm_accuracy, masked_lm_loss, next_sentence_accuracy, next_sentence_loss. They are
-computed from *sums* (``trainer.metrics.SUM_KEYS``, finished there for both trainers) so that
-replicas can add their sums before dividing: a run on N replicas then optimises exactly the loss
-of one replica holding the whole global batch.
+``masked_lm_weights`` and divided by their sum, NSP cross-entropy averaged over examples. They
+are computed from *sums* (``trainer.metrics.sum_keys``, finished there for both trainers under
+the data's metric names) so that replicas can add their sums before dividing: a run on N replicas
+then optimises exactly the loss of one replica holding the whole global batch.
+
+Sentence tasks (the manifest's ``next_sentence``): SOP data trains the same 2-way head as NSP
+(ALBERT reuses the feature: label 1 = swapped). Single-segment data ("none") trains masked-LM
+only: the head's loss is left out and the pooler and the head are frozen (``build_model``), so
+they keep their initial (or --init_checkpoint) values and are exported so.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import keras_hub
 import tensorflow as tf
 
 from trainer.config import ModelConfig
-from trainer.metrics import mlm_denominator
+from trainer.metrics import has_pair_head, mlm_denominator
 
 # The features the model reads (Google's names); the labels are read by the losses.
 MODEL_INPUTS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions")
@@ -70,7 +74,8 @@ class BertPretrainer(keras.Model):
 
     Inputs (Google's names, int32): input_ids, input_mask, segment_ids [batch, seq];
     masked_lm_positions [batch, preds]. Outputs: mlm_logits [batch, preds, vocab_size],
-    nsp_logits [batch, 2]; index 0 = "B follows A" (Google's label 0).
+    nsp_logits [batch, 2]; index 0 = "B follows A" (Google's label 0), or "A, B in order" for
+    SOP data (``schema.SOP_IN_ORDER``).
     """
 
     def __init__(self, config: ModelConfig, *, dtype: str = "float32", **kwargs):
@@ -122,21 +127,29 @@ def dummy_features(batch_size: int, *, max_seq_length: int,
 
 
 def build_model(config: ModelConfig, *, max_seq_length: int, max_predictions_per_seq: int,
-                dtype: str = "float32") -> BertPretrainer:
+                dtype: str = "float32", next_sentence: str = "nsp") -> BertPretrainer:
     """A BertPretrainer with its variables created (call under ``strategy.scope()``).
 
     Initial weights come from Keras's seeded global generator (keras-hub's layers take no
     seed); callers that need reproducible inits call ``keras.utils.set_random_seed`` first.
+    next_sentence "none": the pooler and the 2-way head get no gradient from a masked-LM-only
+    loss, so they are made non-trainable (not in ``trainable_variables``: no optimizer slots,
+    no weight decay), as the PyTorch trainer freezes them.
     """
     model = BertPretrainer(config, dtype=dtype, name="bert_pretrainer")
     model(dummy_features(1, max_seq_length=max_seq_length,
                          max_predictions_per_seq=max_predictions_per_seq))
+    if not has_pair_head(next_sentence):
+        model.backbone.get_layer("pooled_dense").trainable = False
+        model.nsp_head.trainable = False
     return model
 
 
-def loss_sums(outputs: Dict[str, tf.Tensor], features: Dict[str, tf.Tensor]
-              ) -> Dict[str, tf.Tensor]:
-    """Per-batch float32 scalars from which losses and metrics follow (``metrics.SUM_KEYS``).
+def loss_sums(outputs: Dict[str, tf.Tensor], features: Dict[str, tf.Tensor],
+              next_sentence: str = "nsp") -> Dict[str, tf.Tensor]:
+    """Per-batch float32 scalars from which losses and metrics follow
+    (``metrics.sum_keys(next_sentence)``; no sentence-head terms for "none", whose data has
+    no ``next_sentence_labels``).
 
     Sums, not means, so replicas can all-reduce them first. MLM terms are weighted by
     masked_lm_weights (0 on padding predictions); accuracy uses the arg-max token.
@@ -146,26 +159,28 @@ def loss_sums(outputs: Dict[str, tf.Tensor], features: Dict[str, tf.Tensor]
     weights = tf.cast(features["masked_lm_weights"], tf.float32)     # [B, P]
     mlm_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=logits)
     mlm_hit = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), ids), tf.float32)
-    nsp_logits = outputs["nsp_logits"]                               # [B, 2]
-    nsp_labels = tf.reshape(features["next_sentence_labels"], [-1])  # [B]
-    nsp_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=nsp_labels, logits=nsp_logits)
-    nsp_hit = tf.cast(tf.equal(tf.argmax(nsp_logits, -1, output_type=tf.int32), nsp_labels),
-                      tf.float32)
-    return {
-        "mlm_loss_sum": tf.reduce_sum(mlm_ce * weights),
-        "mlm_weight_sum": tf.reduce_sum(weights),
-        "mlm_correct_sum": tf.reduce_sum(mlm_hit * weights),
-        "nsp_loss_sum": tf.reduce_sum(nsp_ce),
-        "nsp_correct_sum": tf.reduce_sum(nsp_hit),
-        "num_examples": tf.cast(tf.shape(nsp_labels)[0], tf.float32),
-    }
+    sums = {"mlm_loss_sum": tf.reduce_sum(mlm_ce * weights),
+            "mlm_weight_sum": tf.reduce_sum(weights),
+            "mlm_correct_sum": tf.reduce_sum(mlm_hit * weights)}
+    if has_pair_head(next_sentence):
+        nsp_logits = outputs["nsp_logits"]                               # [B, 2]
+        nsp_labels = tf.reshape(features["next_sentence_labels"], [-1])  # [B]
+        nsp_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=nsp_labels,
+                                                                logits=nsp_logits)
+        nsp_hit = tf.equal(tf.argmax(nsp_logits, -1, output_type=tf.int32), nsp_labels)
+        sums["nsp_loss_sum"] = tf.reduce_sum(nsp_ce)
+        sums["nsp_correct_sum"] = tf.reduce_sum(tf.cast(nsp_hit, tf.float32))
+    sums["num_examples"] = tf.cast(tf.shape(ids)[0], tf.float32)
+    return sums
 
 
 def training_loss(sums: Dict[str, tf.Tensor], *, global_mlm_weight: tf.Tensor,
                   global_batch_size: int) -> tf.Tensor:
     """This replica's share of the global loss; the replicas' shares add up to the loss
-    (weighted-mean MLM CE + mean NSP CE) of the whole global batch, so summed gradients are
-    the global batch's gradients whatever the number of replicas."""
+    (weighted-mean MLM CE + mean NSP/SOP CE, the latter only when ``sums`` has it) of the
+    whole global batch, so summed gradients are the global batch's gradients whatever the
+    number of replicas."""
     mlm = sums["mlm_loss_sum"] / mlm_denominator(tf.stop_gradient(global_mlm_weight))
-    nsp = sums["nsp_loss_sum"] / float(global_batch_size)
-    return mlm + nsp
+    if "nsp_loss_sum" not in sums:  # next_sentence "none": masked-LM only
+        return mlm
+    return mlm + sums["nsp_loss_sum"] / float(global_batch_size)
