@@ -20,6 +20,7 @@ import time
 
 import tensorflow as tf
 
+from pipeline import schema
 from tests.trainer import tf_fixtures as fx
 from trainer import config as cfg
 from trainer import data_contract
@@ -33,10 +34,10 @@ VOCAB = 21128  # bert-base-chinese
 
 
 def input_examples_per_sec(spec, *, batch: int, seconds: float = 5.0) -> float:
-    shards = tfdata.host_shards(spec.paths("tfrecord"), spec.sizes("tfrecord"))
+    shards = tfdata.host_shards(spec.paths(schema.TFRECORD_DIR), spec.sizes(schema.TFRECORD_DIR))
     ds = tfdata.train_dataset(shards, batch_size=batch, max_seq_length=spec.max_seq_length,
                               max_predictions_per_seq=spec.max_predictions_per_seq, seed=1,
-                              shuffle_buffer=10000)
+                              shuffle_buffer=10000, next_sentence=spec.next_sentence)
     it = iter(ds)
     next(it)
     n, start = 0, time.perf_counter()

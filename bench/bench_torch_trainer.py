@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from pipeline import schema
 from trainer import data_contract
 from trainer.config import TrainConfig, load_model_config
 from trainer.pt.data import ShardDataset, StreamConfig
@@ -26,10 +27,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def stream(spec, batch_size: int) -> StreamConfig:
-    return StreamConfig(paths=tuple(spec.paths("parquet")), batch_size=batch_size,
+    return StreamConfig(paths=tuple(spec.paths(schema.PARQUET_DIR)), batch_size=batch_size,
                         max_seq_length=spec.max_seq_length,
                         max_predictions_per_seq=spec.max_predictions_per_seq, seed=1,
-                        shuffle_buffer=1000)
+                        shuffle_buffer=1000, next_sentence=spec.next_sentence)
 
 
 def bench_input(spec, *, batch_size: int, batches: int) -> float:
@@ -46,7 +47,7 @@ def bench_model(spec, preset: str, *, batch_size: int, steps: int) -> tuple:
     """(steps/s, examples/s) of full AdamW train steps, batches pre-read so only compute counts."""
     config = load_model_config(os.path.join(REPO, "configs", "model", f"{preset}.yaml"))
     config = dataclasses.replace(config, vocab_size=spec.vocab_size)
-    pretrainer = Pretrainer(build_model(config, generator_seed=0)).train()
+    pretrainer = Pretrainer(build_model(config, generator_seed=0), spec.next_sentence).train()
     train_config = TrainConfig(num_train_steps=steps + 1, warmup_steps=1)
     optimizer = build_optimizer(pretrainer, train_config)
     scheduler = build_scheduler(optimizer, train_config)
