@@ -1,21 +1,13 @@
 """The job's own lines by default, third-party noise only with --verbose, only warnings with
 --quiet; and the first run says what it builds."""
 import logging
-import os
-import subprocess
-import sys
 
 import pytest
 
 from pipeline import console
 from pipeline.core import ltp_default
-from tests import realdata
+from tests.conftest import run_cli
 from tests.test_golden import write_corpus
-
-# The job as a user starts it, in a Python where Beam's optional GCP client is missing (as
-# without the gcp extra): Beam then warns on import.
-WITHOUT_APITOOLS = ("import sys; sys.modules['apitools'] = None; "
-                    "from pipeline.run import main; main(sys.argv[1:])")
 
 
 def test_import_noise_is_held_back_and_shown_with_verbose(capsys):
@@ -72,14 +64,6 @@ def test_the_trainer_prints_nothing_unless_verbose(tmp_path, capfd):
     assert out == "" and "epoch: 0, precision" in err  # never on stdout: it may be piped
 
 
-def run_cli(args, env_cache):
-    env = dict(os.environ, BERT_WWM_CACHE=str(env_cache))
-    proc = subprocess.run([sys.executable, "-c", WITHOUT_APITOOLS, *args], env=env,
-                          capture_output=True, text=True, timeout=600, cwd=realdata.REPO)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout, proc.stderr
-
-
 def job_flags(tmp_path, small_ltp_model_dir):
     return [f"--input={write_corpus(tmp_path)}", f"--ltp_model={small_ltp_model_dir}",
             "--dupe_factor=1"]
@@ -104,13 +88,11 @@ def test_verbose_shows_the_noise_and_quiet_shows_nothing(tmp_path, small_ltp_mod
 
 
 @pytest.mark.slow  # builds the default model (~30 s) in an empty cache, as a first run does
-def test_the_first_run_says_what_it_builds_and_the_f1_it_claims_holds(tmp_path):
+def test_the_first_run_says_what_it_builds_and_the_f1_it_claims_holds(first_run, tmp_path):
     from pipeline.core.segment import LtpSegmenter
     from pipeline.tools.ltp_model import evaluate_held_out
 
-    cache = tmp_path / "cache"
-    out, err = run_cli([f"--output_dir={tmp_path / 'out'}"], cache)
-    model = cache / ltp_default.MODEL_NAME
+    cache, model, out, err = (first_run[k] for k in ("cache", "model", "stdout", "stderr"))
     lines = err.splitlines()
     assert "first run: building the default Chinese word segmenter" in lines[1]
     assert str(model) in lines[2] and f"F1 {ltp_default.HELD_OUT_F1:.3f}" in lines[2]
