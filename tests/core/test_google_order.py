@@ -9,6 +9,7 @@ from pipeline.core.google_order import (create_instances_from_document,
                                         create_masked_lm_predictions, group_bounds,
                                         num_to_predict, truncate_seq_pair)
 from pipeline.core.instance import InstanceConfig
+from pipeline.core.pairs import flatten_documents
 from pipeline.core.text import split_sentences
 from pipeline.core.wordpiece import CJK, SPECIAL, WORD_START, Sentence, WordPieceTokenizer
 from tests import realdata
@@ -180,8 +181,9 @@ def test_identical_to_googles_create_instances_on_real_text():
                          sep_id=vocab.index("[SEP]"), mask_id=vocab.index("[MASK]"))
     google_docs = [[[vocab[i] for i in s.ids] for s in d] for d in docs]
     compared = 0
+    pool = flatten_documents(docs)
     for index in range(len(docs)):
-        ours = create_instances_from_document(docs, index, cfg, random.Random(index))
+        ours = create_instances_from_document(pool, index, cfg, random.Random(index))
         theirs = google.create_instances_from_document(
             google_docs, index, 64, 0.1, 0.15, 10, vocab, random.Random(index))
         assert len(ours) == len(theirs)
@@ -205,9 +207,9 @@ def test_chinese_words_masked_whole_on_real_text():
     cfg = InstanceConfig(max_seq_length=64, max_predictions_per_seq=10, vocab_size=len(vocab),
                          cls_id=vocab.index("[CLS]"), sep_id=vocab.index("[SEP]"),
                          mask_id=vocab.index("[MASK]"))
-    stats = Counter()
+    stats, pool = Counter(), flatten_documents(docs)
     for index in range(len(docs)):
-        create_instances_from_document(docs, index, cfg, random.Random(index), stats)
+        create_instances_from_document(pool, index, cfg, random.Random(index), stats)
     assert stats["masked_cjk_multichar_words"] > 100
     share = stats["masked_cjk_tokens_in_multichar_words"] / stats["masked_cjk_tokens"]
     assert share > 0.8  # most masked characters belong to a two-character word masked whole

@@ -11,6 +11,7 @@ import pytest
 from pipeline import schema
 from pipeline.core.google_order import create_instances_from_document, num_to_predict
 from pipeline.core.instance import InstanceConfig
+from pipeline.core.pairs import flatten_documents
 from pipeline.core.vectorized import make_instances, truncate
 from pipeline.core.seeds import rng_for
 from pipeline.core.text import split_sentences
@@ -162,8 +163,9 @@ def test_same_distributions_as_googles_draws_on_real_text():
                          cls_id=vocab.index("[CLS]"), sep_id=vocab.index("[SEP]"),
                          mask_id=vocab.index("[MASK]"))
     ref_stats, fast_stats = Counter(), Counter()
+    pool = flatten_documents(docs)
     reference = [inst for dupe in range(5) for index in range(len(docs))
-                 for inst in create_instances_from_document(docs, index, cfg,
+                 for inst in create_instances_from_document(pool, index, cfg,
                                                             rng_for(7, index, dupe), ref_stats)]
     fast = make_instances(docs, cfg, dupe_factor=5, seed=7, key=0,
                                    stats=fast_stats).instances()
