@@ -144,6 +144,9 @@ def resolve_model(spec: str) -> tuple[str, str]:
     Remote ``scheme://`` paths are refused: the Beam layer copies them to local disk first.
     The built-in model is a directory too (``ltp_default.default_model_dir``).
     """
+    if spec == "default":
+        raise ValueError("'default' names the job's built-in model: pass its directory, "
+                         "pipeline.core.ltp_default.default_model_dir()")
     if _SCHEME.match(spec):
         raise ValueError(f"LTP model path {spec!r} is remote; copy it to a local directory "
                          "first (the Beam layer does this) and pass that directory")

@@ -177,6 +177,8 @@ def test_model_spec_errors(tmp_path):
     with pytest.raises(ValueError, match="config.json"):
         resolve_model(str(tmp_path))
     assert resolve_model("LTP/small") == ("hub", "LTP/small")
+    with pytest.raises(ValueError, match="default_model_dir"):
+        resolve_model("default")
 
 
 def test_hub_name_fails_offline_with_advice(monkeypatch):
