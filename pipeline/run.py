@@ -50,18 +50,6 @@ def absolute(path: Optional[str]) -> Optional[str]:
     return os.path.abspath(fs.local_path(path))
 
 
-def check_inputs(patterns: Sequence[str]) -> List[Tuple[str, int]]:
-    """Fail fast, before any work: every pattern must match a file. Returns (path, size) of
-    every file, each once."""
-    files = {}
-    for pattern in patterns:
-        found = fs.match(pattern)
-        if not found:
-            raise FileNotFoundError(f"--input {pattern!r} matches no file")
-        files.update(found)
-    return sorted(files.items())
-
-
 def watch_job(config: JobConfig, files: List[Tuple[str, int]]) -> progress.JobWatch:
     """Progress lines while the job runs, from the files it writes (listed through Beam's
     filesystems, so on any runner and store): each range's piece file names its input bytes
@@ -189,7 +177,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     vocab_text = fs.read_bytes(config.vocab_file).decode("utf-8")
     read_vocab(vocab_text)  # refuses a file without BERT's special tokens
     if not only:
-        files = check_inputs(config.input)
+        files = fs.match_inputs(config.input)  # fail fast, before any work
         prepare_output_dir(config.output_dir, config.overwrite)
         LOG.info("reading %d file(s), %s (%s format) → %s; max_seq_length=%d, dupe_factor=%d, "
                  "whole-word masking %s", len(files),

@@ -184,12 +184,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def build(args: argparse.Namespace) -> dict:
     """Sample, train, write, evaluate; returns the statistics written beside the vocab."""
     patterns = [p if fs.is_remote(p) else os.path.abspath(p) for p in args.input]
-    files = {}
-    for pattern in patterns:
-        found = fs.match(pattern)
-        if not found:
-            raise FileNotFoundError(f"--input {pattern!r} matches no file")
-        files.update(found)
+    files = dict(fs.match_inputs(patterns))
     config = RangeConfig(instance=InstanceConfig(vocab_size=1), input_format=args.input_format,
                          text_field=args.text_field,
                          max_sentence_chars=args.max_sentence_chars)

@@ -105,13 +105,7 @@ class ListFilesDoFn(beam.DoFn):
         fs.use_options(self._fs)
 
     def process(self, patterns: Tuple[str, ...]):
-        paths = set()
-        for pattern in patterns:
-            found = [path for path, _ in fs.match(pattern)]
-            if not found:
-                raise FileNotFoundError(f"--input {pattern!r} matches no file")
-            paths.update(found)
-        for path in sorted(paths):
+        for path, _ in fs.match_inputs(patterns):
             yield path, source_name(path, self._base)
 
 

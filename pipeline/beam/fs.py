@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -126,6 +126,18 @@ def size_of(path: str) -> int:
 def match(pattern: str) -> List[Tuple[str, int]]:
     """(path, size) of every file ``pattern`` matches (``**`` crosses directories)."""
     return [(m.path, m.size_in_bytes) for m in FileSystems.match([pattern])[0].metadata_list]
+
+
+def match_inputs(patterns: Sequence[str]) -> List[Tuple[str, int]]:
+    """(path, size) of every file the --input patterns match, each once, sorted; a pattern
+    that matches nothing is an error (a typo must not silently read less)."""
+    files = {}
+    for pattern in patterns:
+        found = match(pattern)
+        if not found:
+            raise FileNotFoundError(f"--input {pattern!r} matches no file")
+        files.update(found)
+    return sorted(files.items())
 
 
 def list_tree(directory: str) -> List[Tuple[str, int]]:
