@@ -243,10 +243,17 @@ def main(argv=None) -> int:
     default_model_dir()  # built before anything is timed
     print(f"corpus: {len(files)} files, {input_mb:.0f} MB")
     results = []
+
+    def save():  # after every run, so a later failure keeps what was measured
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"input_mb": input_mb, "files": len(files),
+                                        "settings": JOB_FLAGS, "cpus": os.cpu_count(),
+                                        "results": results}, indent=1))
     if "direct" in args.runs:
         results.append(run_pipeline("direct mp x2", files, [
             "--runner=DirectRunner", "--direct_running_mode=multi_processing",
             "--direct_num_workers=2"], env=env))
+        save()
         print(table(results, input_mb))
     if "dask" in args.runs:
         address, cluster = dask_cluster(env)
@@ -258,16 +265,14 @@ def main(argv=None) -> int:
             for p in reversed(cluster):
                 p.terminate()
                 p.wait(30)
+        save()
         print(table(results, input_mb))
     if "google" in args.runs:
         results.append(run_google_capped(files, cap_s=args.google_cap_s,
                                          cap_mb=args.google_cap_mb, env=env))
+    save()
     print()
     print(table(results, input_mb))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"input_mb": input_mb, "files": len(files),
-                                    "settings": JOB_FLAGS, "cpus": os.cpu_count(),
-                                    "results": results}, indent=1))
     print(f"wrote {args.out}")
     return 0
 

@@ -170,7 +170,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
         ltp_model=absolute(config.ltp_model) if os.path.isdir(config.ltp_model)
         else config.ltp_model, user_dict=absolute(config.user_dict))
     only = graph_only(options)
-    runner = str(options.view_as(StandardOptions).runner)
+    runner = str(options.view_as(StandardOptions).runner).rsplit(".", 1)[-1]  # short name
     if only == "template" and "Dataflow" not in runner:
         raise ValueError("--template_location makes a Dataflow template: it needs "
                          "--runner=DataflowRunner")

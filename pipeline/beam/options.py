@@ -25,8 +25,10 @@ BUILTIN_VOCABS = {name: os.path.join(RESOURCES, "vocab", f"{name}-vocab.txt")
                   for name in ("bert-base-chinese", "bert-base-uncased")}
 DEFAULT_VOCAB = "bert-base-chinese"
 OUTPUT_FORMATS = ("tfrecord", "parquet")
-# --runner short names Beam itself does not know.
-RUNNER_ALIASES = {"DaskRunner": "pipeline.beam.dask_runner.DaskRunner"}
+# --runner short names that mean this project's runner: DaskRunner (Beam has no short name for
+# it) and DirectRunner (Beam's, kept on its FnApiRunner: see pipeline.beam.direct_runner).
+RUNNER_ALIASES = {"DaskRunner": "pipeline.beam.dask_runner.DaskRunner",
+                  "DirectRunner": "pipeline.beam.direct_runner.DirectRunner"}
 
 
 def str2bool(value: str) -> bool:
@@ -197,8 +199,8 @@ def expand_config(argv: Sequence[str]) -> List[str]:
 
 
 def resolve_runner(argv: Sequence[str]) -> List[str]:
-    """``argv`` with a runner: DirectRunner when none is named (Beam's own default may try to
-    download Prism), and short names Beam does not know (``DaskRunner``) spelled out."""
+    """``argv`` with a runner: DirectRunner when none is named, and the short names of
+    ``RUNNER_ALIASES`` spelled out (Beam's own DirectRunner may download and run Prism)."""
     out, named = list(argv), False
     for i, arg in enumerate(out):
         if arg.startswith("--runner="):
@@ -208,7 +210,7 @@ def resolve_runner(argv: Sequence[str]) -> List[str]:
         elif arg == "--runner" and i + 1 < len(out):
             named = True
             out[i + 1] = RUNNER_ALIASES.get(out[i + 1], out[i + 1])
-    return out if named else out + ["--runner=DirectRunner"]
+    return out if named else out + ["--runner=" + RUNNER_ALIASES["DirectRunner"]]
 
 
 class UnknownFlagError(ValueError):

@@ -30,7 +30,9 @@ def test_stray_values_are_refused():
 
 
 def test_runner_short_names():
-    assert resolve_runner(["--input=x"])[-1] == "--runner=DirectRunner"
+    assert resolve_runner(["--input=x"])[-1] == "--runner=pipeline.beam.direct_runner.DirectRunner"
+    assert resolve_runner(["--runner=DirectRunner"]) == [
+        "--runner=pipeline.beam.direct_runner.DirectRunner"]
     assert resolve_runner(["--runner=DaskRunner"]) == [
         "--runner=pipeline.beam.dask_runner.DaskRunner"]
     assert resolve_runner(["--runner", "DaskRunner"]) == [
@@ -52,3 +54,19 @@ def test_help_lists_the_job_flags():
                           text=True, timeout=300, cwd=realdata.REPO)
     assert done.returncode == 0
     assert "--dupe_factor" in done.stdout and "--dask_client_address" in done.stdout
+
+
+def test_direct_runner_runs_on_the_fn_api_runner_and_never_tries_prism(caplog):
+    """Beam's DirectRunner tries to download and run Prism first; ours never does."""
+    import logging
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.util import assert_that, equal_to
+
+    caplog.set_level(logging.INFO)
+    options = PipelineOptions(resolve_runner(["--direct_running_mode=in_memory"]))
+    with beam.Pipeline(options=options) as p:
+        assert_that(p | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * 2), equal_to([2, 4, 6]))
+    assert type(p.runner).__module__ == "pipeline.beam.direct_runner"
+    assert not [r for r in caplog.records if "prism" in r.getMessage().lower()]
