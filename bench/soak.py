@@ -20,6 +20,7 @@ first it reaches; what it had done by then is read from its log.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -145,7 +146,11 @@ def run_pipeline(name: str, files, extra, *, env, roots=()) -> dict:
     if rc:
         raise RuntimeError(f"{name} failed: {log.read_text()[-3000:]}")
     manifest = json.loads((out / "manifest.json").read_text())
+    digests = {fmt: [shard["sha256"] for shard in shards]
+               for fmt, shards in sorted(manifest["shards"].items())}
     result = {"run": name, "wall_s": wall, "instances": manifest["total_instances"],
+              # one digest of every shard's sha256 (from the manifest): equal runs, equal bytes
+              "shards_digest": hashlib.sha256(json.dumps(digests).encode()).hexdigest(),
               **sampler.report()}
     shutil.rmtree(out, ignore_errors=True)  # ~20 GB
     return result
@@ -273,6 +278,9 @@ def main(argv=None) -> int:
     save()
     print()
     print(table(results, input_mb))
+    digests = {r["run"]: r["shards_digest"] for r in results if "shards_digest" in r}
+    if len(digests) > 1:
+        print("shards byte-identical across runs:", len(set(digests.values())) == 1)
     print(f"wrote {args.out}")
     return 0
 
