@@ -1,11 +1,11 @@
 """``--runner=DirectRunner``: Beam's DirectRunner, always on its FnApiRunner.
 
 Beam 2.77's DirectRunner first tries Prism, a Go runner it downloads from GitHub at run time
-(about 30 MB, no checksum pinned by this project), and falls back to its FnApiRunner only when
-the download fails. So the same command ran on two different engines depending on the
-network: offline (CI, an air-gapped cluster) on the FnApiRunner with ``--direct_running_mode``
-and ``--direct_num_workers`` honoured, online on Prism, where they are not, and behind a
-firewall that drops packets it waited on the download first. The job is measured, tested and
+(``apache_beam/runners/direct/direct_runner.py``), and falls back to its FnApiRunner only when
+that fails. So the same command ran on two different engines depending on the network: offline
+(CI, an air-gapped cluster) on the FnApiRunner with ``--direct_running_mode`` and
+``--direct_num_workers`` honoured, online on Prism, which has its own worker settings; and a
+download that hangs holds the job up. The job is measured, tested and
 documented on the FnApiRunner, so the short name ``DirectRunner`` means that here, on every
 machine, with nothing downloaded. ``--runner=PrismRunner`` still picks Prism explicitly.
 """
