@@ -5,9 +5,9 @@ Beam 2.77's DirectRunner first tries Prism, a Go runner it downloads from GitHub
 that fails. So the same command ran on two different engines depending on the network: offline
 (CI, an air-gapped cluster) on the FnApiRunner with ``--direct_running_mode`` and
 ``--direct_num_workers`` honoured, online on Prism, which has its own worker settings; and a
-download that hangs holds the job up. The job is measured, tested and
-documented on the FnApiRunner, so the short name ``DirectRunner`` means that here, on every
-machine, with nothing downloaded. ``--runner=PrismRunner`` still picks Prism explicitly.
+download that hangs holds the job up. The job is measured, tested and documented on the
+FnApiRunner, so the short name ``DirectRunner`` means that here, on every machine, with nothing
+downloaded. ``--runner=PrismRunner`` still picks Prism explicitly.
 """
 from __future__ import annotations
 

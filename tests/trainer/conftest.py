@@ -25,6 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 SPECIALS = [schema.PAD, schema.UNK, schema.CLS, schema.SEP, schema.MASK]
 FIRST_WORD_ID = len(SPECIALS)
+CLS_ID, SEP_ID, MASK_ID = (SPECIALS.index(t) for t in (schema.CLS, schema.SEP, schema.MASK))
 
 
 def write_vocab(path: str, size: int) -> None:
@@ -38,6 +39,18 @@ def row_id(input_ids, vocab_size: int) -> int:
     return (int(input_ids[1]) - FIRST_WORD_ID) * base + int(input_ids[2]) - FIRST_WORD_ID
 
 
+def segments(body: List[int], len_a: int, label: int, next_sentence: str, *, echo: int):
+    """(tokens, len_a, label): ``[CLS] A [SEP] B [SEP]`` of ``body`` cut at ``len_a``, or
+    ``[CLS] body [SEP]`` for "none" (one segment, label 0: not written). A label-0 pair (NSP
+    "is next", SOP "in order") starts B with A's token at ``echo``, so the label is learnable."""
+    if next_sentence == "none":
+        return [CLS_ID] + body + [SEP_ID], len(body), 0
+    a, b = body[:len_a], body[len_a:]
+    if label == schema.NSP_IS_NEXT:
+        b[0] = a[echo]
+    return [CLS_ID] + a + [SEP_ID] + b + [SEP_ID], len_a, label
+
+
 def make_instance(index: int, rng: random.Random, *, vocab_size: int, max_seq_length: int,
                   max_predictions: int, next_sentence: str = "nsp") -> Instance:
     """A random [CLS] A [SEP] B [SEP] (or [CLS] A [SEP] for "none") whose first two tokens
@@ -47,20 +60,12 @@ def make_instance(index: int, rng: random.Random, *, vocab_size: int, max_seq_le
     repeat A's first word at B's start.
     """
     base = vocab_size - FIRST_WORD_ID
-    cls_, sep, mask = 2, 3, 4
+    cls_, sep, mask = CLS_ID, SEP_ID, MASK_ID
     n = rng.randint(12, max_seq_length)
     len_a = rng.randint(4, n - 6)
     body = [FIRST_WORD_ID + index // base, FIRST_WORD_ID + index % base]
     body += [rng.randrange(FIRST_WORD_ID, vocab_size) for _ in range(n - 3 - 2)]
-    label = rng.randrange(2)
-    if next_sentence == "none":  # one segment, one token shorter: a single [SEP]
-        tokens, label = [cls_] + body + [sep], 0
-        len_a = len(tokens) - 2
-    else:
-        a, b = body[:len_a], body[len_a:]
-        if label == schema.NSP_IS_NEXT:
-            b[0] = a[2]
-        tokens = [cls_] + a + [sep] + b + [sep]
+    tokens, len_a, label = segments(body, len_a, rng.randrange(2), next_sentence, echo=2)
     candidates = [i for i, t in enumerate(tokens) if t not in (cls_, sep) and i > 2]
     num = min(max_predictions, max(1, round(len(tokens) * 0.15)), len(candidates))
     positions = sorted(rng.sample(candidates, num))

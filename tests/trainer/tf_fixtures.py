@@ -20,10 +20,9 @@ import tensorflow as tf
 
 from pipeline import schema
 from pipeline.core.instance import Instance
+from tests.trainer.conftest import (CLS_ID, MASK_ID, REPO, SEP_ID, SPECIALS,  # noqa: F401
+                                    segments, write_vocab)
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SPECIALS = [schema.PAD, schema.UNK, schema.CLS, schema.SEP, schema.MASK]
-CLS_ID, SEP_ID, MASK_ID = 2, 3, 4
 FIRST_WORD = len(SPECIALS)
 # Model shapes of the tests: 2 layers, hidden 32 (vocab comes from the data, 64).
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -37,15 +36,7 @@ def make_instance(rng: random.Random, *, vocab_size: int, max_seq_length: int,
     n = rng.randint(12, max_seq_length)
     len_a = rng.randint(4, n - 7)
     body = [rng.randrange(FIRST_WORD, vocab_size) for _ in range(n - 3)]
-    label = rng.randrange(2)
-    if next_sentence == "none":
-        tokens, label = [CLS_ID] + body + [SEP_ID], 0
-        len_a = len(tokens) - 2
-    else:
-        a, b = body[:len_a], body[len_a:]
-        if label == schema.NSP_IS_NEXT:
-            b[0] = a[0]
-        tokens = [CLS_ID] + a + [SEP_ID] + b + [SEP_ID]
+    tokens, len_a, label = segments(body, len_a, rng.randrange(2), next_sentence, echo=0)
     candidates = [i for i, t in enumerate(tokens) if t not in (CLS_ID, SEP_ID)]
     num = min(max_predictions, max(1, round(len(tokens) * 0.15)))
     positions = sorted(rng.sample(candidates, num))
@@ -75,9 +66,7 @@ def write_data_dir(out_dir: str, instances: List[Instance], *, num_shards: int,
                    compression: str = "", next_sentence: str = "nsp") -> str:
     """TFRecord shards (round-robin split) + vocab.txt + manifest.json, as the pipeline does."""
     os.makedirs(os.path.join(out_dir, schema.TFRECORD_DIR), exist_ok=True)
-    with open(os.path.join(out_dir, schema.VOCAB_FILE), "w", encoding="utf-8") as f:
-        words = [f"w{i}" for i in range(vocab_size - len(SPECIALS))]
-        f.write("\n".join(SPECIALS + words) + "\n")
+    write_vocab(os.path.join(out_dir, schema.VOCAB_FILE), vocab_size)
     entries = []
     options = tf.io.TFRecordOptions(compression_type=compression)
     for s in range(num_shards):
