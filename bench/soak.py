@@ -40,6 +40,7 @@ import corpora  # noqa: E402
 REPO = BENCH.parent
 WORK = Path(os.environ.get("BENCH_WORK_DIR", "/tmp/bert_wwm_bench")) / "soak"
 FILE_BYTES = 64_000_000
+RUN_CAP_S_PER_GB = 4 * 3600  # one run of the job takes about half an hour per GB on 2 cores
 JOB_FLAGS = ["--range_mb=8", "--num_shards=64", "--output_formats=tfrecord,parquet",
              "--do_lower_case=true"] + [f"--{k}={v}" for k, v in bp.SETTINGS.items()]
 
@@ -140,7 +141,14 @@ def run_pipeline(name: str, files, extra, *, env, roots=()) -> dict:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         sampler = Sampler([proc.pid, *roots])
         sampler.start()
-        rc = proc.wait()
+        cap_s = RUN_CAP_S_PER_GB * max(1.0, sum(f.stat().st_size for f in files) / 1e9)
+        try:
+            rc = proc.wait(timeout=cap_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            sampler.stop()
+            raise RuntimeError(f"{name} ran past {cap_s:.0f} s; see {log}") from None
     wall = time.perf_counter() - start
     sampler.stop()
     if rc:
@@ -164,12 +172,17 @@ def dask_cluster(env):
     scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
                                   "--dashboard-address", "127.0.0.1:0"], stdout=log,
                                  stderr=subprocess.STDOUT, env=env)
-    time.sleep(5)
-    workers = subprocess.Popen([dask, "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "2",
-                                "--nthreads", "1", "--host", "127.0.0.1",
-                                "--dashboard-address", "127.0.0.1:0",
-                                "--memory-limit", "8GB"], stdout=log,
-                               stderr=subprocess.STDOUT, env=env)
+    try:
+        time.sleep(5)
+        workers = subprocess.Popen([dask, "worker", f"tcp://127.0.0.1:{port}", "--nworkers",
+                                    "2", "--nthreads", "1", "--host", "127.0.0.1",
+                                    "--dashboard-address", "127.0.0.1:0",
+                                    "--memory-limit", "8GB"], stdout=log,
+                                   stderr=subprocess.STDOUT, env=env)
+    except BaseException:  # the scheduler must not outlive a failed start
+        scheduler.terminate()
+        scheduler.wait(30)
+        raise
     time.sleep(10)
     return f"tcp://127.0.0.1:{port}", [scheduler, workers]
 

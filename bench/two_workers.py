@@ -30,6 +30,7 @@ import corpora  # noqa: E402
 
 REPO = BENCH.parent
 WORK = Path(os.environ.get("BENCH_WORK_DIR", "/tmp/bert_wwm_bench")) / "two_workers"
+RUN_CAP_S = 1800  # one run takes about a minute
 MODES = {
     "1 worker (in_memory)": ["--direct_running_mode=in_memory"],
     "2 workers (multi_processing)": ["--direct_running_mode=multi_processing",
@@ -86,7 +87,11 @@ def run(mode: str, flags, data: Path, timeline: bool) -> dict:
         sampler = CpuTimeline(proc.pid) if timeline else None
         if sampler:
             sampler.start()
-        rc = proc.wait()
+        try:
+            rc = proc.wait(timeout=RUN_CAP_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
     wall = time.perf_counter() - start
     if sampler:
         sampler.stop()
