@@ -11,8 +11,10 @@ DoFns log in the workers still shows.
 from __future__ import annotations
 
 import logging
+import os
 import re
-from typing import List
+import sys
+from typing import Iterable, List, Optional, Sequence, Set
 
 # Messages logged at import time by third-party packages, harmless for this job.
 IMPORT_NOISE = ("apitools not found",)
@@ -62,11 +64,73 @@ def hold_import_noise() -> None:
         root.addFilter(_FILTER)
 
 
-def setup(*, verbose: bool = False, quiet: bool = False) -> None:
+# Flags and environment variables whose values are credentials: never printed.
+SECRET_NAME = re.compile(r"secret|token|password|passwd|credential|private_key|access_key",
+                         re.IGNORECASE)
+# "'s3_secret_access_key': 'value'", "s3_session_token=value" and the like, quoted or not.
+_SECRET_PAIR = re.compile(
+    r"(?P<key>[\w.-]*(?:secret|token|password|passwd|private_key|access_key)[\w.-]*"
+    r"\\?['\"]?\s*[:=]\s*)(?P<q>\\?['\"]?)(?P<value>[^'\"\s,}\\]+)", re.IGNORECASE)
+MASK = "***"
+
+
+def secret_values(argv: Sequence[str], environ: Optional[dict] = None) -> Set[str]:
+    """The values of credential flags in ``argv`` (``--s3_secret_access_key=...`` or
+    ``--s3_session_token ...``) and of credential environment variables."""
+    values = set()
+    for i, arg in enumerate(argv):
+        if not arg.startswith("--"):
+            continue
+        name, eq, value = arg[2:].partition("=")
+        if not SECRET_NAME.search(name):
+            continue
+        if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            value = argv[i + 1]
+        if value:
+            values.add(value)
+    for name, value in (os.environ if environ is None else environ).items():
+        if SECRET_NAME.search(name) and len(value) >= 6:
+            values.add(value)
+    return values
+
+
+def redact(text: str, values: Iterable[str] = ()) -> str:
+    """``text`` with every known secret value and every credential-named pair's value masked."""
+    for value in sorted(values, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return _SECRET_PAIR.sub(lambda m: m.group("key") + m.group("q") + MASK, text)
+
+
+class _Redact(logging.Filter):
+    """Masks credentials in every record a handler prints (ours, Beam's, its workers')."""
+
+    def __init__(self, values: Iterable[str]):
+        super().__init__()
+        self.values = set(values)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        clean = redact(text, self.values)
+        if clean != text:
+            record.msg, record.args = clean, ()
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.values)
+        return True
+
+
+def setup(*, verbose: bool = False, quiet: bool = False,
+          argv: Optional[Sequence[str]] = None) -> None:
     """Configure logging for an entry point: INFO for ours, WARNING for Beam (INFO and the held
-    import noise with ``verbose``), WARNING for everything with ``quiet``."""
+    import noise with ``verbose``), WARNING for everything with ``quiet``. Credentials (the
+    values of ``argv``'s credential flags, default ``sys.argv``, and of credential environment
+    variables) are masked in everything printed, with or without ``verbose``."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format=FORMAT,
                         force=True)
+    redacting = _Redact(secret_values(list(sys.argv[1:] if argv is None else argv)))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redacting)
     logging.getLogger("apache_beam").setLevel(
         logging.INFO if verbose else logging.WARNING)
     workers = logging.getLogger(WORKER_LOGGER)

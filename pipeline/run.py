@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
                                                   SetupOptions, StandardOptions, TestOptions)
 
 from pipeline import progress, schema  # noqa: E402
-from pipeline.beam import dofns, fs, transforms  # noqa: E402
+from pipeline.beam import dofns, fs, output_dir, transforms  # noqa: E402
 from pipeline.beam.options import (JobConfig, check_flags, expand_config, resolve_runner,  # noqa
                                    str2bool)
 from pipeline.core.ranges import is_compressed  # noqa: E402
@@ -50,22 +50,22 @@ def absolute(path: Optional[str]) -> Optional[str]:
     return os.path.abspath(fs.local_path(path))
 
 
-def watch_job(config: JobConfig, files: List[Tuple[str, int]]) -> progress.JobWatch:
+def watch_job(config: JobConfig, layout: output_dir.Layout,
+              files: List[Tuple[str, int]]) -> progress.JobWatch:
     """Progress lines while the job runs, from the files it writes (listed through Beam's
     filesystems, so on any runner and store): each range's piece file names its input bytes
     and instances; the shards appear under their final names when complete. The number of
     ranges is estimated from the file sizes (the job plans them itself)."""
-    pieces = transforms.pieces_dir(config)
     fmt = config.output_formats[0]
-    shard_dir = fs.join(config.output_dir,
+    shard_dir = fs.join(layout.shard_root,
                         schema.TFRECORD_DIR if fmt == "tfrecord" else schema.PARQUET_DIR)
-    shards = {fs.join(config.output_dir, schema.shard_path(
+    shards = {fs.join(layout.shard_root, schema.shard_path(
         fmt, i, config.num_shards, gzip=config.compression == "gzip"))
         for i in range(config.num_shards)}
 
     def poll() -> progress.JobState:
         done = [parsed for parsed in (dofns.parse_piece_name(path)
-                                      for path, _ in fs.list_tree(pieces)) if parsed]
+                                      for path, _ in fs.list_tree(layout.pieces_dir)) if parsed]
         return progress.JobState(
             ranges=len(done), bytes_read=sum(size for size, _ in done),
             instances=sum(rows for _, rows in done),
@@ -78,26 +78,45 @@ def watch_job(config: JobConfig, files: List[Tuple[str, int]]) -> progress.JobWa
                              emit=lambda line: LOG.info("progress: %s", line)).start()
 
 
-def _is_ours(relative: str) -> bool:
-    top = relative.split("/", 1)[0]
-    return (top in schema.OUTPUT_DIRS or relative in schema.OUTPUT_FILES
-            or top.startswith(".tmp-"))
+def prepare_output_dir(config: JobConfig, options: PipelineOptions, run_id: str,
+                       files: List[Tuple[str, int]]) -> output_dir.Layout:
+    """Everything that touches --output_dir before the job, in an order that loses nothing:
+    guards (root, home, inputs inside, symlinks leaving it), the lock, then the plan (refuse a
+    non-empty directory without --overwrite). Leftovers of earlier runs (their pieces, staged
+    shards, partly written files) are deleted now; the previous output stays until the new
+    one is complete. Returns the run's layout; the caller releases the lock."""
+    out = config.output_dir
+    output_dir.check_location(out, inputs=[path for path, _ in files])
+    held = output_dir._read_lock(output_dir.lock_path(out))
+    if held is not None and not config.break_lock:
+        raise output_dir.LockedError(output_dir.describe_lock(output_dir.lock_path(out), held))
+    plan = output_dir.plan(out, overwrite=config.overwrite)
+    output_dir.acquire_lock(out, run_id, options=options, break_lock=config.break_lock)
+    try:
+        output_dir.warn_foreign(out, plan.foreign)
+        if plan.temporary:
+            LOG.info("removing %d temporary file(s) left under %s by earlier runs",
+                     len(plan.temporary), out)
+            output_dir.delete_below(out, plan.temporary)
+        layout = output_dir.layout(out, run_id, temp_dir=config.temp_dir,
+                                   previous=plan.previous)
+        if layout.staged:
+            LOG.info("the previous output under %s stays until this run is complete (new "
+                     "shards are staged under %s)", out, layout.shard_root)
+        else:
+            for sub in (schema.TFRECORD_DIR, schema.PARQUET_DIR):
+                fs.make_dirs(fs.join(out, sub))
+        return layout
+    except BaseException:
+        output_dir.release_lock(out, run_id)
+        raise
 
 
-def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
-    """Refuse a non-empty output dir unless --overwrite; then delete only the pipeline's own
-    files there (by listing them: object stores have no directories to test or delete)."""
-    existing = [path for path, _ in fs.list_tree(output_dir)]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"--output_dir {output_dir} is not empty ({len(existing)} files); "
-            f"pass --overwrite to replace the pipeline's files there")
-    prefix = output_dir.rstrip("/") + "/"
-    fs.delete_files([p for p in existing if _is_ours(p[len(prefix):])])
-    fs.remove_tree(prefix + schema.PIECES_DIR)
-    fs.make_dirs(output_dir)
-    for sub in (schema.TFRECORD_DIR, schema.PARQUET_DIR):
-        fs.make_dirs(fs.join(output_dir, sub))
+def estimated_instances(config: JobConfig, input_bytes: int) -> int:
+    """A generous guess of the instances ``input_bytes`` make: a token per 3 bytes (a Chinese
+    character in UTF-8; English words take more), instances half full on average."""
+    tokens = input_bytes / 3
+    return int(config.dupe_factor * tokens / max(1, config.max_seq_length // 2)) + 1
 
 
 def ltp_identity(config: JobConfig, *, build: bool = True) -> dict:
@@ -168,37 +187,67 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
         output_dir=absolute(config.output_dir), vocab_file=absolute(config.vocab_file),
         # a local model directory; "default" and hub names stay as they are
         ltp_model=absolute(config.ltp_model) if os.path.isdir(config.ltp_model)
-        else config.ltp_model, user_dict=absolute(config.user_dict))
+        else config.ltp_model, user_dict=absolute(config.user_dict),
+        temp_dir=absolute(config.temp_dir))
     only = graph_only(options)
     runner = str(options.view_as(StandardOptions).runner).rsplit(".", 1)[-1]  # short name
     if only == "template" and "Dataflow" not in runner:
         raise ValueError("--template_location makes a Dataflow template: it needs "
                          "--runner=DataflowRunner")
     vocab_text = fs.read_bytes(config.vocab_file).decode("utf-8")
-    read_vocab(vocab_text)  # refuses a file without BERT's special tokens
-    if not only:
-        files = fs.match_inputs(config.input)  # fail fast, before any work
-        prepare_output_dir(config.output_dir, config.overwrite)
+    # A file without BERT's special tokens, or instance settings out of range, are refused
+    # here, before anything is listed or touched.
+    dofns.range_config(config, read_vocab(vocab_text))
+    files = []
+    if not only:  # fail fast, before any work and before --output_dir is touched
+        files, skipped = output_dir.skip_outputs(fs.match_inputs(config.input),
+                                                 current=config.output_dir)
+        if skipped:
+            LOG.warning("skipping %d file(s) the --input patterns match inside pipeline output "
+                        "directories (e.g. %s): not corpus text", len(skipped), skipped[0])
+        if not files:
+            raise FileNotFoundError("--input matches only files of pipeline output "
+                                    "directories: nothing to read")
+        expected = estimated_instances(config, sum(size for _, size in files))
+        if config.num_shards > expected:
+            LOG.warning("--num_shards %d is more than the about %d instances %s of input can "
+                        "make: most shards will be empty; fewer shards would do",
+                        config.num_shards, expected,
+                        progress.megabytes(sum(size for _, size in files)))
+    # The model is built (first run) and described before the output is touched.
+    identity = ltp_identity(config, build=not only)
+    if only:
+        layout = output_dir.layout(config.output_dir, output_dir.new_run_id(),
+                                   temp_dir=config.temp_dir)
+        p = beam.Pipeline(options=options)
+        transforms.build(p, config=config, layout=layout, vocab_text=vocab_text,
+                         vocab_sha256=sha256_hex(vocab_text.encode("utf-8")),
+                         ltp_identity=identity, fs_options=fs.filesystem_options(options))
+        return _build_only(p, options, only, runner)
+    run_id = output_dir.new_run_id()
+    layout = prepare_output_dir(config, options, run_id, files)
+    try:
         LOG.info("reading %d file(s), %s (%s format) → %s; max_seq_length=%d, dupe_factor=%d, "
                  "whole-word masking %s", len(files),
                  progress.megabytes(sum(size for _, size in files)), config.input_format,
-                 config.output_dir,
-                 config.max_seq_length, config.dupe_factor,
+                 config.output_dir, config.max_seq_length, config.dupe_factor,
                  "on" if config.do_whole_word_mask else "off")
-    identity = ltp_identity(config, build=not only)
-    started = time.time()
-    p = beam.Pipeline(options=options)
-    transforms.build(p, config=config, vocab_text=vocab_text,
-                     vocab_sha256=sha256_hex(vocab_text.encode("utf-8")),
-                     ltp_identity=identity, fs_options=fs.filesystem_options(options))
-    if only:
-        return _build_only(p, options, only, runner)
-    watch = None if config.quiet else watch_job(config, files)
-    try:
-        p.run().wait_until_finish()
+        started = time.time()
+        p = beam.Pipeline(options=options)
+        transforms.build(p, config=config, layout=layout, vocab_text=vocab_text,
+                         vocab_sha256=sha256_hex(vocab_text.encode("utf-8")),
+                         ltp_identity=identity, fs_options=fs.filesystem_options(options))
+        watch = None if config.quiet else watch_job(config, layout, files)
+        try:
+            p.run().wait_until_finish()
+        except BaseException:
+            output_dir.discard_run(layout)  # the previous output, if any, is untouched
+            raise
+        finally:
+            if watch is not None:
+                watch.stop()
     finally:
-        if watch is not None:
-            watch.stop()
+        output_dir.release_lock(config.output_dir, run_id)
     manifest = json.loads(fs.read_bytes(fs.join(config.output_dir, schema.MANIFEST_FILE)))
     LOG.info("done in %.1f s: %d instances in %d shard(s) under %s",
              time.time() - started, manifest["total_instances"], manifest["num_shards"],
@@ -206,6 +255,12 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     if manifest["total_instances"] == 0:
         LOG.warning("no instances were made: is the input empty, or are all documents too "
                     "short? See %s/stats.json", config.output_dir)
+    else:
+        empty = sum(1 for s in manifest["shards"][config.output_formats[0]]
+                    if not s["instances"])
+        if empty:
+            LOG.warning("%d of %d shards are empty (%d instances): pass a smaller --num_shards",
+                        empty, manifest["num_shards"], manifest["total_instances"])
     return manifest
 
 
@@ -263,10 +318,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         print_help()
         return
     quiet, verbose = console_flags(list(sys.argv[1:] if argv is None else argv))
-    console.setup(quiet=quiet, verbose=verbose)
+    console.setup(quiet=quiet, verbose=verbose, argv=sys.argv[1:] if argv is None else argv)
     try:
         run(argv)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, dofns.InputChangedError) as e:
         LOG.error("%s", e)
         sys.exit(2)
 

@@ -61,10 +61,17 @@ PARQUET_DIR = "parquet"
 MANIFEST_FILE = "manifest.json"
 STATS_FILE = "stats.json"
 VOCAB_FILE = "vocab.txt"
-PIECES_DIR = "_pieces"  # instances between the two halves of the job; removed at the end
-# Everything the pipeline writes there (what --overwrite replaces; other files are left alone).
-OUTPUT_DIRS = (TFRECORD_DIR, PARQUET_DIR, PIECES_DIR)
+# Instances between the two halves of the job, under run-<id>/ (unless --temp_dir); this run's
+# are removed at its end.
+PIECES_DIR = "_pieces"
+# New shards of a run that replaces a previous output, under run-<id>/ until the swap.
+STAGING_DIR = "_staging"
+# Held by the running job (pipeline.beam.output_dir): a second job on the directory is refused.
+LOCK_FILE = ".bert-wwm.lock"
+# The files of a finished output besides its shards (exact names: see pipeline.beam.output_dir
+# for what --overwrite replaces; other files are left alone).
 OUTPUT_FILES = (MANIFEST_FILE, STATS_FILE, VOCAB_FILE)
+OUTPUT_DIRS = (TFRECORD_DIR, PARQUET_DIR, PIECES_DIR, STAGING_DIR)
 MANIFEST_FORMAT_VERSION = 1
 
 

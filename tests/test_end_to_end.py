@@ -127,8 +127,9 @@ def test_non_empty_output_dir_is_refused_then_overwritten(job, tmp_path, small_l
     target.mkdir()
     (target / "keep.txt").write_text("user file")
     (target / "manifest.json").write_text("{}")
-    (target / "_pieces").mkdir()  # left by a crashed run
-    (target / "_pieces" / "piece-0.bin").write_bytes(b"stale")
+    (target / "_pieces" / "run-20200101-000000-00000000").mkdir(parents=True)  # a crashed run
+    (target / "_pieces" / "run-20200101-000000-00000000" /
+     "piece-0123456789abcdef-5b-1r.bin").write_bytes(b"stale")
     small = tmp_path / "small.txt"
     small.write_text("\n\n".join(sample_documents(5)), encoding="utf-8")
     again = run([f"--input={small}", f"--output_dir={target}", "--overwrite", "--dupe_factor=1",

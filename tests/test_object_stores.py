@@ -154,7 +154,8 @@ def test_remote_everything_matches_local_and_leaves_nothing(store, local_run, mo
     with pytest.raises(FileExistsError, match="--overwrite"):
         run(job_flags(base, f"{base}/model") + [f"--output_dir={out}"] + store.flags)
     store.put("out/notes/keep.txt", b"the user's")
-    store.put("out/_pieces/piece-0000000000000000.bin", b"left by a crashed run")
+    store.put("out/_pieces/run-20200101-000000-00000000/piece-0000000000000000-10b-2r.bin",
+              b"left by a crashed run")
     again = run(job_flags(base, f"{base}/model") + [f"--output_dir={out}", "--overwrite",
                                                     "--num_shards=2"] + store.flags)
     keys = [k[len("out/"):] for k in store.keys("out/")]

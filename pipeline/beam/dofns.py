@@ -20,8 +20,11 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
+import numpy as np
+
 from pipeline.beam import fs
 from pipeline.beam.options import JobConfig
+from pipeline.beam.output_dir import skip_outputs
 from pipeline.core.instance import InstanceConfig
 from pipeline.core.normalize import normalizer_for
 from pipeline.core.ranges import RangeConfig, make_range_instances, plan_ranges, range_key
@@ -37,7 +40,7 @@ LOG = logging.getLogger(__name__)
 METRIC_KEYS = ("files", "ranges", "documents", "sentences", "tokens", "words", "instances",
                "masked_tokens", "chars_removed", "binary_lines_skipped",
                "binary_files_skipped", "empty_documents", "jsonl_bad_lines", "sentences_cut",
-               "sentences_empty_after_tokenization", "unk_tokens")
+               "sentences_empty_after_tokenization", "unk_tokens", "input_ranges_changed")
 
 
 def report(stats: Counter) -> None:
@@ -93,25 +96,35 @@ class _Tokenization:
 
 
 class ListFilesDoFn(beam.DoFn):
-    """The --input patterns → (path, source name) of every file they match, each file once
-    (two patterns may match the same file); a pattern that matches nothing is an error. Source
-    names are relative to ``base`` (see ``source_base``). Listing happens when the job runs,
-    so a job graph (a Dataflow template) holds patterns, not file lists."""
+    """The --input patterns → (path, source name, size, mtime) of every file they match, each
+    file once (two patterns may match the same file); a pattern that matches nothing is an
+    error. Source names are relative to ``base`` (see ``source_base``). Listing happens when
+    the job runs, so a job graph (a Dataflow template) holds patterns, not file lists. Files
+    of a pipeline output directory that a pattern reaches into are skipped and counted
+    (``output_dir.skip_outputs``). Size and mtime are checked again when each range is read."""
 
-    def __init__(self, *, base: str, filesystem_options: Dict[str, object]):
-        self._base, self._fs = base, filesystem_options
+    def __init__(self, *, base: str, output_dir: str, filesystem_options: Dict[str, object]):
+        self._base, self._output, self._fs = base, output_dir, filesystem_options
 
     def setup(self):
         fs.use_options(self._fs)
 
     def process(self, patterns: Tuple[str, ...]):
-        for path, _ in fs.match_inputs(patterns):
-            yield path, source_name(path, self._base)
+        files = fs.input_files(patterns)
+        keep, skipped = skip_outputs([(f.path, f.size) for f in files], current=self._output)
+        for path in skipped:
+            LOG.warning("skipped %s: a file of a pipeline output directory, not corpus text",
+                        path)
+        Metrics.counter(NAMESPACE, "output_files_skipped").inc(len(skipped))
+        kept = {path for path, _ in keep}
+        for f in files:
+            if f.path in kept:
+                yield f.path, source_name(f.path, self._base), f.size, f.mtime
 
 
 class PlanRangesDoFn(beam.DoFn):
-    """(file path, source name) → (path, source, start, end): document-aligned byte ranges
-    (``core.ranges.plan_ranges``)."""
+    """(path, source, size, mtime) → (path, source, start, end, size, mtime):
+    document-aligned byte ranges (``core.ranges.plan_ranges``) of the file as listed."""
 
     def __init__(self, *, input_format: str, range_bytes: int,
                  filesystem_options: Dict[str, object]):
@@ -120,13 +133,13 @@ class PlanRangesDoFn(beam.DoFn):
     def setup(self):
         fs.use_options(self._fs)
 
-    def process(self, element: Tuple[str, str]):
-        path, source = element
+    def process(self, element: Tuple[str, str, int, Optional[float]]):
+        path, source, size, mtime = element
         with fs.open_read(path) as f:
-            ranges = plan_ranges(f, path=path, size=fs.size_of(path),
+            ranges = plan_ranges(f, path=path, size=size,
                                  input_format=self._format, range_bytes=self._bytes)
         for start, end in ranges:
-            yield path, source, start, end
+            yield path, source, start, end, size, mtime
 
 
 class MakeInstancesDoFn(beam.DoFn):
@@ -140,6 +153,7 @@ class MakeInstancesDoFn(beam.DoFn):
                               job.ltp_model if job.do_whole_word_mask else None, job.user_dict,
                               job.normalize)
         self._pieces, self._shards, self._fs = pieces_dir, job.num_shards, filesystem_options
+        self._on_change = job.on_input_change
         self._shared = shared.Shared()
         self._state = None
 
@@ -149,19 +163,30 @@ class MakeInstancesDoFn(beam.DoFn):
         self._state = self._shared.acquire(lambda: _Tokenization(*self._tokenization), tag=key)
 
     def process(self, element):
-        path, source, start, end = element
+        path, source, start, end, size, mtime = element
         stats = Counter()
         with fs.open_read(path) as raw:
             batch = make_range_instances(
                 raw, path=path, source=source, start=start, end=end, config=self._config,
                 tokenizer=self._state.tokenizer, segmenter=self._state.segmenter, stats=stats,
                 normalizer=self._state.normalizer)
+        changed = input_change(path, size, mtime)
+        if changed:
+            if self._on_change == "fail":
+                raise InputChangedError(
+                    f"{path} changed while the job read it ({changed}): its instances would "
+                    "come from a file that no longer exists as listed. Rerun when the input "
+                    "is stable, or pass --on_input_change=skip to skip such ranges (counted)")
+            LOG.warning("skipped the range at byte %d of %s: the file changed while the job "
+                        "read it (%s)", start, path, changed)
+            stats = Counter(input_ranges_changed=1)
+            batch = batch.take(np.arange(0))
         if stats["binary_files_skipped"]:
             LOG.warning("skipped %s: binary or not UTF-8", path)
         elif stats["files_without_documents"]:
             LOG.warning("no documents in %s", path)
         key = range_key(source, start)
-        size = (end if end is not None else fs.size_of(path)) - start
+        size = (end if end is not None else size) - start
         name = piece_name(key, size, len(batch))
         data, classes = encode_piece(batch, self._shards)
         fs.write_atomic(fs.join(self._pieces, name), data)
@@ -172,6 +197,24 @@ class MakeInstancesDoFn(beam.DoFn):
                   stats["documents"], len(batch))
         yield {"key": key, "id": piece_id(key), "path": name, "rows": len(batch),
                "classes": classes, "stats": stats}
+
+
+class InputChangedError(IOError):
+    """An input file's size or modification time differs from when the job listed it."""
+
+
+def input_change(path: str, size: int, mtime: Optional[float]) -> Optional[str]:
+    """What changed in ``path`` since it was listed with ``size`` and ``mtime``, or None. A
+    file that is gone counts as changed."""
+    try:
+        now_size, now_mtime = fs.stat(path)
+    except (FileNotFoundError, IOError, IndexError):
+        return "it is gone"
+    if now_size != size:
+        return f"{size} bytes when listed, {now_size} now"
+    if mtime is not None and now_mtime is not None and now_mtime != mtime:
+        return f"modified at {now_mtime:.3f}, listed with {mtime:.3f}"
+    return None
 
 
 def piece_id(key: Tuple[str, int]) -> int:

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -119,8 +119,12 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def size_of(path: str) -> int:
-    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def rename(source: str, target: str) -> None:
+    FileSystems.rename([source], [target])
 
 
 def match(pattern: str) -> List[Tuple[str, int]]:
@@ -128,16 +132,35 @@ def match(pattern: str) -> List[Tuple[str, int]]:
     return [(m.path, m.size_in_bytes) for m in FileSystems.match([pattern])[0].metadata_list]
 
 
-def match_inputs(patterns: Sequence[str]) -> List[Tuple[str, int]]:
-    """(path, size) of every file the --input patterns match, each once, sorted; a pattern
-    that matches nothing is an error (a typo must not silently read less)."""
+class InputFile(NamedTuple):
+    path: str
+    size: int
+    mtime: Optional[float]  # seconds since the epoch, where the store says
+
+
+def input_files(patterns: Sequence[str]) -> List[InputFile]:
+    """Every file the --input patterns match, each once, sorted by path; a pattern that
+    matches nothing is an error (a typo must not silently read less)."""
     files = {}
     for pattern in patterns:
-        found = match(pattern)
+        found = FileSystems.match([pattern])[0].metadata_list
         if not found:
             raise FileNotFoundError(f"--input {pattern!r} matches no file")
-        files.update(found)
-    return sorted(files.items())
+        for m in found:
+            files[m.path] = InputFile(m.path, m.size_in_bytes,
+                                      getattr(m, "last_updated_in_seconds", None) or None)
+    return [files[p] for p in sorted(files)]
+
+
+def match_inputs(patterns: Sequence[str]) -> List[Tuple[str, int]]:
+    """(path, size) of every file the --input patterns match (see ``input_files``)."""
+    return [(f.path, f.size) for f in input_files(patterns)]
+
+
+def stat(path: str) -> Tuple[int, Optional[float]]:
+    """(size, mtime) of one file, as ``input_files`` gives them."""
+    m = FileSystems.match([path])[0].metadata_list[0]
+    return m.size_in_bytes, getattr(m, "last_updated_in_seconds", None) or None
 
 
 def list_tree(directory: str) -> List[Tuple[str, int]]:

@@ -25,6 +25,8 @@ BUILTIN_VOCABS = {name: os.path.join(RESOURCES, "vocab", f"{name}-vocab.txt")
                   for name in ("bert-base-chinese", "bert-base-uncased")}
 DEFAULT_VOCAB = "bert-base-chinese"
 OUTPUT_FORMATS = ("tfrecord", "parquet")
+# More shards than this needs --allow_many_shards: 100,000 shards is 200,000 files, rarely meant.
+MAX_SHARDS = 10_000
 # --runner short names that mean this project's runner: DaskRunner (Beam has no short name for
 # it) and DirectRunner (Beam's, kept on its FnApiRunner: see pipeline.beam.direct_runner).
 RUNNER_ALIASES = {"DaskRunner": "pipeline.beam.dask_runner.DaskRunner",
@@ -100,7 +102,21 @@ class JobConfig:
         choices=("none", "gzip"))
     parquet_compression: str = _flag("snappy", "Parquet page compression",
                                      choices=("snappy", "zstd", "gzip", "none"))
-    overwrite: bool = _switch("replace the pipeline's files in a non-empty --output_dir")
+    overwrite: bool = _switch(
+        "replace the pipeline's previous output in a non-empty --output_dir, once the new one "
+        "is complete; files that are not the pipeline's are kept")
+    temp_dir: Optional[str] = _flag(
+        None, "where the instances wait between the job's two halves (about 6x the input; "
+        "any filesystem). Only this run's files there are deleted. Default: "
+        "--output_dir/_pieces")
+    break_lock: bool = _switch(
+        "remove the output directory's lock left by a job that died (never needed otherwise)")
+    on_input_change: str = _flag(
+        "fail", "an input file whose size or modification time changed while the job read it: "
+        "fail (the job stops, naming it) or skip (its ranges read after the change are skipped "
+        "and counted as input_ranges_changed)", choices=("fail", "skip"))
+    allow_many_shards: bool = _switch(
+        f"allow --num_shards above {MAX_SHARDS} (each shard is a file per format)")
     max_sentence_chars: int = _flag(
         500, "longer sentences are cut (at a comma or space when possible)", type=int)
     range_mb: float = _flag(
@@ -128,7 +144,8 @@ class JobConfig:
         if isinstance(formats, str):
             formats = tuple(f.strip() for f in formats.split(",") if f.strip())
         values["output_formats"] = tuple(formats)
-        for switch in ("overwrite", "exact_google_draws", "quiet", "verbose"):
+        for switch in ("overwrite", "exact_google_draws", "quiet", "verbose", "break_lock",
+                       "allow_many_shards"):
             values[switch] = bool(values[switch])
         config = cls(**values)
         config.validate()
@@ -145,6 +162,10 @@ class JobConfig:
                              f"got {self.output_formats}")
         checks = [
             (self.num_shards >= 1, "--num_shards must be >= 1"),
+            (self.num_shards <= MAX_SHARDS or self.allow_many_shards,
+             f"--num_shards {self.num_shards} is above {MAX_SHARDS} ({self.num_shards} files "
+             f"per format, most of them tiny or empty unless the corpus is huge): pass "
+             f"--allow_many_shards if that is meant"),
             (self.dupe_factor >= 1, "--dupe_factor must be >= 1"),
             (self.max_sentence_chars >= 16, "--max_sentence_chars must be >= 16"),
             (self.range_bytes >= 1000, "--range_mb must be at least 0.001 (1 KB)"),

@@ -1,5 +1,9 @@
 """Files under --output_dir, through Beam's FileSystems (local, gs://, s3://, hdfs://).
 
+Shards go where the run's layout says (``output_dir.Layout``): in place into an output
+directory without a previous output, staged under ``_staging/run-<id>`` otherwise, swapped
+into place by the last step.
+
 Every file is written under a temporary name and renamed into place, so a reader never sees a
 partial shard under its final name; a retried bundle rewrites identical bytes. manifest.json is
 written last, after every shard and stats.json: its presence means the output is complete.
@@ -19,6 +23,7 @@ import numpy as np
 
 from pipeline import schema
 from pipeline.beam import fs
+from pipeline.beam.output_dir import Layout, delete_run_pieces, swap_in
 from pipeline.core.instance import InstanceBatch
 from pipeline.core.seeds import stable_seed
 from pipeline.writers.manifest import build_manifest, build_stats
@@ -169,17 +174,22 @@ def sum_stats(counters) -> Counter:
     return total
 
 
-def write_outputs(element, *, output_dir: str, pieces_dir: str, config: dict,
-                  vocab_text: str, vocab_sha256: str, ltp_model: dict,
+def write_outputs(element, *, layout: Layout, config: dict, vocab_text: str,
+                  vocab_sha256: str, ltp_model: dict,
                   filesystem_options: Dict[str, object]) -> dict:
-    """(_, [shard summary]) → removes the piece files; writes vocab.txt, stats.json (the
-    shards' statistics summed), then manifest.json (last: its presence means the output is
-    complete). Returns the manifest."""
+    """(_, [shard summary]) → removes this run's piece files; with a staged run, swaps the
+    previous output for the new shards (``output_dir.swap_in``); writes vocab.txt, stats.json
+    (the shards' statistics summed), then manifest.json (last: its presence means the output
+    is complete). Returns the manifest."""
     fs.use_options(filesystem_options)
     _, summaries = element
     shards = [{k: v for k, v in s.items() if k != "stats"} for s in summaries]
     stats = sum_stats(s["stats"] for s in summaries)
-    fs.remove_tree(pieces_dir)
+    output_dir = layout.output_dir
+    delete_run_pieces(layout.pieces_dir)
+    if layout.staged:
+        swap_in(output_dir, staging=layout.shard_root, previous=layout.previous,
+                new_files=[rel for s in shards for rel in s["paths"].values()])
     fs.write_atomic(fs.join(output_dir, schema.VOCAB_FILE), vocab_text.encode("utf-8"))
     stats_doc = build_stats(stats)
     fs.write_atomic(fs.join(output_dir, schema.STATS_FILE),
@@ -189,6 +199,7 @@ def write_outputs(element, *, output_dir: str, pieces_dir: str, config: dict,
                               vocab_sha256=vocab_sha256, ltp_model=ltp_model,
                               tfrecord_compression="GZIP" if config["compression"] == "gzip"
                               else "")
+    manifest["run_id"] = layout.run_id
     manifest["stats"] = {k: stats_doc["counts"].get(k, 0) for k in
                          ("documents", "sentences", "tokens", "instances", "nsp_next",
                           "nsp_random", "sop_in_order", "sop_swapped", "masked_tokens")}

@@ -7,7 +7,8 @@
           classes grouped by shard (block indexes only) → a random interleaving of the
           shard's classes, streamed to its files; each piece's statistics ride along to one
           shard, which sums them
-        ─ Finish: pieces removed, vocab.txt, stats.json, manifest.json
+        ─ Finish: this run's pieces removed; with a previous output there, the swap (old
+          files out, staged shards renamed in); vocab.txt, stats.json, manifest.json last
 
 Only patterns, file names, ranges and piece indexes cross Beam's shuffles: no step holds the
 corpus or its instances, so memory stays flat in corpus size on any runner, DirectRunner
@@ -25,14 +26,16 @@ import apache_beam as beam
 
 from pipeline.beam import dofns, sinks
 from pipeline.beam.options import JobConfig
-from pipeline import schema
+from pipeline.beam.output_dir import Layout
 
 class MakeInstances(beam.PTransform):
     """(file path, source name) → piece indexes (dicts, statistics included)."""
 
-    def __init__(self, config: JobConfig, vocab: Sequence[str], fs_options: Dict[str, object]):
+    def __init__(self, config: JobConfig, vocab: Sequence[str], fs_options: Dict[str, object],
+                 *, pieces_dir: str):
         super().__init__()
         self._config, self._vocab, self._fs = config, vocab, fs_options
+        self._pieces = pieces_dir
 
     def expand(self, files):
         c = self._config
@@ -42,7 +45,7 @@ class MakeInstances(beam.PTransform):
                     filesystem_options=self._fs))
                 | "Spread ranges" >> beam.Reshuffle()
                 | "Read, segment, tokenize, make instances" >> beam.ParDo(
-                    dofns.MakeInstancesDoFn(c, self._vocab, pieces_dir=pieces_dir(c),
+                    dofns.MakeInstancesDoFn(c, self._vocab, pieces_dir=self._pieces,
                                             filesystem_options=self._fs)))
 
 
@@ -67,9 +70,9 @@ def _assign(joined, num_shards: int):
 class WriteShards(beam.PTransform):
     """Piece indexes → one summary per shard (every shard written, sizes within one)."""
 
-    def __init__(self, config: JobConfig, fs_options: Dict[str, object]):
+    def __init__(self, config: JobConfig, fs_options: Dict[str, object], *, layout: Layout):
         super().__init__()
-        self._config, self._fs = config, fs_options
+        self._config, self._fs, self._layout = config, fs_options, layout
 
     def expand(self, pieces):
         c = self._config
@@ -88,7 +91,7 @@ class WriteShards(beam.PTransform):
                 | "With markers" >> beam.Flatten()
                 | "Group by shard" >> beam.GroupByKey()
                 | "Write" >> beam.ParDo(sinks.WriteShardDoFn(
-                    output_dir=c.output_dir, pieces_dir=pieces_dir(c),
+                    output_dir=self._layout.shard_root, pieces_dir=self._layout.pieces_dir,
                     num_shards=c.num_shards, seed=c.random_seed, formats=c.output_formats,
                     max_seq_length=c.max_seq_length,
                     max_predictions_per_seq=c.max_predictions_per_seq,
@@ -96,28 +99,26 @@ class WriteShards(beam.PTransform):
                     next_sentence=c.next_sentence, filesystem_options=self._fs)))
 
 
-def pieces_dir(config: JobConfig) -> str:
-    return f"{config.output_dir.rstrip('/')}/{schema.PIECES_DIR}"
-
-
-def build(p: beam.Pipeline, *, config: JobConfig, vocab_text: str, vocab_sha256: str,
-          ltp_identity: dict, fs_options: Dict[str, object]):
-    """Add the whole job to ``p``; returns the PCollection holding the manifest."""
+def build(p: beam.Pipeline, *, config: JobConfig, layout: Layout, vocab_text: str,
+          vocab_sha256: str, ltp_identity: dict, fs_options: Dict[str, object]):
+    """Add the whole job to ``p``, writing as ``layout`` says (``output_dir.layout``); returns
+    the PCollection holding the manifest."""
     from pipeline.core.wordpiece import read_vocab
 
     vocab = read_vocab(vocab_text)
     files = (p
              | "Input patterns" >> beam.Create([tuple(config.input)])
              | "List files" >> beam.ParDo(dofns.ListFilesDoFn(
-                 base=dofns.source_base(config.input), filesystem_options=fs_options))
+                 base=dofns.source_base(config.input), output_dir=config.output_dir,
+                 filesystem_options=fs_options))
              | "Spread files" >> beam.Reshuffle())
-    pieces = files | "MakeInstances" >> MakeInstances(config, vocab, fs_options)
+    pieces = files | "MakeInstances" >> MakeInstances(config, vocab, fs_options,
+                                                      pieces_dir=layout.pieces_dir)
     return (pieces
-            | "WriteShards" >> WriteShards(config, fs_options)
+            | "WriteShards" >> WriteShards(config, fs_options, layout=layout)
             | "All shards" >> beam.Map(lambda summary: (0, summary))
             | "Once" >> beam.GroupByKey()
             | "Write manifest" >> beam.Map(
-                sinks.write_outputs, output_dir=config.output_dir,
-                pieces_dir=pieces_dir(config), config=dataclasses.asdict(config),
+                sinks.write_outputs, layout=layout, config=dataclasses.asdict(config),
                 vocab_text=vocab_text, vocab_sha256=vocab_sha256, ltp_model=ltp_identity,
                 filesystem_options=fs_options))

@@ -344,7 +344,7 @@ def _json_text(line: str, *, text_field: str, where: str, stats: Counter) -> Opt
         return None
     try:
         obj = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python can
         stats["jsonl_bad_lines"] += 1
         return None
     value = obj.get(text_field) if isinstance(obj, dict) else None

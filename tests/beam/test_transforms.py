@@ -78,10 +78,11 @@ def test_ranges_gzip_whole_and_stats(tmp_path, small_ltp_model_dir):
     config = job_config(f"--input={path}", "--range_mb=0.001", "--dupe_factor=1",
                         f"--ltp_model={small_ltp_model_dir}")
     plan = dofns.PlanRangesDoFn(input_format="google", range_bytes=1000, filesystem_options={})
-    assert list(plan.process((str(path), "docs.txt.gz"))) == [(str(path), "docs.txt.gz", 0,
-                                                               None)]
+    size = path.stat().st_size
+    assert list(plan.process((str(path), "docs.txt.gz", size, None))) == [
+        (str(path), "docs.txt.gz", 0, None, size, None)]
     with TestPipeline() as p:
-        made = (p | beam.Create([(str(path), "docs.txt.gz", 0, None)])
+        made = (p | beam.Create([(str(path), "docs.txt.gz", 0, None, size, None)])
                 | beam.ParDo(_make_instances_dofn(config, realdata.vocab(), tmp_path)))
         assert_that(made | beam.Map(lambda piece: (
             piece["stats"]["documents"], piece["stats"]["sentences"], piece["stats"]["files"],
@@ -152,7 +153,8 @@ def test_progress_metrics_are_reported(tmp_path, small_ltp_model_dir):
     config = job_config(f"--input={path}", f"--output_dir={tmp_path / 'out'}",
                         f"--ltp_model={small_ltp_model_dir}")
     p = TestPipeline()
-    p | beam.Create([(str(path), "docs.txt")]) | MakeInstances(config, realdata.vocab(), {})
+    p | beam.Create([(str(path), "docs.txt", path.stat().st_size, None)]) | MakeInstances(
+        config, realdata.vocab(), {}, pieces_dir=str(tmp_path / "pieces"))
     result = p.run()
     result.wait_until_finish()
     counters = {r.key.metric.name: r.committed for r in
