@@ -306,7 +306,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except NotAnOutput as e:
         print(e, file=sys.stderr)
         return 1
-    fmt = args.format or output.formats[0]
+    fmt = args.format or (output.formats or ["tfrecord"])[0]
     shards = output.shards(fmt)
     if not shards:
         print(f"{args.output_dir} has no {fmt} shards (formats: {output.formats})",

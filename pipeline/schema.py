@@ -74,6 +74,25 @@ OUTPUT_FILES = (MANIFEST_FILE, STATS_FILE, VOCAB_FILE)
 OUTPUT_DIRS = (TFRECORD_DIR, PARQUET_DIR, PIECES_DIR, STAGING_DIR)
 MANIFEST_FORMAT_VERSION = 1
 
+# How a path the manifest names (vocab_file, shard paths) may not look. The manifest travels
+# with the data (copied from a bucket, a colleague, an archive): none of its paths may make a
+# tool read, or --overwrite delete, a file outside the output directory. The pipeline writes
+# plain relative paths ("vocab.txt", "tfrecord/part-00000-of-00002.tfrecord").
+_REFUSED_PATHS = (
+    (lambda p: not p, "an empty string"),
+    (lambda p: p.startswith("/"), "an absolute path"),
+    (lambda p: ":" in p, "a ':' (a URL such as s3://..., or a drive)"),
+    (lambda p: "\\" in p, "a backslash"),
+    (lambda p: any(ord(c) < 32 or ord(c) == 127 for c in p), "a control character"),
+    (lambda p: ".." in p.split("/"), "a '..' segment"),
+    (lambda p: bool({"", "."} & set(p.split("/"))), "an empty or '.' segment"),
+)
+
+
+def relative_path_problem(path: str) -> str:
+    """Why ``path`` is not a plain relative path inside a directory ("" if it is one)."""
+    return next((reason for refused, reason in _REFUSED_PATHS if refused(path)), "")
+
 
 def shard_name(index: int, num_shards: int, suffix: str) -> str:
     """``part-00003-of-00010.tfrecord``: sortable, and says how many siblings to expect."""

@@ -121,7 +121,7 @@ def check_shard(output: Output, fmt: str, entry: dict, spec: Spec, found: Findin
     path = entry["path"]
     if path not in output.files:
         return None
-    hasher = HashingReader(open_read(output.path(path)))
+    hasher = HashingReader(open_read(output.resolve(path)))
     prints: Dict[str, list] = {}
     records = 0
     try:

@@ -73,13 +73,9 @@ def new_run_id() -> str:
 
 
 def is_relative_inside(path: object) -> bool:
-    """Whether ``path`` names a file below a directory and nothing else: relative, no ``..``
-    or empty segment, no scheme, no backslash or NUL (a manifest may have been edited)."""
-    if not isinstance(path, str) or not path or path.startswith("/") or "://" in path:
-        return False
-    if "\\" in path or "\0" in path:
-        return False
-    return all(part not in ("", ".", "..") for part in path.split("/"))
+    """Whether ``path`` names a file below a directory and nothing else (a manifest may have
+    been edited: ``schema.relative_path_problem``)."""
+    return isinstance(path, str) and not schema.relative_path_problem(path)
 
 
 def classify(relative: str, previous_manifest: Optional[dict] = None) -> str:

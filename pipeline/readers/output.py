@@ -6,7 +6,8 @@ job: ``--s3_endpoint_url``, ``--project``, ...); local paths through the OS dire
 is what Beam's local filesystem does too, without the seconds of importing Beam.
 
 An output without ``manifest.json`` is not finished (the manifest is written last): opening it
-raises :class:`NotAnOutput`, whose message says what is there instead.
+raises :class:`NotAnOutput`, whose message says what is there instead; so does a manifest the
+tools cannot use (damaged, or naming a file outside the directory: see :func:`usable_manifest`).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import hashlib
 import io
 import json
 import os
-from typing import BinaryIO, Dict, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from pipeline import schema
 
@@ -69,7 +70,11 @@ def list_files(directory: str) -> Dict[str, int]:
         for base, _, names in os.walk(root):
             for name in names:
                 path = os.path.join(base, name)
-                found[os.path.relpath(path, root).replace(os.sep, "/")] = os.path.getsize(path)
+                try:
+                    size = os.path.getsize(path)
+                except OSError:  # a dangling symbolic link: nothing there to read
+                    continue
+                found[os.path.relpath(path, root).replace(os.sep, "/")] = size
         return found
     result = _beam().match([directory + "/**"])[0]
     return {m.path[len(directory) + 1:]: m.size_in_bytes for m in result.metadata_list}
@@ -116,7 +121,126 @@ class HashingReader(io.RawIOBase):
 
 
 class NotAnOutput(Exception):
-    """The directory holds no finished output; the message says what it does hold."""
+    """The directory holds no finished output, or its manifest cannot be used; the message
+    says what the directory holds, or (in one line) what is wrong with the manifest."""
+
+
+class UnsafePath(ValueError):
+    """A path the manifest names that would lead out of the output directory."""
+
+
+def check_relative(relative) -> str:
+    """``relative`` if its text keeps it inside the output directory, else :class:`UnsafePath`
+    (``schema.relative_path_problem``)."""
+    if not isinstance(relative, str):
+        why = f"{_json_type(relative)}, not a string"
+    else:
+        why = schema.relative_path_problem(relative)
+    if why:
+        raise UnsafePath(f"{_show(relative)} is not a path inside the output directory: {why}")
+    return relative
+
+
+def _json_type(value) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _show(value, limit: int = 60) -> str:
+    """``value`` for a one-line message: repr escapes newlines and control characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _whole(low: int, high: Optional[int] = None) -> Tuple[Callable[[object], bool], str]:
+    """(test, description) of a JSON whole number from ``low`` to ``high``."""
+    return ((lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v
+             and (high is None or v <= high)),
+            f"a whole number from {low} to {high}" if high is not None else
+            f"a whole number, {low} or more")
+
+
+# Bounds on the lengths and sizes the tools allocate arrays for: a damaged value is refused,
+# not a MemoryError (a million tokens per instance, 16 million vocabulary entries).
+MAX_LENGTH = 1 << 20
+MAX_VOCAB = 1 << 24
+LAST_TIMESTAMP = 253402300800  # 10000-01-01: datetime's range ends there
+# The values the tools read, when present (the required keys: schema.validate_manifest).
+_VALUES = {
+    "max_seq_length": _whole(1, MAX_LENGTH),
+    "max_predictions_per_seq": _whole(0, MAX_LENGTH),
+    "vocab_size": _whole(0, MAX_VOCAB),
+    "total_instances": _whole(0),
+    "num_shards": _whole(0),
+    "next_sentence": (lambda v: v in schema.SENTENCE_TASKS,
+                      f"one of {', '.join(schema.SENTENCE_TASKS)}"),
+    "tfrecord_compression": (lambda v: v in ("", "GZIP"), "'' or 'GZIP'"),
+    "created_unix": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                     and 0 <= v < LAST_TIMESTAMP, "seconds since 1970"),
+    "config": (lambda v: isinstance(v, dict), "an object"),
+    "ltp_model": (lambda v: isinstance(v, dict), "an object"),
+    "versions": (lambda v: isinstance(v, dict), "an object"),
+}
+_SHARD_VALUES = {
+    "instances": _whole(0),
+    "bytes": _whole(0),
+    "sha256": (lambda v: isinstance(v, str), "a string"),
+}
+FORMATS = ("tfrecord", "parquet")
+
+
+def usable_manifest(manifest) -> dict:
+    """``manifest`` (parsed JSON) if the tools can use it: the keys trainers rely on
+    (``schema.validate_manifest``), every value the tools read of the right type and range,
+    every path it names inside the output (:func:`check_relative`). Else ValueError naming
+    the first problem (and how many more there are), in one line."""
+    if not isinstance(manifest, dict):
+        raise ValueError(f"it holds {_json_type(manifest)}, not an object")
+    schema.validate_manifest(manifest)
+    problems = list(_manifest_problems(manifest))
+    if problems:
+        more = len(problems) - 1
+        raise ValueError(problems[0] + (f" (and {more} more problem{'s' if more > 1 else ''})"
+                                        if more else ""))
+    return manifest
+
+
+def _manifest_problems(m: dict) -> Iterator[str]:
+    for key, (test, what) in _VALUES.items():
+        if key in m and not test(m[key]):
+            yield f"{key} is {_show(m[key])}: it must be {what}"
+    yield from _path_problems("vocab_file", m["vocab_file"])
+    shards = m["shards"]
+    if not isinstance(shards, dict):
+        yield f"shards is {_json_type(shards)}: it must be an object {{format: [shard, ...]}}"
+        return
+    for fmt in FORMATS:
+        entries = shards.get(fmt, [])
+        if not isinstance(entries, list):
+            yield f"shards.{fmt} is {_json_type(entries)}: it must be an array of shards"
+            continue
+        for i, entry in enumerate(entries):
+            where = f"shards.{fmt}[{i}]"
+            if not isinstance(entry, dict):
+                yield (f"{where} is {_json_type(entry)}: it must be an object {{path, "
+                       f"instances, ...}}")
+                continue
+            missing = [key for key in ("path", "instances") if key not in entry]
+            if missing:
+                yield f"{where} lacks {' and '.join(missing)}"
+            for key, (test, what) in _SHARD_VALUES.items():
+                if key in entry and not test(entry[key]):
+                    yield f"{where}.{key} is {_show(entry[key])}: it must be {what}"
+            if "path" in entry:
+                yield from _path_problems(f"{where}.path", entry["path"])
+
+
+def _path_problems(where: str, relative) -> Iterator[str]:
+    try:
+        check_relative(relative)
+    except UnsafePath as e:
+        yield f"{where} {e}"
 
 
 @dataclasses.dataclass
@@ -126,12 +250,32 @@ class Output:
     manifest: dict
     files: Dict[str, int]
 
-    def path(self, relative: str) -> str:
-        return f"{self.root.rstrip('/')}/{relative}"
+    def resolve(self, relative: str) -> str:
+        """The full path of ``relative``, a file of the output; :class:`UnsafePath` if it is
+        not inside the output directory, by its text (:func:`check_relative`) or, on a local
+        disk, through a symbolic link (object stores have none)."""
+        path = f"{self.root.rstrip('/')}/{check_relative(relative)}"
+        if not is_remote(self.root):
+            top = os.path.realpath(_local(self.root))
+            real = os.path.realpath(_local(path))
+            if os.path.commonpath([top, real]) != top:
+                raise UnsafePath(f"{_show(relative)} is not a path inside the output "
+                                 f"directory: a symbolic link leads to {_show(real, 120)}")
+        return path
 
     def read(self, relative: str) -> bytes:
-        with open_read(self.path(relative)) as f:
+        with open_read(self.resolve(relative)) as f:
             return f.read()
+
+    def named(self) -> Iterator[Tuple[str, str]]:
+        """(where, relative path) of every file a tool may read: the manifest's vocab_file
+        and shard paths, and stats.json if there is one."""
+        yield "vocab_file", self.manifest["vocab_file"]
+        for fmt in self.formats:
+            for i, entry in enumerate(self.shards(fmt)):
+                yield f"shards.{fmt}[{i}].path", entry["path"]
+        if schema.STATS_FILE in self.files:
+            yield "", schema.STATS_FILE
 
     @property
     def task(self) -> str:
@@ -140,7 +284,7 @@ class Output:
 
     @property
     def formats(self) -> List[str]:
-        return [fmt for fmt in ("tfrecord", "parquet") if self.manifest["shards"].get(fmt)]
+        return [fmt for fmt in FORMATS if self.manifest["shards"].get(fmt)]
 
     def shards(self, fmt: str) -> List[dict]:
         return list(self.manifest["shards"].get(fmt, []))
@@ -174,18 +318,28 @@ class Output:
 
 
 def open_output(root: str) -> Output:
-    """The output under ``root``; raises :class:`NotAnOutput` when it has no valid manifest."""
+    """The output under ``root``. Raises :class:`NotAnOutput` when it has no manifest, or one
+    the tools cannot use (:func:`usable_manifest`), or when a file it names, or stats.json, is
+    reached through a symbolic link that leads out of the directory: every tool refuses the
+    same outputs, before reading anything else."""
     files = list_files(root)
     if schema.MANIFEST_FILE not in files:
         raise NotAnOutput(describe_unfinished(root, files))
-    with open_read(f"{root.rstrip('/')}/{schema.MANIFEST_FILE}") as f:
-        text = f.read()
+    output = Output(root=root, manifest={}, files=files)
     try:
-        manifest = schema.validate_manifest(json.loads(text))
-        schema.sentence_task(manifest)
-    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
-        raise NotAnOutput(f"{root}/{schema.MANIFEST_FILE} cannot be used: {e}") from e
-    return Output(root=root, manifest=manifest, files=files)
+        with open_read(output.resolve(schema.MANIFEST_FILE)) as f:
+            output.manifest = usable_manifest(json.loads(f.read()))
+        for where, relative in output.named():
+            try:
+                output.resolve(relative)
+            except UnsafePath as e:
+                raise UnsafePath(f"{where} {e}" if where else str(e)) from None
+    # JSONDecodeError, UnicodeDecodeError and UnsafePath are ValueErrors; nesting deeper
+    # than Python's recursion limit is a RecursionError.
+    except (ValueError, RecursionError) as e:
+        raise NotAnOutput(f"{root.rstrip('/')}/{schema.MANIFEST_FILE} cannot be used: "
+                          f"{e}") from e
+    return output
 
 
 # What a file or directory left in an unfinished output means.

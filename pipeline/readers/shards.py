@@ -58,7 +58,7 @@ def read_shard(output: Output, fmt: str, relative: str, *, chunk_records: int = 
 
 def _tfrecord_chunks(output, relative, chunk_records, hasher, on_bytes) -> Iterator[Chunk]:
     dtypes = output.dtypes()
-    stream = hasher or HashingReader(open_read(output.path(relative)))
+    stream = hasher or HashingReader(open_read(output.resolve(relative)))
     records, first, problems = [], 0, []
     seen = 0
     try:  # a generator: the finally runs when it is exhausted or closed
@@ -103,7 +103,7 @@ def _parquet_chunks(output, relative, chunk_records, on_bytes) -> Iterator[Chunk
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = output.path(relative)
+    path = output.resolve(relative)
     source = open_read(path) if is_remote(path) else path
     try:
         try:

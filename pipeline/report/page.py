@@ -223,7 +223,9 @@ def _vocabulary(output: Output, t: Tally, counts: dict, derived: dict) -> str:
 
 def _inputs(output: Output, counts: dict, stats: Optional[dict]) -> str:
     config = output.manifest.get("config", {})
-    patterns = "".join(f"<li><code>{e(p)}</code></li>" for p in config.get("input", []))
+    inputs = config.get("input", [])
+    patterns = "".join(f"<li><code>{e(str(p))}</code></li>"
+                       for p in (inputs if isinstance(inputs, list) else [inputs]))
     text = (f"<p>--input ({e(str(config.get('input_format', '?')))} format):</p><ul>{patterns}"
             f"</ul><p>{counts.get('files', '–')} file(s) read, {counts.get('lines', 0):,} "
             f"lines, {counts.get('ranges', '–')} range(s).</p>")

@@ -42,7 +42,7 @@ def tally(output: Output, *, fmt: Optional[str] = None, max_instances: Optional[
     """Count over the shards of ``fmt`` (default: Parquet if written, it reads faster). With
     ``max_instances``, about that many: the first records of every shard, an even sample
     since each shard is a uniform shuffle."""
-    fmt = fmt or ("parquet" if "parquet" in output.formats else output.formats[0])
+    fmt = fmt or ("parquet" if "parquet" in output.formats else "tfrecord")
     spec = Spec.of(output)
     seq, pred, vocab = spec.max_seq_length, spec.max_predictions_per_seq, spec.vocab_size
     t = Tally(fmt=fmt, instances=0, seq_lengths=np.zeros(seq + 1, np.int64),
