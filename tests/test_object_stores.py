@@ -164,3 +164,74 @@ def test_remote_everything_matches_local_and_leaves_nothing(store, local_run, mo
                 or "/.tmp-" in k or k.startswith(".tmp-")]
     assert len([k for k in keys if k.endswith(".parquet")]) == 2
     assert again["total_instances"] == manifest["total_instances"]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    log = str(tmp_path_factory.mktemp("logs") / "s3-safety.log")
+    port = servers.free_port()
+    cmd = [servers.console_script("moto_server"), "-H", servers.LOOPBACK, "-p", str(port)]
+    with servers.server(cmd, ready=lambda: servers.listening(port), log_path=log):
+        yield S3(port)
+
+
+@pytest.mark.slow
+def test_lock_and_overwrite_rules_on_s3(s3, tmp_path, small_ltp_model_dir):
+    """On an object store as on a disk: the lock is a conditional PUT a second job cannot
+    repeat; --overwrite keeps the previous output until the new one is complete, and deletes
+    only objects the pipeline names (never one a manifest points at outside the prefix)."""
+    import gzip
+    import json
+
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.beam import output_dir
+
+    write_inputs(tmp_path, small_ltp_model_dir)
+    out = f"s3://{BUCKET}/safe"
+    flags = [f"--input={tmp_path}/corpus/*.txt", f"--ltp_model={small_ltp_model_dir}",
+             f"--output_dir={out}", "--quiet"] + FLAGS + s3.flags
+    first = run(flags)
+    FileSystems.set_options(PipelineOptions(s3.flags))
+
+    # The lock: a second holder is refused by the store itself, and so is a job.
+    other = "run-20261206-000000-0badc0de"
+    output_dir.acquire_lock(out, other, options=PipelineOptions(s3.flags))
+    with pytest.raises(output_dir.LockedError, match=other):
+        output_dir.acquire_lock(out, "run-20261206-000001-0badc0df",
+                                options=PipelineOptions(s3.flags))
+    with pytest.raises(output_dir.LockedError, match=other):
+        run(flags + ["--overwrite"])
+    output_dir.release_lock(out, other)
+
+    # The user's objects, and a manifest edited to point outside the prefix.
+    for key in ("safe/tfrecord/my_own_dataset.tfrecord", "safe/_pieces/user.txt",
+                "safe/.tmp-user-keep", "outside.parquet"):
+        s3.put(key, b"the user's")
+    manifest = json.loads(s3.get("safe/manifest.json"))
+    manifest["shards"]["parquet"][0]["path"] = "../outside.parquet"
+    s3.put("safe/manifest.json", json.dumps(manifest).encode())
+    before = {k: s3.get(k) for k in s3.keys("")}
+
+    # Refused flags, then a run failing midway: nothing changes.
+    with pytest.raises(ValueError, match="masked_lm_prob"):
+        run(flags + ["--overwrite", "--masked_lm_prob=1.5"])
+    (tmp_path / "corpus" / "broken.txt.gz").write_bytes(
+        gzip.compress(("一句。\n" * 20000).encode())[:300])
+    with pytest.raises(Exception, match="broken.txt.gz"):
+        run(flags + ["--overwrite", f"--input={tmp_path}/corpus/*.gz"])
+    assert {k: s3.get(k) for k in s3.keys("")} == before
+    (tmp_path / "corpus" / "broken.txt.gz").unlink()
+
+    again = run(flags + ["--overwrite", "--num_shards=2"])
+    keys = s3.keys("")
+    for key in ("safe/tfrecord/my_own_dataset.tfrecord", "safe/_pieces/user.txt",
+                "safe/.tmp-user-keep", "outside.parquet"):
+        assert s3.get(key) == b"the user's", key
+    ours = [k for k in keys if k.startswith("safe/") and "user" not in k
+            and "my_own" not in k]
+    assert sorted(k[len("safe/"):] for k in ours) == sorted(
+        [e["path"] for fmt in ("tfrecord", "parquet") for e in again["shards"][fmt]]
+        + ["manifest.json", "stats.json", "vocab.txt"])
+    assert again["total_instances"] == first["total_instances"]
