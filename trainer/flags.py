@@ -32,6 +32,10 @@ RUN_FLAGS = (
                               "(whatever run they hold) instead of resuming or refusing")),
     ("--stop_at_step", dict(type=int, help="stop after this update (schedule unchanged); "
                                            "rerun the same command to continue")),
+    ("--skip_data_check", dict(action="store_true",
+                                help="train without comparing each shard's size and sha256 "
+                                     "with the data's manifest.json (read in full before the "
+                                     "first step, at every start and resume)")),
     ("--tpu", dict(help="TF only: TPU name or grpc address, 'local' on a TPU VM")),
 )
 

@@ -6,7 +6,8 @@ trainer, the number of replicas, the model and training configs, the data (its p
 digest of its manifest), --init_checkpoint. Started in a directory that already holds a run, a
 trainer
 
-- resumes it, from the newest checkpoint there (step 0 if none was saved yet), when the saved
+- resumes it, from the newest checkpoint there that loads (step 0 if none was saved yet; one
+  that does not load is skipped with a warning and set aside, never deleted), when the saved
   configuration matches its own. Matching ignores what does not change the trained weights:
   ``MAY_CHANGE_ON_RESUME`` (log, checkpoint and eval periods, eval_steps, keep_checkpoints,
   steps_per_execution), --eval_data_dir and where the same data lives;
@@ -17,6 +18,10 @@ trainer
 Files of other kinds in the directory (an --export_hf inside it, notes) are never touched. The
 same command can thus be rerun after a preemption, and never trains on next to another run's
 checkpoints (which checkpoint pruning could otherwise mix up).
+
+Before the first step each trainer also compares the shards it will read (training and
+held-out) with their manifest, size and sha256 (``trainer.data_check``; ``check_data``,
+``refuse_changed_data``), unless --skip_data_check.
 """
 from __future__ import annotations
 
@@ -24,14 +29,16 @@ import argparse
 import dataclasses
 import hashlib
 import json
-from typing import Dict, List, Optional, Tuple
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from trainer import data_contract, flags, hf_export, storage
+from trainer import data_check, data_contract, flags, hf_export, storage
 from trainer.config import (ModelConfig, TrainConfig, learning_rate, load_model_config,
                             load_train_config, with_overrides)
 from trainer.data_contract import DataSpec
 from trainer.metrics import METRICS_FILE
 
+log = logging.getLogger(__name__)
 TRAINERS = ("tf2", "pytorch")
 RUN_CONFIG = "run_config.json"
 CHECKPOINTS = "checkpoints"
@@ -44,8 +51,9 @@ MAY_CHANGE_ON_RESUME = tuple(f"train_config.{name}" for name in (
 
 class Refused(ValueError):
     """A run that must not start, found by a trainer's loop before its first step and before
-    it writes anything: another run in --output_dir (without --overwrite), or held-out data
-    smaller than one batch. The entry points exit with its message, as with ``prepare``'s."""
+    it writes anything: another run in --output_dir (without --overwrite), held-out data
+    smaller than one batch, or shards that differ from their manifest (``refuse_changed_data``).
+    The entry points exit with its message, as with ``prepare``'s."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +62,7 @@ class Run:
 
     model_config has its vocab_size resolved from the manifest; data / eval_data are checked
     against it. stop_at_step ends this process early without changing the schedule.
+    skip_data_check: train without comparing the shards with their manifest (``check_data``).
     """
 
     model_config: ModelConfig
@@ -65,6 +74,7 @@ class Run:
     export_hf: Optional[str] = None
     overwrite: bool = False
     stop_at_step: Optional[int] = None
+    skip_data_check: bool = False
 
     @property
     def last_step(self) -> int:
@@ -124,7 +134,8 @@ def load_configs(args: argparse.Namespace) -> Tuple[ModelConfig, TrainConfig]:
 def prepare_run(model_config: ModelConfig, train_config: TrainConfig, *, data_dir: str,
                 output_dir: str, eval_data_dir: Optional[str] = None,
                 init_checkpoint: Optional[str] = None, export_hf: Optional[str] = None,
-                overwrite: bool = False, stop_at_step: Optional[int] = None) -> Run:
+                overwrite: bool = False, stop_at_step: Optional[int] = None,
+                skip_data_check: bool = False) -> Run:
     """Resolve vocab_size from the manifest, check data, eval data and init checkpoint against
     the model and the phase (and the held-out data's sentence task against the training
     data's); ValueError (or FileNotFoundError) before anything is built."""
@@ -149,7 +160,8 @@ def prepare_run(model_config: ModelConfig, train_config: TrainConfig, *, data_di
     return Run(model_config=model_config, train_config=train_config, data=data,
                output_dir=storage.join(output_dir), eval_data=eval_data,
                init_checkpoint=storage.join(init_checkpoint) if init_checkpoint else None,
-               export_hf=export_hf, overwrite=overwrite, stop_at_step=stop_at_step)
+               export_hf=export_hf, overwrite=overwrite, stop_at_step=stop_at_step,
+               skip_data_check=skip_data_check)
 
 
 def prepare(args: argparse.Namespace) -> Run:
@@ -158,7 +170,8 @@ def prepare(args: argparse.Namespace) -> Run:
     return prepare_run(model_config, train_config, data_dir=args.data_dir,
                        output_dir=args.output_dir, eval_data_dir=args.eval_data_dir,
                        init_checkpoint=args.init_checkpoint, export_hf=args.export_hf,
-                       overwrite=args.overwrite, stop_at_step=args.stop_at_step)
+                       overwrite=args.overwrite, stop_at_step=args.stop_at_step,
+                       skip_data_check=args.skip_data_check)
 
 
 def prepare_or_exit(args: argparse.Namespace) -> Run:
@@ -231,3 +244,42 @@ def start_run_dir(run: Run, record: Dict, *, clear: bool) -> None:
             storage.remove(run.path(name))
     storage.make_dirs(run.output_dir)
     storage.write_text(run.path(RUN_CONFIG), json.dumps(record, indent=2) + "\n")
+
+
+def data_shards(run: Run, fmt: str) -> List[data_check.Expected]:
+    """The ``fmt`` shards the run reads, training then held-out data, each path once."""
+    specs = [run.data] + ([run.eval_data] if run.eval_data is not None else [])
+    return data_check.unique([s for spec in specs for s in data_check.expected_shards(spec, fmt)])
+
+
+def check_data(run: Run, fmt: str, *, part: int = 0, parts: int = 1,
+               threads: Optional[int] = None) -> data_check.Report:
+    """Compare this process's ``part`` of ``parts`` of the run's ``fmt`` shards (training and
+    held-out) with their manifest; an empty report when --skip_data_check. Raises nothing:
+    the caller gathers the parts' reports (DDP) and passes them to ``refuse_changed_data``,
+    so every process refuses together."""
+    if run.skip_data_check:
+        return data_check.Report()
+    mine = data_check.share(data_shards(run, fmt), part=part, parts=parts)
+    return data_check.check_files(mine, threads=threads or data_check.default_threads(parts))
+
+
+def refuse_changed_data(run: Run, fmt: str, reports: Sequence[data_check.Report], *,
+                        verbose: bool = True) -> None:
+    """Raise Refused naming every shard whose size or sha256 differs from its manifest's;
+    else log what was checked, what the manifest did not allow to check, or that the check
+    was skipped (``verbose``: the process that logs, rank 0 under DDP)."""
+    report = data_check.Report.merge(reports)
+    if report.problems:
+        raise Refused(data_check.refusal_message(report))
+    if not verbose:
+        return
+    if run.skip_data_check:
+        log.warning("--skip_data_check: the %s shards were NOT compared with their manifest; "
+                    "a replaced or truncated shard trains silently", fmt)
+        return
+    for note in data_check.unchecked_notes(data_shards(run, fmt)):
+        log.warning("data check: %s", note)
+    log.info("data check: %d %s shards match their manifest (%.1f MB read by %d process(es) "
+             "in %.1f s, %.0f MB/s)", len(data_shards(run, fmt)), fmt,
+             report.bytes_read / 1e6, len(reports), report.seconds, report.rate())

@@ -17,8 +17,9 @@ Several nodes: ``torchrun --nnodes=N --nproc_per_node=8 --rdzv_backend=c10d
 --rdzv_endpoint=HOST:29400 --rdzv_id=JOB trainer/train_torch.py ...`` on every node.
 
 The flags are trainer/train_tpu.py's (``trainer/flags.py``); rerunning the same command resumes
-from output_dir's newest complete checkpoint, e.g. after a preemption (``trainer/run_setup.py``
-states the rule). --output_dir must be local (``torch.save`` writes local files); --tpu is
+from output_dir's newest complete checkpoint that loads, e.g. after a preemption
+(``trainer/run_setup.py`` states the rule). Shards that differ from their manifest (size,
+sha256) are refused before the first step unless --skip_data_check. --output_dir must be local (``torch.save`` writes local files); --tpu is
 refused (TPUs are the TF trainer's).
 """
 from __future__ import annotations

@@ -14,8 +14,9 @@ On a TPU VM (data and output_dir on GCS)::
         --output_dir gs://b/runs/base-p1
 
 The flags are trainer/train_torch.py's (``trainer/flags.py``); rerunning the same command
-resumes from output_dir's latest checkpoint (``trainer/run_setup.py`` states the rule). A
-data/model mismatch is refused before TensorFlow is even imported.
+resumes from output_dir's newest checkpoint that restores (``trainer/run_setup.py`` states the
+rule). A data/model mismatch is refused before TensorFlow is even imported; shards that differ
+from their manifest (size, sha256) before the first step, unless --skip_data_check.
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ a label, "none" rows one segment without the label column (``schema.arrow_schema
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -83,6 +84,15 @@ def feature_values(values: dict, next_sentence: str) -> dict:
     return {name: values[name] for name in names}
 
 
+def shard_entry(out_dir: str, rel: str, instances: int) -> dict:
+    """A manifest ``shards`` entry as the pipeline writes it: path, instances, bytes, sha256
+    (what the trainers' data check compares; ``pipeline.writers.manifest``)."""
+    with open(os.path.join(out_dir, rel), "rb") as f:
+        data = f.read()
+    return {"path": rel, "instances": instances, "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def write_shard_dir(out_dir: str, instances: List[Instance], *, num_shards: int,
                     max_seq_length: int, max_predictions: int, vocab_size: int,
                     row_group_size: int = 16, do_lower_case: bool = True,
@@ -96,7 +106,7 @@ def write_shard_dir(out_dir: str, instances: List[Instance], *, num_shards: int,
         rel = os.path.join(schema.PARQUET_DIR, schema.shard_name(s, num_shards, ".parquet"))
         table = pa.Table.from_pylist(rows, schema=schema.arrow_schema(next_sentence))
         pq.write_table(table, os.path.join(out_dir, rel), row_group_size=row_group_size)
-        entries.append({"path": rel, "instances": len(rows)})
+        entries.append(shard_entry(out_dir, rel, len(rows)))
     manifest = {
         "format_version": schema.MANIFEST_FORMAT_VERSION, "max_seq_length": max_seq_length,
         "max_predictions_per_seq": max_predictions, "vocab_size": vocab_size,

@@ -3,6 +3,7 @@ directory rule, HF export, and a 2-process torchrun (gloo) run. Tiny models (hid
 2 layers) on fixture shards."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -194,3 +195,145 @@ def test_init_checkpoint_starts_from_the_exported_weights(straight_run, train_di
     assert state["model_config"]["hidden_size"] == 32
     for name, tensor in final_state(straight)["model"].items():
         assert torch.equal(tensor, state["model"][name]), name  # lr 0: weights unchanged
+
+
+def rewrite_in_place(path) -> None:
+    """Change one byte of a Parquet shard, keeping it the same size and readable: the footer's
+    writer name ("parquet-cpp-arrow ...": metadata no reader needs)."""
+    data = bytearray(open(path, "rb").read())
+    data[data.rindex(b"parquet-cpp")] ^= 0x20  # 'p' -> 'P'
+    open(path, "wb").write(bytes(data))
+
+
+def test_shards_changed_after_the_manifest_are_refused_before_any_step(train_dir, eval_dir,
+                                                                       tiny_model_yaml,
+                                                                       tmp_path, caplog):
+    """A training shard rewritten in place (same size) and a truncated held-out shard: both
+    named, with what differs, before anything is written; --skip_data_check trains anyway
+    (once the truncated one, which no reader could read, is restored) and says so."""
+    data = tmp_path / "data"
+    held = tmp_path / "held"
+    shutil.copytree(train_dir, data)
+    shutil.copytree(eval_dir, held)
+    changed = data / "parquet" / "part-00001-of-00004.parquet"
+    truncated = held / "parquet" / "part-00000-of-00002.parquet"
+    rewrite_in_place(changed)
+    size = truncated.stat().st_size
+    os.truncate(truncated, size - 100)
+    out = tmp_path / "run"
+    argv = args(str(data), tiny_model_yaml, out, "--eval_data_dir", str(held),
+                "--num_train_steps", "2", "--num_workers", "0")
+    with pytest.raises(SystemExit) as refused:
+        train(argv)
+    message = str(refused.value)
+    assert message.startswith("refusing to train: 2 shard(s) differ from what their "
+                              "manifest.json records")
+    assert f"{changed}: sha256 " in message and "(same size: rewritten or corrupted" in message
+    assert f"{truncated}: {size - 100} bytes, the manifest says {size}" in message
+    assert f"pipeline.verify --output_dir {data}" in message and "--skip_data_check" in message
+    assert not out.exists()  # refused before the run directory, model or any step
+    shutil.copy(os.path.join(eval_dir, "parquet", truncated.name), truncated)
+    with caplog.at_level("WARNING"):
+        assert train(argv + ["--skip_data_check"])["step"] == 2
+    assert "--skip_data_check: the parquet shards were NOT compared" in caplog.text
+
+
+def test_cli_exits_as_for_every_refusal_on_a_changed_shard(train_dir, tiny_model_yaml, tmp_path):
+    """Through the console entry point: exit status 1 with the message on stderr, as every
+    refusal (SystemExit with a message); 2 stays argparse's, for a bad command line."""
+    data = tmp_path / "data"
+    shutil.copytree(train_dir, data)
+    changed = data / "parquet" / "part-00003-of-00004.parquet"
+    rewrite_in_place(changed)
+    proc = subprocess.run([sys.executable, "-m", "trainer.train_torch",
+                           *args(str(data), tiny_model_yaml, tmp_path / "run")], cwd=REPO,
+                          env=run_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "refusing to train: 1 shard(s) differ" in proc.stderr
+    assert f"{changed}: sha256 " in proc.stderr
+
+
+def test_resume_skips_a_truncated_newest_checkpoint_for_the_one_before(train_dir,
+                                                                      tiny_model_yaml,
+                                                                      tmp_path, caplog):
+    """Stopped at step 3 (checkpoints 2 and 3 kept), state.pt of step 3 truncated: the rerun
+    warns naming it, resumes from step 2 (model, optimizer, RNG and data cursor all from
+    there) and ends with the weights of an uninterrupted run. The damaged checkpoint is set
+    aside, not deleted, and not overwritten when step 3 is saved again."""
+    common = ("--num_train_steps", "4", "--checkpoint_every", "1", "--num_workers", "0")
+    straight = tmp_path / "straight"
+    train(args(train_dir, tiny_model_yaml, straight, *common))
+    out = tmp_path / "run"
+    train(args(train_dir, tiny_model_yaml, out, *common, "--stop_at_step", "3"))
+    assert checkpoint.complete_steps(str(out)) == [2, 3]
+    damaged = checkpoint.step_dir(str(out), 3)
+    state = os.path.join(damaged, "state.pt")
+    os.truncate(state, os.path.getsize(state) // 2)
+    size = os.path.getsize(state)
+    with caplog.at_level("INFO"):
+        assert train(args(train_dir, tiny_model_yaml, out, *common))["step"] == 4
+    assert (f"checkpoint {damaged} does not load (RuntimeError: PytorchStreamReader failed "
+            in caplog.text)
+    assert f"resumed {checkpoint.step_dir(str(out), 2)} at step 2" in caplog.text
+    aside = os.path.join(str(out), "checkpoints", "unloadable-step-00000003")
+    assert f"set {damaged} aside as {aside}" in caplog.text
+    assert os.path.getsize(os.path.join(aside, "state.pt")) == size  # kept as it was
+    assert checkpoint.complete_steps(str(out)) == [3, 4]
+    a, b = final_state(straight), final_state(out)
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    # step 3's line (of the dropped checkpoint's run) trimmed; log_every 2
+    assert [x["step"] for x in metrics.read(str(out / "metrics.jsonl"))] == [2, 4]
+
+
+def test_resume_starts_over_loudly_when_no_checkpoint_loads(train_dir, tiny_model_yaml,
+                                                            tmp_path, caplog):
+    common = ("--num_train_steps", "2", "--checkpoint_every", "1", "--num_workers", "0")
+    out = tmp_path / "run"
+    train(args(train_dir, tiny_model_yaml, out, *common, "--stop_at_step", "1"))
+    os.remove(checkpoint.rank_file(checkpoint.step_dir(str(out), 1), 0))
+    with caplog.at_level("INFO"):
+        assert train(args(train_dir, tiny_model_yaml, out, *common))["step"] == 2
+    assert "(FileNotFoundError: " in caplog.text
+    assert "NONE of the 1 checkpoints in" in caplog.text and "initialised randomly" in caplog.text
+    assert os.path.isdir(os.path.join(str(out), "checkpoints", "unloadable-step-00000001"))
+    assert checkpoint.complete_steps(str(out)) == [1, 2]
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_agree_on_the_data_check_and_on_the_checkpoint(train_dir,
+                                                                     tiny_model_yaml, tmp_path):
+    """2 processes (gloo). The data check is split over a node's processes (rank 1 hashes
+    shards 1 and 3) and its reports gathered, so a changed shard 3 is refused by both ranks.
+    A rank file missing on rank 1 only makes every rank skip that checkpoint: both resume
+    from the one before, and rank 0's warning names rank 1's reason."""
+    data = tmp_path / "data"
+    shutil.copytree(train_dir, data)
+    out = tmp_path / "ddp"
+
+    def torchrun(*extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", os.path.join(REPO, "trainer", "train_torch.py"),
+               *args(str(data), tiny_model_yaml, out, "--num_train_steps", "4",
+                     "--checkpoint_every", "1", "--num_workers", "0", *extra)]
+        return subprocess.run(cmd, cwd=str(tmp_path), env=run_env(), capture_output=True,
+                              text=True, timeout=300)
+
+    proc = torchrun("--stop_at_step", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    os.remove(checkpoint.rank_file(checkpoint.step_dir(str(out), 3), 1))
+    shard = data / "parquet" / "part-00003-of-00004.parquet"
+    original = shard.read_bytes()
+    rewrite_in_place(shard)
+    proc = torchrun()
+    assert proc.returncode != 0
+    assert proc.stderr.count("refusing to train: 1 shard(s) differ") == 2, proc.stderr[-3000:]
+    assert f"{shard}: sha256 " in proc.stderr
+    shard.write_bytes(original)
+    proc = torchrun()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    damaged = checkpoint.step_dir(str(out), 3)
+    assert f"checkpoint {damaged} does not load (rank 1: FileNotFoundError: " in proc.stderr
+    assert f"resumed {checkpoint.step_dir(str(out), 2)} at step 2" in proc.stderr
+    assert os.path.isdir(os.path.join(str(out), "checkpoints", "unloadable-step-00000003"))
+    assert final_state(out)["step"] == 4

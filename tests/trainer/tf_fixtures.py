@@ -21,7 +21,7 @@ import tensorflow as tf
 from pipeline import schema
 from pipeline.core.instance import Instance
 from tests.trainer.conftest import (CLS_ID, MASK_ID, REPO, SEP_ID, SPECIALS,  # noqa: F401
-                                    segments, write_vocab)
+                                    segments, shard_entry, write_vocab)
 
 FIRST_WORD = len(SPECIALS)
 # Model shapes of the tests: 2 layers, hidden 32 (vocab comes from the data, 64).
@@ -75,7 +75,7 @@ def write_data_dir(out_dir: str, instances: List[Instance], *, num_shards: int,
         with tf.io.TFRecordWriter(os.path.join(out_dir, rel), options) as w:
             for inst in mine:
                 w.write(to_example(inst, max_seq_length, max_predictions, next_sentence))
-        entries.append({"path": rel, "instances": len(mine)})
+        entries.append(shard_entry(out_dir, rel, len(mine)))
     manifest = {
         "format_version": schema.MANIFEST_FORMAT_VERSION, "max_seq_length": max_seq_length,
         "max_predictions_per_seq": max_predictions, "vocab_size": vocab_size,

@@ -9,19 +9,31 @@ Model/optimizer state is identical on all ranks under DDP, so only rank 0 writes
 data position differ per rank, so each rank writes its own small file and no gather is needed.
 Only this run's checkpoints are ever there: ``trainer.run_setup``'s resume rule refuses a run
 directory holding another run (another world size or DataLoader worker count included).
+
+Resume (``load_newest``) takes the newest complete checkpoint that every rank can read, both
+files from the same directory (model and optimizer with the RNG and data cursor they were saved
+with). One that does not load (a truncated file, a missing rank file) is skipped with a warning
+and renamed ``unloadable-step-...``: never deleted, and out of the way of pruning and of the
+save that reaches its step again, which would otherwise destroy it.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 
-from trainer.pt.dist import DistContext, barrier
+from trainer.pt.dist import DistContext, barrier, broadcast_object, gather_objects
 from trainer.run_setup import CHECKPOINTS
+
+log = logging.getLogger(__name__)
 COMPLETE = "COMPLETE"
+UNLOADABLE = "unloadable-"  # prefix of a checkpoint directory set aside by load_newest
+STATE_KEYS = ("model", "optimizer", "scheduler", "step")
+RANK_KEYS = ("rng", "data")
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
@@ -83,7 +95,71 @@ def save(output_dir: str, step: int, *, ctx: DistContext, state: dict, rank_stat
 
 
 def load(path: str, *, rank: int) -> tuple:
-    """(rank-0 state, state of ``rank``), tensors on CPU."""
+    """(rank-0 state, state of ``rank``), tensors on CPU; ValueError if either lacks a key the
+    loop restores (a file that unpickles but is not a whole checkpoint)."""
     state = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=False)
     rank_state = torch.load(rank_file(path, rank), map_location="cpu", weights_only=False)
+    missing = ([f"state.pt: {k}" for k in STATE_KEYS if k not in state]
+               + [f"{os.path.basename(rank_file(path, rank))}: {k}" for k in RANK_KEYS
+                  if k not in rank_state])
+    if missing:
+        raise ValueError(f"not a whole checkpoint: missing {', '.join(missing)}")
     return state, rank_state
+
+
+def one_line(error: BaseException) -> str:
+    """``Type: first line of the message``, for a log line."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def set_aside(path: str) -> str:
+    """Rename checkpoint dir ``path`` to ``unloadable-<name>`` beside it (``-2``, ``-3``, ...
+    if taken); returns the new path. Not matched by ``complete_steps``, so never pruned."""
+    parent, name = os.path.split(path)
+    target, n = os.path.join(parent, UNLOADABLE + name), 1
+    while os.path.exists(target):
+        n += 1
+        target = os.path.join(parent, f"{UNLOADABLE}{name}-{n}")
+    os.rename(path, target)
+    return target
+
+
+def load_newest(output_dir: str, *, ctx: DistContext) -> Tuple[Optional[str], Optional[tuple]]:
+    """(path, ``load``'s (state, rank state)) of the newest complete checkpoint that loads on
+    every rank, or (None, None) when none does (or there is none): the caller starts fresh.
+
+    Collective: rank 0's list of checkpoints is tried newest first by every rank, and each
+    attempt's errors are gathered, so all ranks skip or take the same one (a rank file missing
+    on one rank skips the checkpoint for all). Rank 0 logs each skip with every rank's reason,
+    sets the skipped ones aside (``set_aside``) and warns loudly when none loads.
+    """
+    steps = broadcast_object(ctx, complete_steps(output_dir))
+    skipped: List[str] = []
+    chosen, loaded = None, None
+    for step in reversed(steps):
+        path = step_dir(output_dir, step)
+        try:
+            mine, error = load(path, rank=ctx.rank), None
+        except Exception as e:  # noqa: BLE001 -- any unreadable file: try an older checkpoint
+            mine, error = None, one_line(e)
+        errors = gather_objects(ctx, error)
+        if not any(errors):
+            chosen, loaded = path, mine
+            break
+        del mine
+        skipped.append(path)
+        if ctx.is_main:
+            reasons = "; ".join(f"rank {r}: {e}" if ctx.distributed else e
+                                for r, e in enumerate(errors) if e)
+            log.warning("checkpoint %s does not load (%s): skipped, trying the next older one",
+                        path, reasons)
+    if ctx.is_main:
+        for path in skipped:
+            log.warning("set %s aside as %s (not deleted: inspect or remove it yourself)", path,
+                        set_aside(path))
+        if skipped and chosen is None:
+            log.warning("NONE of the %d checkpoints in %s loads: starting this run again from "
+                        "step 0", len(skipped), os.path.join(output_dir, CHECKPOINTS))
+    barrier(ctx)  # nobody lists or saves checkpoints before the renames are done
+    return chosen, loaded

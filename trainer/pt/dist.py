@@ -1,13 +1,15 @@
-"""Process-group plumbing for torchrun: who am I, which device, and sum-reductions.
+"""Process-group plumbing for torchrun: who am I, which device, sum-reductions and the two
+object collectives that let ranks agree (the data check's reports, the checkpoint to resume).
 
-torchrun exports RANK / WORLD_SIZE / LOCAL_RANK; a plain ``python`` launch has none and runs as
-a world of one without creating a process group. Backend: nccl on CUDA, gloo on CPU.
+torchrun exports RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE; a plain ``python`` launch
+has none and runs as a world of one without creating a process group. Backend: nccl on CUDA,
+gloo on CPU.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, Mapping
+from typing import Any, Dict, List, Mapping
 
 import torch
 import torch.distributed as dist
@@ -19,6 +21,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    local_world_size: int = 1  # processes on this node
 
     @property
     def is_main(self) -> bool:
@@ -40,7 +43,8 @@ def init_from_env(env: Mapping[str, str] = os.environ) -> DistContext:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistContext(rank=rank, world_size=world, local_rank=local, device=device)
+    return DistContext(rank=rank, world_size=world, local_rank=local, device=device,
+                       local_world_size=int(env.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def barrier(ctx: DistContext) -> None:
@@ -57,6 +61,24 @@ def sum_across(ctx: DistContext, values: Dict[str, float]) -> Dict[str, float]:
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return dict(zip(keys, t.tolist()))
+
+
+def gather_objects(ctx: DistContext, obj: Any) -> List[Any]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+    if not ctx.distributed:
+        return [obj]
+    out = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(ctx: DistContext, obj: Any) -> Any:
+    """Rank 0's ``obj`` (picklable) on every rank."""
+    if not ctx.distributed:
+        return obj
+    box = [obj if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def shutdown(ctx: DistContext) -> None:

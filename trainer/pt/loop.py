@@ -25,7 +25,7 @@ from trainer import hf_export, metrics, run_setup, storage
 from trainer.config import TrainConfig
 from trainer.pt import checkpoint
 from trainer.pt.data import CursorTracker, ShardDataset, StreamConfig, reader_files
-from trainer.pt.dist import DistContext, barrier, sum_across
+from trainer.pt.dist import DistContext, barrier, gather_objects, sum_across
 from trainer.pt.model import (Pretrainer, build_model, build_optimizer, build_scheduler,
                               count_parameters)
 from trainer.run_setup import Run
@@ -169,17 +169,20 @@ def save_checkpoint(run: Run, step: int, *, pretrainer, optimizer, scheduler,
                     keep=run.train_config.keep_checkpoints)
 
 
-def restore(path: Optional[str], *, pretrainer, optimizer, scheduler, seed: int,
+def restore(loaded: Optional[tuple], *, pretrainer, optimizer, scheduler, seed: int,
             ctx: DistContext):
-    """(start step, tracker) from checkpoint ``path``, or (0, fresh) when it is None.
+    """(start step, tracker) from ``loaded`` = ``checkpoint.load_newest``'s (state, rank
+    state), or (0, fresh) when it is None.
 
     The run directory's rule (run_setup) has already made sure a checkpoint there is this
-    run's: same configs, world size and DataLoader workers, which exact data resume needs.
+    run's: same configs, world size and DataLoader workers, which exact data resume needs. So
+    a state that loads but does not fit the model is a bug, and raises here: only unreadable
+    checkpoints are skipped (in ``load_newest``, before anything is applied).
     """
-    if path is None:
+    if loaded is None:
         torch.manual_seed(seed + ctx.rank)  # dropout; the loop owns this RNG
         return 0, CursorTracker()
-    state, rank_state = checkpoint.load(path, rank=ctx.rank)
+    state, rank_state = loaded
     pretrainer.model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -193,6 +196,22 @@ def export_hf(run: Run, pretrainer: Pretrainer, out_dir: str) -> str:
     return hf_export.export_hf_for_data(out_dir, model_config=run.model_config,
                                         save_weights=pretrainer.model.save_pretrained,
                                         spec=run.data)
+
+
+def check_data(run: Run, ctx: DistContext) -> None:
+    """Refuse (run_setup.Refused, on every rank) Parquet shards, training or held-out, that
+    differ from their manifest.
+
+    Each node checks the shards once, split over its processes (LOCAL_RANK of
+    LOCAL_WORLD_SIZE), and the reports are gathered from all ranks: every rank then refuses
+    or none does. Per node rather than per world, because a node may read its own copy of
+    the data (a local disk); on a shared file system or bucket that costs one read of the
+    data per node, not one per rank.
+    """
+    report = run_setup.check_data(run, schema.PARQUET_DIR, part=ctx.local_rank,
+                                  parts=ctx.local_world_size)
+    run_setup.refuse_changed_data(run, schema.PARQUET_DIR, gather_objects(ctx, report),
+                                  verbose=ctx.is_main)
 
 
 def open_run_dir(run: Run, ctx: DistContext) -> None:
@@ -209,19 +228,22 @@ def train(run: Run, ctx: DistContext) -> Dict:
     """The whole run, to ``run.last_step``; returns ``run_setup.Outcome.summary()``.
 
     Raises run_setup.Refused, before writing or building anything, when output_dir holds
-    another run or the held-out data is smaller than one batch per rank.
+    another run, the held-out data is smaller than one batch per rank, or a shard differs from
+    its manifest (``check_data``).
     """
     tc, task = run.train_config, run.data.next_sentence
     steps_per_eval = eval_batches(run.eval_data, tc, ctx) if run.eval_data else 0
+    check_data(run, ctx)
     open_run_dir(run, ctx)
-    latest = checkpoint.latest_checkpoint(run.output_dir)
+    latest, loaded = checkpoint.load_newest(run.output_dir, ctx=ctx)
     pretrainer = Pretrainer(build_model(run.model_config,
                                         init_checkpoint=None if latest else run.init_checkpoint,
                                         generator_seed=tc.seed), task).to(ctx.device)
     optimizer = build_optimizer(pretrainer, tc)
     scheduler = build_scheduler(optimizer, tc)
-    step, tracker = restore(latest, pretrainer=pretrainer, optimizer=optimizer,
+    step, tracker = restore(loaded, pretrainer=pretrainer, optimizer=optimizer,
                             scheduler=scheduler, seed=tc.seed, ctx=ctx)
+    del loaded  # the checkpoint's CPU copy
     model = pretrainer
     if ctx.distributed:
         model = DistributedDataParallel(

@@ -1,17 +1,18 @@
 """The TF2 training loop: strategy, distributed train/eval steps, checkpoints, logs, export.
 
 Read top to bottom: ``make_strategy`` picks TPU / GPUs / default; ``fit`` applies the run
-directory's resume rule (``trainer.run_setup``), then ``Trainer`` builds model and optimizer
-under the strategy, restores the latest checkpoint (model, optimizer incl. its step, data
-position) or imports ``init_checkpoint``, and runs chunks of steps in one ``tf.function``
-(``steps_per_execution`` per host round trip on TPUs) between log, checkpoint and eval
-boundaries. Per step each replica computes its share of the global-batch loss
+directory's resume rule (``trainer.run_setup``) after checking the shards against their
+manifest, then ``Trainer`` builds model and optimizer under the strategy, restores the newest
+checkpoint that restores (model, optimizer incl. its step, data position;
+``trainer.tf2.checkpoints``) or imports ``init_checkpoint``, and runs chunks of steps in one
+``tf.function`` (``steps_per_execution`` per host round trip on TPUs) between log, checkpoint
+and eval boundaries. Per step each replica computes its share of the global-batch loss
 (``model.training_loss``), gradients are summed across replicas, clipped by their global norm
 and applied; so N replicas train exactly like one replica holding the global batch. The data's
 sentence task (``DataSpec.next_sentence``) picks the features parsed, the loss (masked-LM only
-for "none") and the metric names. With
-``jit_compile`` the per-replica step is compiled by XLA, as a TPU compiles it: on a CPU this
-is how a test proves the step has static shapes and only XLA-compilable ops.
+for "none") and the metric names. With ``jit_compile`` the per-replica step is compiled by XLA,
+as a TPU compiles it: on a CPU this is how a test proves the step has static shapes and only
+XLA-compilable ops.
 
 Outputs under output_dir: ``run_config.json``, ``checkpoints/`` (tf.train.CheckpointManager),
 ``tensorboard/train`` and ``tensorboard/eval`` event files, ``metrics.jsonl``
@@ -32,7 +33,7 @@ from trainer import metrics, run_setup, storage
 from trainer.data_contract import DataSpec
 from trainer.run_setup import Run
 from trainer.tf2 import data as tfdata
-from trainer.tf2 import hf_convert, optim
+from trainer.tf2 import checkpoints, hf_convert, optim
 from trainer.tf2 import model as bert
 
 log = logging.getLogger(__name__)
@@ -106,9 +107,10 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               data_examples=self.data_examples,
                                               dropout_rng=dropout_rng_state(self.model))
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, run.path(run_setup.CHECKPOINTS),
-            max_to_keep=tc.keep_checkpoints or None)  # 0: keep all, as the PyTorch trainer
+        self.manager = self._make_manager()
+        # Set when every checkpoint failed to restore: some variables may hold a failed
+        # restore's values, so fit builds a fresh Trainer.
+        self.tainted = False
         self._train_chunk = self._make_train_chunk()
         self._eval_chunk = self._make_eval_chunk()
 
@@ -116,14 +118,25 @@ class Trainer:
     def step(self) -> int:
         return int(self.optimizer.iterations.numpy())
 
+    def _make_manager(self) -> tf.train.CheckpointManager:
+        return tf.train.CheckpointManager(
+            self.checkpoint, self.run.path(run_setup.CHECKPOINTS),
+            max_to_keep=self.run.train_config.keep_checkpoints or None)  # 0: keep all, as torch
+
     def restore_or_init(self) -> str:
-        """Resume from the latest checkpoint in output_dir, else import init_checkpoint.
-        Returns what happened, for the log."""
-        latest = self.manager.latest_checkpoint
+        """Resume from the newest checkpoint in output_dir that restores (older ones are
+        tried when newer ones fail: ``checkpoints.restore_newest``), else import
+        init_checkpoint. Returns what happened, for the log; sets ``tainted`` when every
+        checkpoint failed."""
+        latest, skipped = checkpoints.restore_newest(self.checkpoint, self.manager)
+        if skipped:
+            self.manager = self._make_manager()  # the state file no longer lists them
         if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
             position = int(self.data_examples.numpy())
             return f"resumed {latest} at step {self.step}, data position {position}"
+        if skipped:
+            self.tainted = True
+            return f"no checkpoint restored ({len(skipped)} set aside): starting from step 0"
         if self.run.init_checkpoint:
             missing = hf_convert.load_hf_weights(self.model, self.run.init_checkpoint)
             return f"initialised from {self.run.init_checkpoint} (missing: {missing or 'none'})"
@@ -300,11 +313,14 @@ def fit(run: Run, strategy: Optional[tf.distribute.Strategy] = None, *,
     checkpointing on the way; export after num_train_steps if asked.
 
     Raises run_setup.Refused, before writing or building anything, when output_dir holds
-    another run or the held-out data is smaller than one global batch.
+    another run, the held-out data is smaller than one global batch, or a TFRecord shard
+    differs from its manifest (this process hashes them all: one process per host).
     """
     strategy = strategy or make_strategy(None)
     tc = run.train_config
     replicas = strategy.num_replicas_in_sync
+    run_setup.refuse_changed_data(run, schema.TFRECORD_DIR,
+                                  [run_setup.check_data(run, schema.TFRECORD_DIR)])
     held_out = None
     if run.eval_data is not None:
         held_out = eval_input(strategy, run.eval_data, global_batch=tc.batch_size * replicas,
@@ -312,8 +328,12 @@ def fit(run: Run, strategy: Optional[tf.distribute.Strategy] = None, *,
     record = run_setup.run_record(run, trainer="tf2", replicas=replicas)
     run_setup.start_run_dir(run, record, clear=run_setup.check_run_dir(run, record))
     trainer = Trainer(run, strategy, jit_compile=jit_compile)
+    how = trainer.restore_or_init()
+    if trainer.tainted:  # the failed checkpoints are set aside: this one starts clean
+        trainer = Trainer(run, strategy, jit_compile=jit_compile)
+        how = trainer.restore_or_init()
     log.info("%s; %d replicas, global batch %d x %d micro-batches, dtype %s",
-             trainer.restore_or_init(), trainer.replicas, trainer.global_batch, tc.grad_accum,
+             how, trainer.replicas, trainer.global_batch, tc.grad_accum,
              trainer.model.dtype_policy.name)
     iterator = iter(trainer.train_dataset())
     metrics_log = metrics.MetricsLog(run.output_dir, next_sentence=run.data.next_sentence,
