@@ -8,8 +8,8 @@ compare size and sha256 of each shard they will read before the first step, and 
 difference (``trainer.run_setup.refuse_changed_data``); ``--skip_data_check`` skips it.
 
 Cost: one sequential read of every shard, at startup (also at every resume). sha256 ran at
-about 1.3 GB/s per core from page cache (``bench/bench_data_check.py``); files are hashed in parallel
-threads, in blocks of ``BLOCK_SIZE`` so hashlib releases the GIL. This checks identity, not
+about 1.3 GB/s per core from page cache (``bench/bench_data_check.py``); files are hashed in
+parallel threads, in blocks of ``BLOCK_SIZE`` so hashlib releases the GIL. This checks identity, not
 content: ``python -m pipeline.verify`` also decodes every record.
 
 Manifests written before sizes and digests were recorded: what is recorded is checked, and
