@@ -34,8 +34,8 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 
 from pipeline import progress, schema  # noqa: E402
 from pipeline.beam import dofns, fs, output_dir, transforms  # noqa: E402
-from pipeline.beam.options import (JobConfig, check_flags, expand_config, resolve_runner,  # noqa
-                                   str2bool)
+from pipeline.beam.options import (JobConfig, check_flags, expand_config, parse_input,  # noqa
+                                   resolve_runner, str2bool, with_pattern)
 from pipeline.core.ranges import is_compressed  # noqa: E402
 from pipeline.core.wordpiece import read_vocab  # noqa: E402
 from pipeline.writers.manifest import sha256_hex  # noqa: E402
@@ -103,9 +103,6 @@ def prepare_output_dir(config: JobConfig, options: PipelineOptions, run_id: str,
         if layout.staged:
             LOG.info("the previous output under %s stays until this run is complete (new "
                      "shards are staged under %s)", out, layout.shard_root)
-        else:
-            for sub in (schema.TFRECORD_DIR, schema.PARQUET_DIR):
-                fs.make_dirs(fs.join(out, sub))
         return layout
     except BaseException:
         output_dir.release_lock(out, run_id)
@@ -183,7 +180,8 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     FileSystems.set_options(options)  # before anything is listed (S3 needs its options)
     config = JobConfig.from_options(options)
     config = dataclasses.replace(
-        config, input=tuple(absolute(p) for p in config.input),
+        config, input=tuple(with_pattern(spec, absolute(parse_input(spec).pattern))
+                            for spec in config.input),
         output_dir=absolute(config.output_dir), vocab_file=absolute(config.vocab_file),
         # a local model directory; "default" and hub names stay as they are
         ltp_model=absolute(config.ltp_model) if os.path.isdir(config.ltp_model)
@@ -200,7 +198,8 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     dofns.range_config(config, read_vocab(vocab_text))
     files = []
     if not only:  # fail fast, before any work and before --output_dir is touched
-        files, skipped = output_dir.skip_outputs(fs.match_inputs(config.input),
+        listed = dofns.list_inputs(config.inputs())
+        files, skipped = output_dir.skip_outputs([(f.path, f.size) for f, _ in listed],
                                                  current=config.output_dir)
         if skipped:
             LOG.warning("skipping %d file(s) the --input patterns match inside pipeline output "
@@ -224,21 +223,24 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
                          vocab_sha256=sha256_hex(vocab_text.encode("utf-8")),
                          ltp_identity=identity, fs_options=fs.filesystem_options(options))
         return _build_only(p, options, only, runner)
+    p = beam.Pipeline(options=options)  # the runner is made (and checked) here
     run_id = output_dir.new_run_id()
+    existed = fs.is_remote(config.output_dir) or os.path.isdir(config.output_dir)
     layout = prepare_output_dir(config, options, run_id, files)
     try:
+        formats = sorted({spec.input_format for f, spec in listed if f.path in dict(files)})
         LOG.info("reading %d file(s), %s (%s format) → %s; max_seq_length=%d, dupe_factor=%d, "
                  "whole-word masking %s", len(files),
-                 progress.megabytes(sum(size for _, size in files)), config.input_format,
+                 progress.megabytes(sum(size for _, size in files)), " and ".join(formats),
                  config.output_dir, config.max_seq_length, config.dupe_factor,
                  "on" if config.do_whole_word_mask else "off")
         started = time.time()
-        p = beam.Pipeline(options=options)
-        transforms.build(p, config=config, layout=layout, vocab_text=vocab_text,
-                         vocab_sha256=sha256_hex(vocab_text.encode("utf-8")),
-                         ltp_identity=identity, fs_options=fs.filesystem_options(options))
-        watch = None if config.quiet else watch_job(config, layout, files)
+        watch = None
         try:
+            transforms.build(p, config=config, layout=layout, vocab_text=vocab_text,
+                             vocab_sha256=sha256_hex(vocab_text.encode("utf-8")),
+                             ltp_identity=identity, fs_options=fs.filesystem_options(options))
+            watch = None if config.quiet else watch_job(config, layout, files)
             p.run().wait_until_finish()
         except BaseException:
             output_dir.discard_run(layout)  # the previous output, if any, is untouched
@@ -248,10 +250,19 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
                 watch.stop()
     finally:
         output_dir.release_lock(config.output_dir, run_id)
+        if not existed:
+            output_dir.remove_if_empty(config.output_dir)  # a failed first run leaves nothing
     manifest = json.loads(fs.read_bytes(fs.join(config.output_dir, schema.MANIFEST_FILE)))
     LOG.info("done in %.1f s: %d instances in %d shard(s) under %s",
              time.time() - started, manifest["total_instances"], manifest["num_shards"],
              config.output_dir)
+    try:
+        warnings = json.loads(fs.read_bytes(fs.join(config.output_dir, schema.STATS_FILE))
+                              ).get("warnings", [])
+    except (OSError, ValueError):
+        warnings = []
+    for warning in warnings:
+        LOG.warning("data: %s", warning["message"])
     if manifest["total_instances"] == 0:
         LOG.warning("no instances were made: is the input empty, or are all documents too "
                     "short? See %s/stats.json", config.output_dir)
@@ -290,8 +301,19 @@ def print_help() -> None:
 
     from pipeline.beam.options import WwmOptions
 
+    class ShowDefaults(argparse.HelpFormatter):
+        """Each flag's default after its help, where it has one that the help does not say."""
+
+        def _get_help_string(self, action):
+            text = action.help or ""
+            if action.default not in (None, False, argparse.SUPPRESS) and \
+                    "Default:" not in text and action.option_strings:
+                text += " (default: %(default)s)"
+            return text
+
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.run", description=__doc__.split("\n\n")[0],
+        formatter_class=ShowDefaults,
         epilog="Every other flag goes to Beam and the runner (--runner, --direct_num_workers, "
                "--dask_client_address, --project, --s3_endpoint_url, ...); a flag that none of "
                "them knows stops the job before any work.")

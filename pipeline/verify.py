@@ -231,6 +231,17 @@ def verify(output: Output, *, workers: int = 1, filesystem_flags: Sequence[str] 
     return found
 
 
+def data_warnings(output: Output) -> List[str]:
+    """stats.json's warnings about the data (files can be intact and the data still not what
+    was meant: ``writers.manifest.data_warnings``); shown, not counted as problems."""
+    try:
+        warnings = (output.stats or {}).get("warnings") or []
+    except (ValueError, UnicodeDecodeError, OSError):
+        return []  # a damaged stats.json is a problem verify reports on its own
+    return [str(w.get("message", w)) if isinstance(w, dict) else str(w) for w in warnings
+            if isinstance(w, (dict, str))]
+
+
 def summary(output: Output, found: Findings, seconds: float) -> str:
     m = output.manifest
     counts = ", ".join(f"{len(output.shards(f))} {f}" for f in output.formats)
@@ -271,6 +282,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1
     found = verify(output, workers=args.workers, filesystem_flags=rest, quiet=args.quiet)
+    for warning in data_warnings(output):
+        print(f"data warning (stats.json): {warning}")
     if found.count:
         print(report_problems(found, limit=args.max_problems))
         return 1

@@ -11,6 +11,7 @@ job passes everything as elements (statistics ride along with the piece they des
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections import Counter
@@ -23,11 +24,12 @@ from apache_beam.utils import shared
 import numpy as np
 
 from pipeline.beam import fs
-from pipeline.beam.options import JobConfig
+from pipeline.beam.options import InputSpec, JobConfig
 from pipeline.beam.output_dir import skip_outputs
 from pipeline.core.instance import InstanceConfig
 from pipeline.core.normalize import normalizer_for
-from pipeline.core.ranges import RangeConfig, make_range_instances, plan_ranges, range_key
+from pipeline.core.ranges import (RangeConfig, is_compressed, make_range_instances,
+                                  plan_ranges, range_key)
 from pipeline.core.seeds import stable_hash64
 from pipeline.core.wordpiece import WordPieceTokenizer
 from pipeline.writers.pieces import encode_piece
@@ -95,13 +97,32 @@ class _Tokenization:
         self.segmenter = load_segmenter(ltp_model, user_dict) if ltp_model else None
 
 
+def list_inputs(specs: Sequence[InputSpec]) -> List[Tuple[fs.InputFile, InputSpec]]:
+    """Every file the --input specs match, each once, sorted, with the spec that holds for it;
+    a pattern matching nothing is an error, and so is a file two specs match with different
+    options (which format would it be read in?)."""
+    chosen: Dict[str, Tuple[fs.InputFile, InputSpec]] = {}
+    for spec in specs:
+        for f in fs.input_files([spec.pattern]):
+            earlier = chosen.get(f.path)
+            if earlier and (earlier[1].input_format, earlier[1].text_field) != \
+                    (spec.input_format, spec.text_field):
+                raise ValueError(
+                    f"{f.path} is matched by --input {earlier[1].pattern!r} (format "
+                    f"{earlier[1].input_format}, text_field {earlier[1].text_field}) and by "
+                    f"--input {spec.pattern!r} (format {spec.input_format}, text_field "
+                    f"{spec.text_field}): make the patterns disjoint")
+            chosen.setdefault(f.path, (f, spec))
+    return [chosen[path] for path in sorted(chosen)]
+
+
 class ListFilesDoFn(beam.DoFn):
-    """The --input patterns → (path, source name, size, mtime) of every file they match, each
-    file once (two patterns may match the same file); a pattern that matches nothing is an
-    error. Source names are relative to ``base`` (see ``source_base``). Listing happens when
-    the job runs, so a job graph (a Dataflow template) holds patterns, not file lists. Files
-    of a pipeline output directory that a pattern reaches into are skipped and counted
-    (``output_dir.skip_outputs``). Size and mtime are checked again when each range is read."""
+    """The --input specs → (path, source name, size, mtime, format, text field) of every file
+    they match (``list_inputs``). Source names are relative to ``base`` (see
+    ``source_base``). Listing happens when the job runs, so a job graph (a Dataflow template)
+    holds patterns, not file lists. Files of a pipeline output directory that a pattern
+    reaches into are skipped and counted (``output_dir.skip_outputs``). Size and mtime are
+    checked again when each range is read."""
 
     def __init__(self, *, base: str, output_dir: str, filesystem_options: Dict[str, object]):
         self._base, self._output, self._fs = base, output_dir, filesystem_options
@@ -109,37 +130,38 @@ class ListFilesDoFn(beam.DoFn):
     def setup(self):
         fs.use_options(self._fs)
 
-    def process(self, patterns: Tuple[str, ...]):
-        files = fs.input_files(patterns)
-        keep, skipped = skip_outputs([(f.path, f.size) for f in files], current=self._output)
+    def process(self, specs: Tuple[InputSpec, ...]):
+        files = list_inputs(specs)
+        keep, skipped = skip_outputs([(f.path, f.size) for f, _ in files], current=self._output)
         for path in skipped:
             LOG.warning("skipped %s: a file of a pipeline output directory, not corpus text",
                         path)
         Metrics.counter(NAMESPACE, "output_files_skipped").inc(len(skipped))
         kept = {path for path, _ in keep}
-        for f in files:
+        for f, spec in files:
             if f.path in kept:
-                yield f.path, source_name(f.path, self._base), f.size, f.mtime
+                yield (f.path, source_name(f.path, self._base), f.size, f.mtime,
+                       spec.input_format, spec.text_field)
 
 
 class PlanRangesDoFn(beam.DoFn):
-    """(path, source, size, mtime) → (path, source, start, end, size, mtime):
-    document-aligned byte ranges (``core.ranges.plan_ranges``) of the file as listed."""
+    """(path, source, size, mtime, format, field) → (path, source, start, end, size, mtime,
+    format, field): document-aligned byte ranges (``core.ranges.plan_ranges``) of the file as
+    listed."""
 
-    def __init__(self, *, input_format: str, range_bytes: int,
-                 filesystem_options: Dict[str, object]):
-        self._format, self._bytes, self._fs = input_format, range_bytes, filesystem_options
+    def __init__(self, *, range_bytes: int, filesystem_options: Dict[str, object]):
+        self._bytes, self._fs = range_bytes, filesystem_options
 
     def setup(self):
         fs.use_options(self._fs)
 
-    def process(self, element: Tuple[str, str, int, Optional[float]]):
-        path, source, size, mtime = element
+    def process(self, element: tuple):
+        path, source, size, mtime, input_format, text_field = element
         with fs.open_read(path) as f:
             ranges = plan_ranges(f, path=path, size=size,
-                                 input_format=self._format, range_bytes=self._bytes)
+                                 input_format=input_format, range_bytes=self._bytes)
         for start, end in ranges:
-            yield path, source, start, end, size, mtime
+            yield path, source, start, end, size, mtime, input_format, text_field
 
 
 class MakeInstancesDoFn(beam.DoFn):
@@ -153,7 +175,7 @@ class MakeInstancesDoFn(beam.DoFn):
                               job.ltp_model if job.do_whole_word_mask else None, job.user_dict,
                               job.normalize)
         self._pieces, self._shards, self._fs = pieces_dir, job.num_shards, filesystem_options
-        self._on_change = job.on_input_change
+        self._on_change, self._range_bytes = job.on_input_change, job.range_bytes
         self._shared = shared.Shared()
         self._state = None
 
@@ -163,11 +185,15 @@ class MakeInstancesDoFn(beam.DoFn):
         self._state = self._shared.acquire(lambda: _Tokenization(*self._tokenization), tag=key)
 
     def process(self, element):
-        path, source, start, end, size, mtime = element
+        path, source, start, end, size, mtime, input_format, text_field = element
         stats = Counter()
+        config = self._config
+        if (input_format, text_field) != (config.input_format, config.text_field):
+            config = dataclasses.replace(config, input_format=input_format,
+                                         text_field=text_field)
         with fs.open_read(path) as raw:
             batch = make_range_instances(
-                raw, path=path, source=source, start=start, end=end, config=self._config,
+                raw, path=path, source=source, start=start, end=end, config=config,
                 tokenizer=self._state.tokenizer, segmenter=self._state.segmenter, stats=stats,
                 normalizer=self._state.normalizer)
         changed = input_change(path, size, mtime)
@@ -187,6 +213,8 @@ class MakeInstancesDoFn(beam.DoFn):
             LOG.warning("no documents in %s", path)
         key = range_key(source, start)
         size = (end if end is not None else size) - start
+        if size > 2 * self._range_bytes and not is_compressed(path) and stats["documents"]:
+            stats["ranges_over_twice_range_mb"] += 1  # a document without a boundary for MBs
         name = piece_name(key, size, len(batch))
         data, classes = encode_piece(batch, self._shards)
         fs.write_atomic(fs.join(self._pieces, name), data)

@@ -58,12 +58,16 @@ class JobConfig:
     manifest.json. Each field is the flag ``--<name>``."""
     input: Tuple[str, ...] = _flag(
         (DEFAULT_INPUT,), "file glob, local or any Beam filesystem (gs://, s3://, hdfs://); "
-        "repeatable. .gz/.bz2 are decompressed. Default: the built-in sample corpus",
+        "repeatable. .gz/.bz2 are decompressed. Options for this input's files may follow "
+        "the pattern: 'more/*.jsonl;format=jsonl;text_field=content' (else --input_format and "
+        "--text_field). Default: the built-in sample corpus",
         action="append")
     input_format: str = _flag(
         "google", "google: a sentence per line, blank line between documents; lines: a "
-        "document per line; jsonl: a JSON object per line with --text_field", choices=FORMATS)
-    text_field: str = _flag("text", "JSON key holding the text (jsonl)")
+        "document per line; jsonl: a JSON object per line with --text_field. For every "
+        "--input without its own ';format='", choices=FORMATS)
+    text_field: str = _flag("text", "JSON key holding the text (jsonl), for every --input "
+                            "without its own ';text_field='")
     output_dir: str = _flag("output", "where shards and manifest.json go (any filesystem)")
     vocab_file: str = _flag(
         DEFAULT_VOCAB, "a BERT vocab.txt (any filesystem), or a built-in name: "
@@ -129,6 +133,10 @@ class JobConfig:
         "make instances with Google's per-token random draws (given the same generator, "
         "Google's exact output; about 4x slower). Default: the same algorithm and "
         "distributions, vectorized")
+    strict: bool = _switch(
+        "for production runs: the data warnings of stats.json (a google-format file without "
+        "blank lines, every jsonl line rejected, a document larger than a range, few random "
+        "next segments) fail the job before its manifest is written")
     quiet: bool = _switch("print only warnings and errors: no progress lines")
     verbose: bool = _switch("also print what Beam and LTP print (hidden by default)")
 
@@ -145,7 +153,7 @@ class JobConfig:
             formats = tuple(f.strip() for f in formats.split(",") if f.strip())
         values["output_formats"] = tuple(formats)
         for switch in ("overwrite", "exact_google_draws", "quiet", "verbose", "break_lock",
-                       "allow_many_shards"):
+                       "allow_many_shards", "strict"):
             values[switch] = bool(values[switch])
         config = cls(**values)
         config.validate()
@@ -155,7 +163,13 @@ class JobConfig:
     def range_bytes(self) -> int:
         return round(self.range_mb * 1_000_000)
 
+    def inputs(self) -> Tuple[InputSpec, ...]:
+        """Each --input parsed (``parse_input``), the job's format and field as defaults."""
+        return tuple(parse_input(spec, input_format=self.input_format,
+                                 text_field=self.text_field) for spec in self.input)
+
     def validate(self) -> None:
+        self.inputs()
         bad = [f for f in self.output_formats if f not in OUTPUT_FORMATS]
         if bad or not self.output_formats:
             raise ValueError(f"--output_formats must be a non-empty subset of {OUTPUT_FORMATS}, "
@@ -184,7 +198,8 @@ class WwmOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--config", default=None,
-                            help="YAML preset (configs/data/*.yaml); flags override it")
+                            help="a data preset by name (" + ", ".join(presets()) + ") or a "
+                                 "YAML file of flag values; flags given override it")
         for field in dataclasses.fields(JobConfig):
             kwargs = dict(field.metadata)
             # Repeatable flags start empty (argparse would append to a default).
@@ -192,6 +207,30 @@ class WwmOptions(PipelineOptions):
             if field.name == "output_formats":
                 default = ",".join(field.default)
             parser.add_argument(f"--{field.name}", default=default, **kwargs)
+
+
+# Data presets (--config=zh-128 or --config=configs/data/zh-128.yaml), beside the package.
+PRESETS_DIR = os.path.join(os.path.dirname(os.path.dirname(RESOURCES)), "configs", "data")
+
+
+def presets() -> List[str]:
+    """The names of the data presets (``configs/data/*.yaml``), sorted."""
+    if not os.path.isdir(PRESETS_DIR):
+        return []
+    return sorted(n[:-len(".yaml")] for n in os.listdir(PRESETS_DIR) if n.endswith(".yaml"))
+
+
+def preset_path(config: str) -> str:
+    """A --config value as a file: a path as given, else a preset name; FileNotFoundError
+    naming the presets when neither exists."""
+    if os.path.isfile(config):
+        return config
+    named = os.path.join(PRESETS_DIR, config if config.endswith(".yaml") else config + ".yaml")
+    if os.sep not in config and os.path.isfile(named):
+        return named
+    raise FileNotFoundError(f"--config {config!r} is neither a file nor a preset; the presets "
+                            f"are: {', '.join(presets()) or '(none found)'} (or give a path "
+                            "to a YAML file)")
 
 
 def expand_config(argv: Sequence[str]) -> List[str]:
@@ -203,7 +242,7 @@ def expand_config(argv: Sequence[str]) -> List[str]:
         return list(argv)
     import yaml
 
-    with open(known.config, encoding="utf-8") as f:
+    with open(preset_path(known.config), encoding="utf-8") as f:
         preset = yaml.safe_load(f) or {}
     if not isinstance(preset, dict):
         raise ValueError(f"{known.config}: expected a mapping of flag names to values")
@@ -221,17 +260,94 @@ def expand_config(argv: Sequence[str]) -> List[str]:
 
 def resolve_runner(argv: Sequence[str]) -> List[str]:
     """``argv`` with a runner: DirectRunner when none is named, and the short names of
-    ``RUNNER_ALIASES`` spelled out (Beam's own DirectRunner may download and run Prism)."""
+    ``RUNNER_ALIASES`` spelled out (Beam's own DirectRunner may download and run Prism). A
+    runner name nobody knows is refused here, before anything is created (ValueError with the
+    closest known name)."""
     out, named = list(argv), False
     for i, arg in enumerate(out):
         if arg.startswith("--runner="):
             named = True
-            name = arg.split("=", 1)[1]
+            name = check_runner(arg.split("=", 1)[1])
             out[i] = "--runner=" + RUNNER_ALIASES.get(name, name)
         elif arg == "--runner" and i + 1 < len(out):
             named = True
-            out[i + 1] = RUNNER_ALIASES.get(out[i + 1], out[i + 1])
+            name = check_runner(out[i + 1])
+            out[i + 1] = RUNNER_ALIASES.get(name, name)
     return out if named else out + ["--runner=" + RUNNER_ALIASES["DirectRunner"]]
+
+
+def known_runners() -> List[str]:
+    """The short runner names --runner takes: ours and Beam's (its map, by class name)."""
+    from apache_beam.runners.runner import _RUNNER_MAP
+
+    names = {path.rsplit(".", 1)[1] for path in _RUNNER_MAP.values()} | set(RUNNER_ALIASES)
+    return sorted(names)
+
+
+def check_runner(name: str) -> str:
+    """``name`` if Beam (or this project) can make a runner of it: a known short name in any
+    case, with or without "Runner", or a dotted ``module.Class`` path; else ValueError."""
+    if "." in name:
+        return name  # a class path: Beam imports it and says what is missing
+    from apache_beam.runners.runner import _RUNNER_MAP
+
+    ours = {n.lower(): n for n in RUNNER_ALIASES}
+    for form in (name.lower(), name.lower() + "runner"):
+        if form in ours:
+            return ours[form]
+        if form in _RUNNER_MAP:
+            return name
+    known = known_runners()
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6) or \
+        difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=1, cutoff=0.6)
+    hint = ""
+    if close:
+        hint = f" (did you mean {next(k for k in known if k.lower() == close[0].lower())}?)"
+    raise ValueError(f"unknown --runner {name!r}{hint}; known runners: {', '.join(known)}, "
+                     "or a module.Class path; nothing was run")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """One --input: a file pattern and the options that hold for the files it matches."""
+    pattern: str
+    input_format: str
+    text_field: str
+
+
+# Options an --input may carry after its pattern: 'more/*.jsonl;format=jsonl;text_field=body'.
+INPUT_OPTIONS = ("format", "text_field")
+
+
+def parse_input(spec: str, *, input_format: str = "google",
+                text_field: str = "text") -> InputSpec:
+    """``pattern[;key=value]...`` → InputSpec; keys not given take the job's --input_format and
+    --text_field. ValueError for an unknown key (with the closest one) or a bad value."""
+    pattern, *options = spec.split(";")
+    values = {"format": input_format, "text_field": text_field}
+    for option in options:
+        key, eq, value = option.partition("=")
+        key = key.strip()
+        if not eq or key not in INPUT_OPTIONS:
+            close = difflib.get_close_matches(key, INPUT_OPTIONS, n=1)
+            raise ValueError(f"--input {spec!r}: unknown option {option!r}"
+                             + (f" (did you mean {close[0]}=...?)" if close else "")
+                             + f"; an --input takes PATTERN;{'=...;'.join(INPUT_OPTIONS)}=...")
+        values[key] = value.strip()
+    if values["format"] not in FORMATS:
+        raise ValueError(f"--input {spec!r}: format {values['format']!r} is not one of "
+                         f"{', '.join(FORMATS)}")
+    if not values["text_field"]:
+        raise ValueError(f"--input {spec!r}: an empty text_field")
+    if not pattern:
+        raise ValueError(f"--input {spec!r}: no file pattern")
+    return InputSpec(pattern, values["format"], values["text_field"])
+
+
+def with_pattern(spec: str, pattern: str) -> str:
+    """``spec`` with its pattern replaced (its options kept)."""
+    rest = spec.split(";", 1)
+    return pattern + (";" + rest[1] if len(rest) > 1 else "")
 
 
 class UnknownFlagError(ValueError):

@@ -432,6 +432,11 @@ def discard_run(layout: Layout) -> None:
         LOG.warning("could not remove the failed run's temporary files: %s", e)
 
 
+def remove_if_empty(output_dir: str) -> None:
+    """rmdir an output directory left empty (a run that failed before writing anything)."""
+    _remove_empty_dirs(output_dir, levels=1)
+
+
 def _remove_empty_dirs(directory: str, levels: int) -> None:
     """rmdir ``directory`` and up to ``levels - 1`` parents while they are empty (local disks;
     object stores have no directories)."""

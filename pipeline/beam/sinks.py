@@ -174,24 +174,34 @@ def sum_stats(counters) -> Counter:
     return total
 
 
+class DataWarningsError(ValueError):
+    """--strict and stats.json would carry warnings (``writers.manifest.data_warnings``)."""
+
+
 def write_outputs(element, *, layout: Layout, config: dict, vocab_text: str,
                   vocab_sha256: str, ltp_model: dict,
                   filesystem_options: Dict[str, object]) -> dict:
     """(_, [shard summary]) → removes this run's piece files; with a staged run, swaps the
     previous output for the new shards (``output_dir.swap_in``); writes vocab.txt, stats.json
     (the shards' statistics summed), then manifest.json (last: its presence means the output
-    is complete). Returns the manifest."""
+    is complete). With ``strict``, data warnings fail the run before any of that. Returns the
+    manifest."""
     fs.use_options(filesystem_options)
     _, summaries = element
     shards = [{k: v for k, v in s.items() if k != "stats"} for s in summaries]
     stats = sum_stats(s["stats"] for s in summaries)
     output_dir = layout.output_dir
+    stats_doc = build_stats(stats)
+    if config.get("strict") and stats_doc["warnings"]:
+        # Before anything is replaced: the previous output stays, this run's files go.
+        raise DataWarningsError(
+            "--strict: the data looks wrong for its settings, no manifest written: "
+            + " | ".join(w["message"] for w in stats_doc["warnings"]))
     delete_run_pieces(layout.pieces_dir)
     if layout.staged:
         swap_in(output_dir, staging=layout.shard_root, previous=layout.previous,
                 new_files=[rel for s in shards for rel in s["paths"].values()])
     fs.write_atomic(fs.join(output_dir, schema.VOCAB_FILE), vocab_text.encode("utf-8"))
-    stats_doc = build_stats(stats)
     fs.write_atomic(fs.join(output_dir, schema.STATS_FILE),
                     json.dumps(stats_doc, indent=2, ensure_ascii=False).encode("utf-8"))
     manifest = build_manifest(config=config, shards=shards,

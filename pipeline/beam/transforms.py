@@ -29,7 +29,8 @@ from pipeline.beam.options import JobConfig
 from pipeline.beam.output_dir import Layout
 
 class MakeInstances(beam.PTransform):
-    """(file path, source name) → piece indexes (dicts, statistics included)."""
+    """(path, source name, size, mtime, format, text field) → piece indexes (dicts,
+    statistics included)."""
 
     def __init__(self, config: JobConfig, vocab: Sequence[str], fs_options: Dict[str, object],
                  *, pieces_dir: str):
@@ -41,7 +42,7 @@ class MakeInstances(beam.PTransform):
         c = self._config
         return (files
                 | "Plan ranges" >> beam.ParDo(dofns.PlanRangesDoFn(
-                    input_format=c.input_format, range_bytes=c.range_bytes,
+                    range_bytes=c.range_bytes,
                     filesystem_options=self._fs))
                 | "Spread ranges" >> beam.Reshuffle()
                 | "Read, segment, tokenize, make instances" >> beam.ParDo(
@@ -107,9 +108,10 @@ def build(p: beam.Pipeline, *, config: JobConfig, layout: Layout, vocab_text: st
 
     vocab = read_vocab(vocab_text)
     files = (p
-             | "Input patterns" >> beam.Create([tuple(config.input)])
+             | "Input patterns" >> beam.Create([config.inputs()])
              | "List files" >> beam.ParDo(dofns.ListFilesDoFn(
-                 base=dofns.source_base(config.input), output_dir=config.output_dir,
+                 base=dofns.source_base([spec.pattern for spec in config.inputs()]),
+                 output_dir=config.output_dir,
                  filesystem_options=fs_options))
              | "Spread files" >> beam.Reshuffle())
     pieces = files | "MakeInstances" >> MakeInstances(config, vocab, fs_options,

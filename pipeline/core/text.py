@@ -277,8 +277,14 @@ def _emit(doc_id: str, sentences: List[str], stats: Counter):
     return None
 
 
+# A google-format range with this many lines and no blank line is most likely a file of one
+# document per line read in the wrong format: it becomes ONE document (stats.json warns).
+LINES_WITHOUT_BLANK_WARNING = 200
+
+
 def _google_documents(lines, *, source, max_sentence_chars, stats):
     doc_index, sentences, seen_any, prev_continues = 0, [], False, False
+    first_line, blank_seen = stats["lines"], False
     for line, continues in lines:
         after_cut, prev_continues = prev_continues, continues
         if after_cut and not line:
@@ -289,6 +295,7 @@ def _google_documents(lines, *, source, max_sentence_chars, stats):
             continue
         if not cleaned.strip():
             # Blank line: end of document. Runs of blank lines are one boundary.
+            blank_seen = True
             if seen_any:
                 doc = _emit(f"{source}:{doc_index}", sentences, stats)
                 if doc:
@@ -303,9 +310,26 @@ def _google_documents(lines, *, source, max_sentence_chars, stats):
         doc = _emit(f"{source}:{doc_index}", sentences, stats)
         if doc:
             yield doc
+    if not blank_seen and stats["lines"] - first_line >= LINES_WITHOUT_BLANK_WARNING:
+        stats["google_ranges_without_blank_lines"] += 1
 
 
 def _line_documents(lines, *, source, input_format, text_field, max_sentence_chars, stats):
+    def rejected():
+        return stats["jsonl_bad_lines"] + stats["jsonl_missing_text_field"]
+
+    documents_before, rejected_before = stats["documents"], rejected()
+    yield from _line_documents_of(lines, source=source, input_format=input_format,
+                                  text_field=text_field, max_sentence_chars=max_sentence_chars,
+                                  stats=stats)
+    if input_format == "jsonl" and stats["documents"] == documents_before and \
+            rejected() > rejected_before:
+        # Every line with text rejected: wrong format or --text_field? (stats.json warns)
+        stats["jsonl_ranges_all_rejected"] += 1
+
+
+def _line_documents_of(lines, *, source, input_format, text_field, max_sentence_chars,
+                       stats):
     line_no, sentences, pending = 0, [], False
     for line, continues in lines:
         if not pending:

@@ -52,6 +52,7 @@ gap:10px}.card{border:1px solid #d5d9e0;border-radius:6px;padding:8px 12px;min-w
 .card b{display:block;font-size:20px}.card span{color:#4a5468;font-size:12px}
 .figs{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:12px}.figs img{width:100%}
 .bar{background:#3b6fb6;height:10px;display:inline-block;vertical-align:middle}
+.warn{background:#fff4e5;border:1px solid #f0b35b;padding:8px 14px;margin:12px 0}
 .zero{color:#8a93a5}.nz{font-weight:600}.note{color:#4a5468;font-size:13px}
 .cols{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:16px}
 td{overflow-wrap:anywhere}td code,td:first-child{white-space:nowrap}
@@ -100,11 +101,21 @@ def build(output: Output, t: Tally, *, examples: int = 3, seed: int = 0) -> str:
             f"{', '.join(output.formats)} · counted from the {t.fmt} shards"
             + (f" (a sample: the first records of each shard, {t.instances:,} instances)"
                if t.sampled else "") + "</p>")
-    sections = [head, _glance(output, t, counts, derived), _figures(output, t, stats),
+    sections = [head, _warnings(stats), _glance(output, t, counts, derived),
+                _figures(output, t, stats),
                 _words(t, counts, derived), _vocabulary(output, t, counts, derived),
                 _inputs(output, counts, stats), _repairs(counts), _shards(output, t),
                 _config(output), _examples(output, t.fmt, examples, seed)]
     return page(f"report {output.root}", "".join(sections), CSS)
+
+
+def _warnings(stats: Optional[dict]) -> str:
+    """stats.json's data warnings (``writers.manifest.data_warnings``), first on the page."""
+    warnings = (stats or {}).get("warnings") or []
+    items = "".join(f"<li>{e(str(w.get('message', w)) if isinstance(w, dict) else str(w))}"
+                    f"</li>" for w in warnings if isinstance(w, (dict, str)))
+    return (f"<div class='warn'><b>The data may not be what was meant:</b><ul>{items}</ul>"
+            f"</div>") if items else ""
 
 
 def _glance(output: Output, t: Tally, counts: dict, derived: dict) -> str:

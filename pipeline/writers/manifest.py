@@ -25,7 +25,52 @@ STAT_KEYS = (
     "sop_single_sentence_chunks", "random_next_same_document_avoided",
     "random_next_without_pool", "chunks_without_random_document", "masked_tokens",
     "masked_cjk_tokens", "masked_cjk_multichar_words", "masked_cjk_tokens_in_multichar_words",
+    "input_ranges_changed", "google_ranges_without_blank_lines", "jsonl_ranges_all_rejected",
+    "ranges_over_twice_range_mb",
 )
+
+# NSP pairs with a random B: Google's data has about half; far fewer means documents had no
+# others in their range to draw from (one huge document, or a wrong input format).
+LOW_RANDOM_NEXT_SHARE = 0.3
+
+
+def data_warnings(counts: Mapping[str, int], derived: Mapping[str, object]) -> List[dict]:
+    """What in the counts says the data is probably not what the user meant, each with the
+    flag that fixes it: [{"code", "count", "message"}]. stats.json holds them, the job logs
+    them, ``verify`` and the report show them, and ``--strict`` makes them errors."""
+    found = []
+
+    def warn(code: str, count: int, message: str) -> None:
+        if count:
+            found.append({"code": code, "count": int(count), "message": message})
+
+    n = counts.get("google_ranges_without_blank_lines", 0)
+    warn("google_without_blank_lines", n,
+         f"{n} range(s) of google-format input have 200 or more lines and no blank line: "
+         "each became ONE document (no document boundaries: no random next segments, one "
+         "unit of work). If each line is a document, read that input with format=lines "
+         "(--input_format=lines, or --input='PATTERN;format=lines')")
+    n = counts.get("jsonl_ranges_all_rejected", 0)
+    warn("jsonl_all_lines_rejected", n,
+         f"{n} range(s) of jsonl input had every line rejected (jsonl_bad_lines, "
+         "jsonl_missing_text_field): is that input jsonl, and is its text under the "
+         "--text_field given? (per input: --input='PATTERN;format=...;text_field=...')")
+    n = counts.get("ranges_over_twice_range_mb", 0)
+    warn("document_larger_than_range", n,
+         f"{n} range(s) are more than twice --range_mb: a document ran on for megabytes "
+         "without a boundary (wrong --input_format?), so that work cannot be split")
+    share = derived.get("nsp_random_share")
+    pairs = counts.get("nsp_next", 0) + counts.get("nsp_random", 0)
+    if share is not None and pairs >= 20 and share < LOW_RANDOM_NEXT_SHARE:
+        warn("few_random_next", pairs,
+             f"only {share:.0%} of NSP pairs have a random B (Google's data: about 50%): "
+             f"random_next_without_pool={counts.get('random_next_without_pool', 0)}, "
+             f"chunks_without_random_document="
+             f"{counts.get('chunks_without_random_document', 0)} (text that made no "
+             "instance). Documents had no others in their range to draw from: check the "
+             "input format (are documents separated?) or raise --range_mb")
+    return found
+
 
 
 def build_stats(counters: Counter) -> dict:
@@ -59,6 +104,7 @@ def build_stats(counters: Counter) -> dict:
             sum(k * v for k, v in histogram.items()) / instances if instances else None,
     }
     return {"counts": dict(sorted(counters.items())), "derived": derived,
+            "warnings": data_warnings(counters, derived),
             "seq_length_histogram": {str(k): v for k, v in sorted(histogram.items())},
             # What still became [UNK]: the first character of each [UNK] token, most frequent
             # first (ties by character), and how many distinct characters there were.

@@ -77,12 +77,13 @@ def test_ranges_gzip_whole_and_stats(tmp_path, small_ltp_model_dir):
     path.write_bytes(gzip.compress("第一句。\n第二句。\n\n第三句。\n".encode()))
     config = job_config(f"--input={path}", "--range_mb=0.001", "--dupe_factor=1",
                         f"--ltp_model={small_ltp_model_dir}")
-    plan = dofns.PlanRangesDoFn(input_format="google", range_bytes=1000, filesystem_options={})
+    plan = dofns.PlanRangesDoFn(range_bytes=1000, filesystem_options={})
     size = path.stat().st_size
-    assert list(plan.process((str(path), "docs.txt.gz", size, None))) == [
-        (str(path), "docs.txt.gz", 0, None, size, None)]
+    assert list(plan.process((str(path), "docs.txt.gz", size, None, "google", "text"))) == [
+        (str(path), "docs.txt.gz", 0, None, size, None, "google", "text")]
     with TestPipeline() as p:
-        made = (p | beam.Create([(str(path), "docs.txt.gz", 0, None, size, None)])
+        made = (p | beam.Create([(str(path), "docs.txt.gz", 0, None, size, None, "google",
+                                  "text")])
                 | beam.ParDo(_make_instances_dofn(config, realdata.vocab(), tmp_path)))
         assert_that(made | beam.Map(lambda piece: (
             piece["stats"]["documents"], piece["stats"]["sentences"], piece["stats"]["files"],
@@ -153,7 +154,8 @@ def test_progress_metrics_are_reported(tmp_path, small_ltp_model_dir):
     config = job_config(f"--input={path}", f"--output_dir={tmp_path / 'out'}",
                         f"--ltp_model={small_ltp_model_dir}")
     p = TestPipeline()
-    p | beam.Create([(str(path), "docs.txt", path.stat().st_size, None)]) | MakeInstances(
+    p | beam.Create([(str(path), "docs.txt", path.stat().st_size, None, "google", "text")]) \
+        | MakeInstances(
         config, realdata.vocab(), {}, pieces_dir=str(tmp_path / "pieces"))
     result = p.run()
     result.wait_until_finish()
