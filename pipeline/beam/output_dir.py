@@ -176,7 +176,8 @@ def skip_outputs(files: Sequence[Tuple[str, int]], *, current: str
     for path, size in files:
         parts = path.split("/")
         candidates = []
-        for depth in (1, 2, 3):  # vocab.txt; tfrecord/part-..; _pieces/run-../piece-..
+        # vocab.txt; tfrecord/part-..; _pieces/run-../piece-..; _staging/run-../tfrecord/..
+        for depth in (1, 2, 3, 4):
             if len(parts) > depth:
                 candidates.append(("/".join(parts[:-depth]), "/".join(parts[-depth:])))
         if any(_ours_in(d, rel, current=current, cache=cache) for d, rel in candidates):
