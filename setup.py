@@ -25,8 +25,9 @@ TORCH = ["torch>=2.1", "transformers>=4.40", "safetensors", "tensorboard"]
 GCP = [f"apache-beam[gcp]=={BEAM_VERSION}"]
 AWS = [f"apache-beam[aws]=={BEAM_VERSION}"]
 DASK = [f"apache-beam[dask]=={BEAM_VERSION}", "dask[distributed]"]
-# The HTML report's figures (python -m pipeline.report).
-REPORT = ["matplotlib>=3.7"]
+# The HTML report (python -m pipeline.report): matplotlib for its figures; Noto Sans CJK (SIL
+# OFL 1.1, a 16 MB download) for its Chinese, of which the page embeds the glyphs it shows.
+REPORT = ["matplotlib>=3.7", "noto-cjk-sans-otc>=0.0.1"]
 # Tests run the cloud paths against local stand-ins: an S3 server (moto) and a GCS emulator.
 TEST = ["pytest>=7", "datasets>=2.16", "bert-tensorflow==1.0.4", "moto[server]>=5",
         "gcp-storage-emulator>=2024.1"] + GCP + AWS + DASK

@@ -8,6 +8,10 @@ The page is one file with its figures embedded: it opens offline and can be mail
 the corpus come from stats.json; lengths, labels, masking and token frequencies are counted
 in the shards (all of them, or about --max_instances: the first records of every shard,
 an even sample since each shard is shuffled). Needs matplotlib (the ``report`` extra).
+
+Chinese on the page reads without a CJK font on the reader's machine: the page embeds the
+glyphs it shows, cut from Noto Sans CJK (``noto-cjk-sans-otc``, in the ``report`` extra; or
+Debian/Ubuntu's ``fonts-noto-cjk``). Without either, the page says so at its top.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--examples", type=int, default=3, help="instances shown (default 3)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args, _ = out_mod.parse_tool_args(parser, argv)
-    from pipeline.report import page, plots, tally
+    from pipeline.report import fonts, page, plots, tally
 
     plots._pyplot()  # fail early, before reading, without matplotlib
     started = time.perf_counter()
@@ -45,6 +49,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f.write(text)
     print(f"wrote {args.out} ({len(text) / 1e3:,.0f} KB): {counted.instances:,} instances "
           f"counted in {time.perf_counter() - started:.1f} s")
+    if fonts.NOTICE_START in text:
+        print(f"report: no CJK font to embed, so Chinese shows only where the reader has "
+              f"one: pip install {fonts.PIP_NAME} (or apt-get install fonts-noto-cjk) and "
+              f"write the report again", file=sys.stderr)
     return 0
 
 

@@ -14,7 +14,7 @@ from pipeline.inspect import legend_html, page, render_html, select
 from pipeline.progress import megabytes
 from pipeline.readers.output import Output
 from pipeline.readers.shards import ShardError
-from pipeline.report import plots
+from pipeline.report import fonts, plots
 from pipeline.report.tally import Tally
 
 e = html.escape
@@ -101,12 +101,16 @@ def build(output: Output, t: Tally, *, examples: int = 3, seed: int = 0) -> str:
             f"{', '.join(output.formats)} · counted from the {t.fmt} shards"
             + (f" (a sample: the first records of each shard, {t.instances:,} instances)"
                if t.sampled else "") + "</p>")
-    sections = [head, _warnings(stats), _glance(output, t, counts, derived),
+    sections = [_warnings(stats), _glance(output, t, counts, derived),
                 _figures(output, t, stats),
                 _words(t, counts, derived), _vocabulary(output, t, counts, derived),
                 _inputs(output, counts, stats), _repairs(counts), _shards(output, t),
                 _config(output), _examples(output, t.fmt, examples, seed)]
-    return page(f"report {output.root}", "".join(sections), CSS)
+    title, body = f"report {output.root}", head + "".join(sections)
+    # The glyphs of every CJK character shown, embedded (or a notice on top saying what to
+    # install): a reader's machine may have no CJK font.
+    font_css, font_notice = fonts.embed(title + body)
+    return page(title, head + font_notice + "".join(sections), CSS + font_css)
 
 
 def _warnings(stats: Optional[dict]) -> str:

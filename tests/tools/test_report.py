@@ -1,5 +1,6 @@
 """python -m pipeline.report: the page's numbers against the output's own files (manifest,
-stats.json, and the shards read with pyarrow), and that the page stands alone."""
+stats.json, and the shards read with pyarrow), and that the page stands alone, Chinese
+included (its glyphs embedded, or a notice saying which font to install)."""
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.report import __main__ as report
+from pipeline.report import fonts
 from pipeline.report.tally import tally
 from pipeline.readers.output import open_output
 from tests.tools.conftest import manifest
@@ -107,3 +109,58 @@ def test_an_unfinished_output_is_refused(damaged, tmp_path, capsys):
     assert report.main(["--output_dir", str(damaged), "--out", str(tmp_path / "r.html")]) == 1
     assert "has no manifest.json" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()
+
+
+def _font_in(page):
+    """(the page's styles, its text without them, the embedded font or None)."""
+    import base64
+    import io
+
+    from fontTools.ttLib import TTFont
+
+    style = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    text = page.replace(style, "")
+    urls = re.findall(r"url\(data:font/woff;base64,([A-Za-z0-9+/=]+)\)", style)
+    assert len(urls) <= 1
+    return style, text, TTFont(io.BytesIO(base64.b64decode(urls[0]))) if urls else None
+
+
+def test_the_page_embeds_the_glyphs_of_exactly_the_chinese_it_shows(page):
+    """A reader without a CJK font sees Chinese, not boxes: the page carries a subset of Noto
+    Sans CJK SC (the report extra's noto-cjk-sans-otc) with every CJK character it shows."""
+    style, text, font = _font_in(page)
+    assert font is not None, "no font embedded: pip install noto-cjk-sans-otc (report extra)"
+    shown = set(fonts.cjk_chars(text))
+    assert len(shown) > 100 and {"的", "，"} <= shown | set(text)
+    assert {chr(c) for c in font.getBestCmap()} == shown
+    # First in the stacks: as a fallback, Chromium draws the first Chinese text as boxes.
+    assert f'body{{font-family:"{fonts.FAMILY}",' in style
+    assert f'code{{font-family:"{fonts.FAMILY}",monospace' in style
+    assert "Open Font License" in font["name"].getDebugName(13)
+    assert font["hhea"].ascent - font["hhea"].descent == 1000  # lines as tall as before
+    assert fonts.NOTICE_START not in page
+
+
+def test_without_a_cjk_font_the_page_says_what_to_install(output_dir, tmp_path, monkeypatch,
+                                                           capsys):
+    monkeypatch.setattr(fonts, "open_font", lambda: None)
+    out = tmp_path / "r.html"
+    assert report.main(["--output_dir", str(output_dir), "--out", str(out), "--quiet",
+                        "--examples", "1"]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert _font_in(page)[2] is None and "@font-face" not in page
+    top = page[:page.index("<h2>")]
+    assert fonts.NOTICE_START in top and "fonts-noto-cjk" in top and fonts.PIP_NAME in top
+    assert fonts.PIP_NAME in capsys.readouterr().err
+
+
+def test_a_page_without_chinese_needs_no_font():
+    assert fonts.embed("<p>English only · – “quotes”</p>") == ("", "")
+    assert fonts.cjk_chars("a的，。ア한𠀀") == sorted("的，。ア한𠀀")
+
+
+def test_a_damaged_font_file_gives_the_notice_not_a_traceback(monkeypatch):
+    import io
+
+    monkeypatch.setattr(fonts, "open_font", lambda: io.BytesIO(b"not a font"))
+    assert fonts.embed("<p>的</p>") == ("", fonts.notice())
