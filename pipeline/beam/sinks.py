@@ -215,6 +215,7 @@ def write_outputs(element, *, layout: Layout, config: dict, vocab_text: str,
                           "nsp_random", "sop_in_order", "sop_swapped", "masked_tokens")}
     fs.write_atomic(fs.join(output_dir, schema.MANIFEST_FILE),
                     json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"))
-    LOG.info("wrote %d instances in %d shards to %s", manifest["total_instances"],
+    # DEBUG: the launcher says it once the job is done (this runs in a worker).
+    LOG.debug("wrote %d instances in %d shards to %s", manifest["total_instances"],
              manifest["num_shards"], output_dir)
     return manifest
