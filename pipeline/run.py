@@ -87,7 +87,7 @@ def prepare_output_dir(config: JobConfig, options: PipelineOptions, run_id: str,
     one is complete. Returns the run's layout; the caller releases the lock."""
     out = config.output_dir
     output_dir.check_location(out, inputs=[path for path, _ in files])
-    held = output_dir._read_lock(output_dir.lock_path(out))
+    held = output_dir.read_lock(output_dir.lock_path(out))
     if held is not None and not config.break_lock:
         raise output_dir.LockedError(output_dir.describe_lock(output_dir.lock_path(out), held))
     plan = output_dir.plan(out, overwrite=config.overwrite)

@@ -279,7 +279,7 @@ def lock_record(run_id: str) -> dict:
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
 
 
-def _read_lock(path: str) -> Optional[dict]:
+def read_lock(path: str) -> Optional[dict]:
     try:
         record = json.loads(fs.read_bytes(path))
     except FileNotFoundError:
@@ -368,7 +368,7 @@ def acquire_lock(output_dir: str, run_id: str, *, options=None,
     record = lock_record(run_id)
     data = json.dumps(record, indent=2).encode("utf-8")
     if break_lock:
-        held = _read_lock(path)
+        held = read_lock(path)
         if held is not None:
             if _alive_here(held):
                 raise LockedError(describe_lock(path, held).split(". Wait")[0]
@@ -376,16 +376,16 @@ def acquire_lock(output_dir: str, run_id: str, *, options=None,
             LOG.warning("--break_lock: removing %s", describe_lock(path, held).split(";")[0])
             fs.delete_files([path])
     if not _create_if_absent(path, data, options):
-        raise LockedError(describe_lock(path, _read_lock(path)))
-    if fs.is_remote(path) and (_read_lock(path) or {}).get("run_id") != run_id:
-        raise LockedError(describe_lock(path, _read_lock(path)))  # lost a race
+        raise LockedError(describe_lock(path, read_lock(path)))
+    if fs.is_remote(path) and (read_lock(path) or {}).get("run_id") != run_id:
+        raise LockedError(describe_lock(path, read_lock(path)))  # lost a race
     return record
 
 
 def release_lock(output_dir: str, run_id: str) -> None:
     """Remove the lock if it is still this run's."""
     path = lock_path(output_dir)
-    held = _read_lock(path)
+    held = read_lock(path)
     if held is not None and held.get("run_id") == run_id:
         fs.delete_files([path])
     elif held is not None:

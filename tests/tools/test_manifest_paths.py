@@ -5,7 +5,6 @@ stderr, exit code 1 (what each answers to a directory that holds no output), no 
 and no file outside the output directory opened. The file outside is one the tools would
 accept: a copy of the output's own vocab.txt or shards."""
 import builtins
-import json
 import os
 import shutil
 
