@@ -56,7 +56,7 @@ setup(
     entry_points={"console_scripts": ["bert-wwm-data=pipeline.run:main",
                                       "bert-wwm-inspect=pipeline.inspect:main",
                                       "bert-wwm-verify=pipeline.verify:main",
-                                      "bert-wwm-report=pipeline.report.__main__:main",
+                                      "bert-wwm-report=pipeline.report:main",
                                       "bert-wwm-vocab=pipeline.vocab:main",
                                       "bert-wwm-train-tf=trainer.train_tpu:main",
                                       "bert-wwm-train-torch=trainer.train_torch:main"]},

@@ -214,7 +214,7 @@ def floor_main(way: str, corpus_path: str, vocab_path: str, out: str) -> None:
 
     with open(vocab_path, encoding="utf-8") as f:
         tokenizer = WordPieceTokenizer(read_vocab(f.read()))
-    from pipeline.core.ltp_default import default_model_dir
+    from pipeline.default_segmenter.cache import default_model_dir
 
     segmenter = LtpSegmenter(str(default_model_dir()), parallelism=False)  # as the job runs it
     stats = Counter()
@@ -387,14 +387,15 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
     import numpy as np
 
     from pipeline.core.instance import InstanceBatch, InstanceConfig
-    from pipeline.core.ltp_default import default_model_dir
+    from pipeline.default_segmenter.cache import default_model_dir
     from pipeline.core.ranges import (RangeConfig, make_instances, plan_ranges, range_key,
                                       read_range_documents, tokenize_documents)
     from pipeline.core.segment import LtpSegmenter
     from pipeline.core.wordpiece import WordPieceTokenizer, read_vocab
+    from pipeline.beam.pieces import encode_piece, read_blocks
+    from pipeline.common.tfrecord import frame_record
     from pipeline.writers.parquet import batch_to_table
-    from pipeline.writers.pieces import encode_piece, read_blocks
-    from pipeline.writers.tfrecord import frame_record, serialize_batch
+    from pipeline.writers.tfrecord import serialize_batch
 
     path = corpora.corpus_file(corpus, scale=scale, quick=quick)
     vocab_list = read_vocab(corpora.vocab_for(corpus).read_text(encoding="utf-8"))
@@ -513,7 +514,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write results as JSON here")
     args = parser.parse_args(argv)
     names = corpora.CORPORA if args.corpus == "all" else (args.corpus,)
-    from pipeline.core.ltp_default import default_model_dir
+    from pipeline.default_segmenter.cache import default_model_dir
 
     model = default_model_dir()  # built (trained, ~30 s) before anything is timed
     meta = {"settings": SETTINGS, "code_sha256": code_version(),

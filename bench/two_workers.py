@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     data = corpus()
     mb = sum(p.stat().st_size for p in data.glob("*.txt")) / 1e6
-    from pipeline.core.ltp_default import default_model_dir
+    from pipeline.default_segmenter.cache import default_model_dir
 
     default_model_dir()
     results = {}

@@ -51,7 +51,7 @@ def measure(output_dir: str, *, ltp_model: str = "default", limit: int = 5000) -
             break
     rows = rows[:limit]
     if ltp_model == "default":
-        from pipeline.core.ltp_default import default_model_dir
+        from pipeline.default_segmenter.cache import default_model_dir
 
         ltp_model = str(default_model_dir())
     segmenter = LtpSegmenter(ltp_model)

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
-from pipeline import console
+from pipeline.tools import console
 
 console.hold_import_noise()  # before Beam: it warns on import about clients this job never uses
 import apache_beam as beam  # noqa: E402
@@ -32,12 +32,16 @@ from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,  # noqa
                                                   SetupOptions, StandardOptions, TestOptions)
 
-from pipeline import progress, schema  # noqa: E402
+from pipeline import schema  # noqa: E402
 from pipeline.beam import dofns, fs, output_dir, transforms  # noqa: E402
 from pipeline.beam.options import (JobConfig, check_flags, expand_config, parse_input,  # noqa
                                    resolve_runner, str2bool, with_pattern)
+from pipeline.beam.pieces import parse_piece_name  # noqa: E402
+from pipeline.common.paths import is_remote, local_path  # noqa: E402
+from pipeline.common.sizes import megabytes  # noqa: E402
 from pipeline.core.ranges import is_compressed  # noqa: E402
 from pipeline.core.wordpiece import read_vocab  # noqa: E402
+from pipeline.tools import progress  # noqa: E402
 from pipeline.writers.manifest import sha256_hex  # noqa: E402
 
 LOG = logging.getLogger("pipeline.run")
@@ -45,9 +49,9 @@ LOG = logging.getLogger("pipeline.run")
 
 def absolute(path: Optional[str]) -> Optional[str]:
     """A local path made absolute (workers may run in another directory); others as given."""
-    if path is None or fs.is_remote(path):
+    if path is None or is_remote(path):
         return path
-    return os.path.abspath(fs.local_path(path))
+    return os.path.abspath(local_path(path))
 
 
 def watch_job(config: JobConfig, layout: output_dir.Layout,
@@ -64,7 +68,7 @@ def watch_job(config: JobConfig, layout: output_dir.Layout,
         for i in range(config.num_shards)}
 
     def poll() -> progress.JobState:
-        done = [parsed for parsed in (dofns.parse_piece_name(path)
+        done = [parsed for parsed in (parse_piece_name(path)
                                       for path, _ in fs.list_tree(layout.pieces_dir)) if parsed]
         return progress.JobState(
             ranges=len(done), bytes_read=sum(size for size, _ in done),
@@ -123,29 +127,29 @@ def ltp_identity(config: JobConfig, *, build: bool = True) -> dict:
     this disk then find it."""
     if not config.do_whole_word_mask:
         return {"kind": "none", "reason": "--do_whole_word_mask=false: no segmentation"}
-    from pipeline.core import ltp_default
-    from pipeline.core.segment import describe_model
+    from pipeline.core.segment import describe_model, is_neural
+    from pipeline.default_segmenter import cache
     from pipeline.versions import version
 
     spec = config.ltp_model
-    if not build and (spec == "default" or fs.is_remote(spec)):
+    if not build and (spec == "default" or is_remote(spec)):
         # A dry run or a template: the model may not exist yet and is not read now.
         identity = {"kind": "legacy" if spec == "default" else None, "sha256": None,
                     "ltp_version": version("ltp"),
                     "note": "described when the job graph was built: not read, not hashed"}
         if spec == "default":
-            identity["name"] = ltp_default.MODEL_NAME
+            identity["name"] = cache.MODEL_NAME
         else:
             identity["uri"] = spec
     elif spec == "default":
-        identity = describe_model(str(ltp_default.default_model_dir(verbose=config.verbose)))
-    elif fs.is_remote(spec):
+        identity = describe_model(str(cache.default_model_dir(verbose=config.verbose)))
+    elif is_remote(spec):
         config_json = json.loads(fs.read_bytes(fs.join(spec, "config.json")))
-        identity = {"kind": "neural" if config_json.get("nerual", False) else "legacy",
+        identity = {"kind": "neural" if is_neural(config_json) else "legacy",
                     "uri": spec, "sha256": fs.tree_sha256(spec), "ltp_version": version("ltp")}
     else:
         identity = describe_model(spec)
-    if config.user_dict is not None and (build or not fs.is_remote(config.user_dict)):
+    if config.user_dict is not None and (build or not is_remote(config.user_dict)):
         from pipeline.core.segment import load_user_dict
 
         data = fs.read_bytes(config.user_dict)
@@ -213,7 +217,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
             LOG.warning("--num_shards %d is more than the about %d instances %s of input can "
                         "make: most shards will be empty; fewer shards would do",
                         config.num_shards, expected,
-                        progress.megabytes(sum(size for _, size in files)))
+                        megabytes(sum(size for _, size in files)))
     # The model is built (first run) and described before the output is touched.
     identity = ltp_identity(config, build=not only)
     if only:
@@ -226,13 +230,13 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
         return _build_only(p, options, only, runner)
     p = beam.Pipeline(options=options)  # the runner is made (and checked) here
     run_id = output_dir.new_run_id()
-    existed = fs.is_remote(config.output_dir) or os.path.isdir(config.output_dir)
+    existed = is_remote(config.output_dir) or os.path.isdir(config.output_dir)
     layout = prepare_output_dir(config, options, run_id, files)
     try:
         formats = sorted({spec.input_format for f, spec in listed if f.path in dict(files)})
         LOG.info("reading %d file(s), %s (%s format) → %s; max_seq_length=%d, dupe_factor=%d, "
                  "whole-word masking %s", len(files),
-                 progress.megabytes(sum(size for _, size in files)), " and ".join(formats),
+                 megabytes(sum(size for _, size in files)), " and ".join(formats),
                  config.output_dir, config.max_seq_length, config.dupe_factor,
                  "on" if config.do_whole_word_mask else "off")
         watch = None

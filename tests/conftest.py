@@ -40,15 +40,15 @@ def first_run(bert_wwm_cache, tmp_path_factory):
     it is still empty, so the model is built once per session for every test that needs it;
     a cache that already holds the model (BERT_WWM_CACHE set by the caller) is not emptied:
     the first run then gets a fresh one. Returns stdout, stderr, the cache and the model."""
-    from pipeline.core import ltp_default
+    from pipeline.default_segmenter import cache as model_cache
 
     cache = Path(bert_wwm_cache)
-    if ltp_default.is_complete(cache / ltp_default.MODEL_NAME):
+    if model_cache.is_complete(cache / model_cache.MODEL_NAME):
         cache = tmp_path_factory.mktemp("first_run_cache")
     out = tmp_path_factory.mktemp("first_run") / "output"
     stdout, stderr = run_cli([f"--output_dir={out}"], cache)
     return {"stdout": stdout, "stderr": stderr, "cache": cache, "output": out,
-            "model": cache / ltp_default.MODEL_NAME}
+            "model": cache / model_cache.MODEL_NAME}
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +63,7 @@ def small_ltp_model_dir(tmp_path_factory):
     tests that need real segmentation but not the default model's accuracy. Its predictions
     are deterministic (single-threaded perceptron, no shuffling), so outputs made with it are
     stable across builds."""
-    from pipeline.core.ltp_default import build_model
+    from pipeline.default_segmenter.cache import build_model
 
     return str(build_model(tmp_path_factory.mktemp("ltp") / "small-model", epochs=1,
                            max_train_paragraphs=1500))

@@ -78,8 +78,8 @@ def test_strict_fails_before_the_manifest_and_keeps_the_previous_output(
 
 
 def test_verify_and_the_report_show_the_warnings(collapsed, tmp_path, capsys):
-    from pipeline import verify
-    from pipeline.report.__main__ import main as report_main
+    from pipeline.tools import verify
+    from pipeline.tools.report.__main__ import main as report_main
 
     assert verify.main(["--output_dir", str(collapsed), "--quiet", "--workers", "1"]) == 0
     printed = capsys.readouterr().out

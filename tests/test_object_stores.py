@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from pipeline.core.segment import directory_sha256
+from pipeline.common.digest import directory_sha256
 from pipeline.run import run
 from tests import realdata, servers
 

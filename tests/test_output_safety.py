@@ -319,7 +319,7 @@ def test_credentials_never_printed_even_with_verbose(tmp_path, small_ltp_model_d
 
 
 def test_redaction_masks_values_and_credential_pairs():
-    from pipeline import console
+    from pipeline.tools import console
 
     values = console.secret_values(["--s3_secret_access_key", "S3CRET", "--project=p",
                                     "--s3_session_token=T0KEN"], environ={})

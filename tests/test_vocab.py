@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pipeline import vocab as vocab_tool
+from pipeline.tools import vocab as vocab_tool
 from pipeline.run import run
 from tests import realdata
 from tests.google_reference import load_google_module

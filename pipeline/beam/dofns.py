@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -26,16 +25,15 @@ import numpy as np
 from pipeline.beam import fs
 from pipeline.beam.options import InputSpec, JobConfig
 from pipeline.beam.output_dir import skip_outputs
+from pipeline.beam.pieces import encode_piece, piece_id, piece_name
 from pipeline.core.instance import InstanceConfig
 from pipeline.core.normalize import normalizer_for
 from pipeline.core.ranges import (RangeConfig, is_compressed, make_range_instances,
                                   plan_ranges, range_key)
 from pipeline.core.seeds import stable_hash64
 from pipeline.core.wordpiece import WordPieceTokenizer
-from pipeline.writers.pieces import encode_piece
 
 NAMESPACE = "bert_wwm"
-_PIECE_NAME = re.compile(r"piece-[0-9a-f]{16}-(\d+)b-(\d+)r\.bin")
 LOG = logging.getLogger(__name__)
 
 # Counters mirrored into Beam metrics for progress (stats.json has the full set).
@@ -75,8 +73,8 @@ def load_segmenter(ltp_model: str, user_dict: Optional[str]):
     Dataflow's one SDK process per vCPU, Dask's worker threads), and LTP's own thread pool
     would only make workers compete for the same cores.
     """
-    from pipeline.core.ltp_default import default_model_dir
     from pipeline.core.segment import LtpSegmenter
+    from pipeline.default_segmenter.cache import default_model_dir
 
     model = str(default_model_dir()) if ltp_model == "default" else ltp_model
     with fs.localized(model) as local_model:
@@ -243,25 +241,6 @@ def input_change(path: str, size: int, mtime: Optional[float]) -> Optional[str]:
     if mtime is not None and now_mtime is not None and now_mtime != mtime:
         return f"modified at {now_mtime:.3f}, listed with {mtime:.3f}"
     return None
-
-
-def piece_id(key: Tuple[str, int]) -> int:
-    """A piece's stable integer id: Beam shuffles are keyed by it (an int hashes the same in
-    every process, which a Dask shuffle needs)."""
-    return stable_hash64(*key)
-
-
-def piece_name(key: Tuple[str, int], size: int, rows: int) -> str:
-    """The piece's file name; it also says how many input bytes the range had and how many
-    instances it made, so the launcher follows the job by listing the pieces
-    (``parse_piece_name``)."""
-    return f"piece-{piece_id(key):016x}-{size}b-{rows}r.bin"
-
-
-def parse_piece_name(name: str) -> Optional[Tuple[int, int]]:
-    """(input bytes, instances) of a piece's file name; None for any other name."""
-    match = _PIECE_NAME.fullmatch(name.rsplit("/", 1)[-1])
-    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def source_base(patterns: Sequence[str]) -> str:

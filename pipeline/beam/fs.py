@@ -12,7 +12,7 @@ and GCS filesystems need (endpoint, credentials, project); DoFns carry
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import functools
 import os
 import shutil
 import tempfile
@@ -24,22 +24,17 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.common.digest import files_sha256
+from pipeline.common.paths import FILESYSTEM_OPTION_GROUPS, is_remote, local_path
+
 _UNCOMPRESSED = CompressionTypes.UNCOMPRESSED
-# Option groups Beam's filesystems read (by class name, so a missing extra is no error).
-_FILESYSTEM_OPTION_GROUPS = ("S3Options", "GoogleCloudOptions", "HadoopFileSystemOptions",
-                             "AzureOptions")
+# The temporary names ``atomic_writer`` writes under, as a regular expression (the output
+# directory's rules recognise them: ``output_dir``).
+TEMPORARY_PREFIX = r"\.tmp-[0-9a-f]{32}-"
 
 
 def join(*parts: str) -> str:
     return FileSystems.join(*parts)
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
-def local_path(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
 
 
 def filesystem_options(options: PipelineOptions) -> Dict[str, object]:
@@ -47,7 +42,7 @@ def filesystem_options(options: PipelineOptions) -> Dict[str, object]:
     from apache_beam.options import pipeline_options as po
 
     wanted = {}
-    for name in _FILESYSTEM_OPTION_GROUPS:
+    for name in FILESYSTEM_OPTION_GROUPS:
         group = getattr(po, name, None)
         if group is not None:
             wanted.update(options.view_as(group).get_all_options(drop_default=True,
@@ -196,7 +191,7 @@ def atomic_writer(path: str):
     """A file object for ``path``: written under a temporary name, renamed into place on
     success (a reader never sees a partial file), removed on failure."""
     directory, name = path.rsplit("/", 1) if "/" in path else (".", path)
-    tmp = join(directory, f".tmp-{uuid.uuid4().hex}-{name}")
+    tmp = join(directory, f".tmp-{uuid.uuid4().hex}-{name}")  # TEMPORARY_PREFIX
     try:
         with FileSystems.create(tmp, compression_type=_UNCOMPRESSED) as f:
             yield f
@@ -215,18 +210,12 @@ def write_atomic(path: str, data: bytes) -> None:
 
 
 def tree_sha256(directory: str) -> str:
-    """sha256 over (relative name, size, content) of every file below ``directory``, sorted by
-    name: the same digest as ``core.segment.directory_sha256`` for the same files, wherever
-    they are stored."""
+    """``common.digest.files_sha256`` of every file below ``directory`` on any filesystem: the
+    same digest as ``common.digest.directory_sha256`` gives the same files on a local disk."""
     directory = directory.rstrip("/")
-    digest = hashlib.sha256()
-    files = sorted((p[len(directory):].lstrip("/"), p, size) for p, size in list_tree(directory))
-    for rel, path, size in files:
-        digest.update(f"{rel}\0{size}\0".encode())
-        with open_read(path) as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return files_sha256((path[len(directory):].lstrip("/"), size,
+                         functools.partial(open_read, path))
+                        for path, size in list_tree(directory))
 
 
 @contextlib.contextmanager

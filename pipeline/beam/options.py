@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.common.sizes import MB
 from pipeline.core.text import FORMATS
 
 RESOURCES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -161,7 +162,7 @@ class JobConfig:
 
     @property
     def range_bytes(self) -> int:
-        return round(self.range_mb * 1_000_000)
+        return round(self.range_mb * MB)
 
     def inputs(self) -> Tuple[InputSpec, ...]:
         """Each --input parsed (``parse_input``), the job's format and field as defaults."""

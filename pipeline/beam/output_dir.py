@@ -36,13 +36,14 @@ import uuid
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from pipeline import schema
-from pipeline.beam import fs
+from pipeline.beam import fs, pieces
+from pipeline.common.paths import is_remote, local_path
 
 LOG = logging.getLogger(__name__)
 
 RUN_PREFIX = "run-"
 _RUN = r"run-[0-9]{8}-[0-9]{6}-[0-9a-f]{8}"
-_TMP = r"(?:\.tmp-[0-9a-f]{32}-)?"  # fs.atomic_writer's temporary names
+_TMP = rf"(?:{fs.TEMPORARY_PREFIX})?"  # fs.atomic_writer's temporary names
 _SHARD = r"part-[0-9]{5}-of-[0-9]{5}"
 _SHARDS = (rf"(?:{schema.TFRECORD_DIR}/{_TMP}{_SHARD}\.tfrecord(?:\.gz)?"
            rf"|{schema.PARQUET_DIR}/{_TMP}{_SHARD}\.parquet)")
@@ -51,7 +52,7 @@ _FILES = "|".join(re.escape(name) for name in schema.OUTPUT_FILES)
 _RESULT = re.compile(rf"(?:{_TMP}(?:{_FILES})|{_SHARDS})")
 # Temporary files of a run (pieces, staged shards): never part of a finished output.
 _TEMPORARY = re.compile(
-    rf"(?:{re.escape(schema.PIECES_DIR)}/(?:{_RUN}/)?{_TMP}piece-[0-9a-f]{{16}}-\d+b-\d+r\.bin"
+    rf"(?:{re.escape(schema.PIECES_DIR)}/(?:{_RUN}/)?{_TMP}{pieces.NAME}"
     rf"|{re.escape(schema.STAGING_DIR)}/{_RUN}/{_SHARDS})")
 # Subpaths whose symbolic links must not leave the output directory.
 _SUBPATHS = (schema.TFRECORD_DIR, schema.PARQUET_DIR, schema.PIECES_DIR, schema.STAGING_DIR,
@@ -109,10 +110,10 @@ def list_below(directory: str) -> Dict[str, int]:
     not enter symbolic links to directories (a link is listed as the file it is); object
     stores have no links."""
     directory = directory.rstrip("/")
-    if fs.is_remote(directory):
+    if is_remote(directory):
         prefix = directory + "/"
         return {path[len(prefix):]: size for path, size in fs.list_tree(directory)}
-    root = fs.local_path(directory)
+    root = local_path(directory)
     found = {}
     for base, dirs, names in os.walk(root, followlinks=False):
         for name in names + [d for d in dirs if os.path.islink(os.path.join(base, d))]:
@@ -125,18 +126,18 @@ def list_below(directory: str) -> Dict[str, int]:
 def check_location(output_dir: str, *, inputs: Sequence[str]) -> None:
     """Refuse ``/``, the home directory, a directory holding an input (``inputs``: the files
     the job will read) and pipeline subpaths that are symbolic links leaving the directory."""
-    if fs.is_remote(output_dir):
+    if is_remote(output_dir):
         prefix = output_dir.rstrip("/") + "/"
         inside = [p for p in inputs if p.startswith(prefix)]
     else:
-        root = os.path.realpath(fs.local_path(output_dir))
+        root = os.path.realpath(local_path(output_dir))
         if root == os.path.realpath(os.sep):
             raise OutputDirError(f"--output_dir {output_dir} is the root directory: refused")
         if root == os.path.realpath(os.path.expanduser("~")):
             raise OutputDirError(f"--output_dir {output_dir} is the home directory: refused; "
                                  "name a directory of its own")
-        inside = [p for p in inputs if not fs.is_remote(p) and
-                  os.path.realpath(fs.local_path(p)).startswith(root.rstrip(os.sep) + os.sep)]
+        inside = [p for p in inputs if not is_remote(p) and
+                  os.path.realpath(local_path(p)).startswith(root.rstrip(os.sep) + os.sep)]
         for sub in _SUBPATHS:
             path = os.path.join(root, sub)
             if os.path.islink(path):
@@ -320,9 +321,9 @@ def describe_lock(path: str, record: Optional[dict]) -> str:
 
 def _create_if_absent(path: str, data: bytes, options) -> bool:
     """Create ``path`` holding ``data`` only if it does not exist; False if it does."""
-    if not fs.is_remote(path):
+    if not is_remote(path):
         try:
-            fd = os.open(fs.local_path(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(local_path(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
         with os.fdopen(fd, "wb") as f:
@@ -377,7 +378,7 @@ def acquire_lock(output_dir: str, run_id: str, *, options=None,
             fs.delete_files([path])
     if not _create_if_absent(path, data, options):
         raise LockedError(describe_lock(path, read_lock(path)))
-    if fs.is_remote(path) and (read_lock(path) or {}).get("run_id") != run_id:
+    if is_remote(path) and (read_lock(path) or {}).get("run_id") != run_id:
         raise LockedError(describe_lock(path, read_lock(path)))  # lost a race
     return record
 
@@ -400,7 +401,7 @@ def delete_run_pieces(pieces_dir: str) -> None:
     the default ``_pieces`` folder above it. Nothing else there is touched."""
     inside = list_below(pieces_dir)
     fs.delete_files([fs.join(pieces_dir, rel) for rel in inside
-                     if re.fullmatch(rf"{_TMP}piece-[0-9a-f]{{16}}-\d+b-\d+r\.bin", rel)])
+                     if re.fullmatch(rf"{_TMP}{pieces.NAME}", rel)])
     _remove_empty_dirs(pieces_dir, levels=2)
 
 
@@ -441,9 +442,9 @@ def remove_if_empty(output_dir: str) -> None:
 def _remove_empty_dirs(directory: str, levels: int) -> None:
     """rmdir ``directory`` and up to ``levels - 1`` parents while they are empty (local disks;
     object stores have no directories)."""
-    if fs.is_remote(directory):
+    if is_remote(directory):
         return
-    path = fs.local_path(directory).rstrip("/")
+    path = local_path(directory).rstrip("/")
     for _ in range(levels):
         try:
             os.rmdir(path)

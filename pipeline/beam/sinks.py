@@ -24,11 +24,11 @@ import numpy as np
 from pipeline import schema
 from pipeline.beam import fs
 from pipeline.beam.output_dir import Layout, delete_run_pieces, swap_in
+from pipeline.beam.pieces import read_blocks
 from pipeline.core.instance import InstanceBatch
 from pipeline.core.seeds import stable_seed
 from pipeline.writers.manifest import build_manifest, build_stats
 from pipeline.writers.parquet import ROW_GROUP_SIZE, ParquetSink
-from pipeline.writers.pieces import read_blocks
 from pipeline.writers.tfrecord import TFRecordSink, serialize_batch
 
 LOG = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from typing import Dict, Sequence
 
 import apache_beam as beam
 
-from pipeline.beam import dofns, sinks
+from pipeline.beam import dofns, pieces, sinks
 from pipeline.beam.options import JobConfig
 from pipeline.beam.output_dir import Layout
 
@@ -54,7 +54,7 @@ def _offsets(grouped):
     """(_, [(piece key, rows)]) → (piece id, global offset of its first row) per piece."""
     _, sizes = grouped
     for key, offset in dofns.piece_offsets(list(sizes)).items():
-        yield dofns.piece_id(key), offset
+        yield pieces.piece_id(key), offset
 
 
 def _assign(joined, num_shards: int):

@@ -29,8 +29,13 @@ adds ~15%. Neural models go through ``pipeline``. Measure with
 ``python -m pipeline.tools.ltp_model --benchmark``.
 
 The segmenter takes a local model directory or a hub name, nothing else: a ``scheme://`` path
-is copied to local disk by the Beam layer, and the built-in model's directory comes from
-``ltp_default``. The model is read whole at construction: its files may be removed after.
+is copied to local disk by the Beam layer, and the built-in model ("default") is built and
+cached outside the core (``pipeline.default_segmenter.cache.default_model_dir`` gives its
+directory). The model is read whole at construction: its files may be removed after.
+
+Model directories: ``config.json`` says which loader LTP uses, by the key ``"nerual"`` (sic,
+LTP's spelling): true for neural models, false or absent for legacy (perceptron) ones. Only
+:func:`is_neural` reads it and :func:`legacy_config` writes it.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from pipeline.common.digest import directory_sha256
 from pipeline.core.text import cut_long, has_cjk
 from pipeline.versions import version
 
@@ -125,28 +131,16 @@ def load_user_dict(path: str | Path) -> list[tuple[str, int | None]]:
     return entries
 
 
-def directory_sha256(path: str | Path) -> str:
-    """sha256 over (relative name, size, content) of every file below ``path``, sorted."""
-    root = Path(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = file.relative_to(root).as_posix()
-        digest.update(f"{rel}\0{file.stat().st_size}\0".encode())
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def resolve_model(spec: str) -> tuple[str, str]:
     """Map a model spec to (source kind, location): ("dir", path) or ("hub", name).
 
     Remote ``scheme://`` paths are refused: the Beam layer copies them to local disk first.
-    The built-in model is a directory too (``ltp_default.default_model_dir``).
+    The built-in model is a directory too: "default" is refused here, pass its directory
+    (``pipeline.default_segmenter.cache.default_model_dir``).
     """
     if spec == "default":
         raise ValueError("'default' names the job's built-in model: pass its directory, "
-                         "pipeline.core.ltp_default.default_model_dir()")
+                         "pipeline.default_segmenter.cache.default_model_dir()")
     if _SCHEME.match(spec):
         raise ValueError(f"LTP model path {spec!r} is remote; copy it to a local directory "
                          "first (the Beam layer does this) and pass that directory")
@@ -162,6 +156,22 @@ def resolve_model(spec: str) -> tuple[str, str]:
 def read_config(model_dir: str) -> dict:
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as handle:
         return json.load(handle)
+
+
+# The config.json key that selects LTP's loader, spelt as LTP spells it (ltp/interface.py).
+NEURAL_KEY = "nerual"
+
+
+def is_neural(config: dict) -> bool:
+    """Whether a model directory's ``config.json`` (parsed) is a neural model's: LTP loads it
+    with torch; otherwise it is a legacy (perceptron) model."""
+    return bool(config.get(NEURAL_KEY, False))
+
+
+def legacy_config(cws_file: str) -> dict:
+    """The ``config.json`` of a legacy model directory with only the ``cws`` task, stored in
+    the file ``cws_file`` of the directory (as ``ltp.LTP(path)`` and this module load it)."""
+    return {NEURAL_KEY: False, "tasks": {"cws": cws_file}}
 
 
 def _load_legacy_dir(model_dir: str, config: dict):
@@ -208,7 +218,7 @@ class LtpSegmenter:
         self.spec = model
         self.source, self.location = resolve_model(model)
         self.ltp = None  # the ltp.LTP object; stays None for legacy directories
-        if self.source == "dir" and not read_config(self.location).get("nerual", False):
+        if self.source == "dir" and not is_neural(read_config(self.location)):
             self.kind = "legacy"
             self.cws_model, self.hook = _load_legacy_dir(self.location,
                                                          read_config(self.location))
@@ -295,14 +305,13 @@ class LtpSegmenter:
 
 
 def describe_model(spec: str, *, user_dict: str | Path | None = None) -> dict:
-    """The manifest's record of a model spec, without loading the model (hashes its files).
-
-    ``"default"`` is built here if it is not cached yet, so that workers find it ready.
-    """
+    """The manifest's record of a model spec, without loading the model (hashes its files:
+    ``pipeline.common.digest``). Like :func:`resolve_model` it refuses ``"default"``: the
+    launcher builds the default model first and describes its directory."""
     source, location = resolve_model(spec)
     identity = {"spec": spec, "ltp_version": version("ltp")}
     if source == "dir":
-        neural = bool(read_config(location).get("nerual", False))
+        neural = is_neural(read_config(location))
         identity.update(kind="neural" if neural else "legacy", path=location,
                         sha256=directory_sha256(location))
     else:

@@ -1,9 +1,10 @@
 """A finished job's output directory, read back: its manifest, vocabulary, statistics and
 files, on a local disk or any filesystem Beam has (gs://, s3://, hdfs://).
 
-Remote paths go through Beam's FileSystems (the tools take the same filesystem flags as the
-job: ``--s3_endpoint_url``, ``--project``, ...); local paths through the OS directly, which
-is what Beam's local filesystem does too, without the seconds of importing Beam.
+Remote paths (``pipeline.common.paths``: a URL other than ``file://``) go through Beam's
+FileSystems, configured by the tools' filesystem flags (``pipeline.tools.cli``); local paths
+through the OS directly, which is what Beam's local filesystem does too, without the seconds
+of importing Beam.
 
 An output without ``manifest.json`` is not finished (the manifest is written last): opening it
 raises :class:`NotAnOutput`, whose message says what is there instead; so does a manifest the
@@ -11,30 +12,17 @@ tools cannot use (damaged, or naming a file outside the directory: see :func:`us
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import hashlib
 import io
 import json
 import os
-from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
 
 from pipeline import schema
-
-# Beam's option groups that configure its filesystems (by class name: a missing extra is fine).
-_FILESYSTEM_OPTIONS = ("S3Options", "GoogleCloudOptions", "HadoopFileSystemOptions",
-                       "AzureOptions")
-FILESYSTEM_FLAGS_HELP = ("Flags of Beam's filesystems (--s3_endpoint_url, --project, "
-                         "--hdfs_host, ...) are accepted for remote paths, as by the job.")
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
-def _local(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
+from pipeline.common.paths import is_remote, local_path
+from pipeline.common.sizes import human_bytes
 
 
 def _beam():
@@ -43,29 +31,11 @@ def _beam():
     return FileSystems
 
 
-def use_filesystem_flags(flags: Sequence[str]) -> None:
-    """Hand Beam's filesystems the flags the tool did not know; refuse any Beam does not know
-    either (argparse's usage error, exit code 2)."""
-    if not flags:
-        return
-    from apache_beam.options import pipeline_options as po
-
-    parser = po._BeamArgumentParser(allow_abbrev=False, prog="filesystem flags")
-    for name in _FILESYSTEM_OPTIONS:
-        group = getattr(po, name, None)
-        if group is not None:
-            group._add_argparse_args(parser)
-    _, unknown = parser.parse_known_args(list(flags))
-    if unknown:
-        parser.error(f"unknown argument(s): {' '.join(unknown)}")
-    _beam().set_options(po.PipelineOptions(list(flags)))
-
-
 def list_files(directory: str) -> Dict[str, int]:
     """relative path → size of every file below ``directory`` ({} if there is none)."""
     directory = directory.rstrip("/")
     if not is_remote(directory):
-        root = _local(directory)
+        root = local_path(directory)
         found = {}
         for base, _, names in os.walk(root):
             for name in names:
@@ -82,7 +52,7 @@ def list_files(directory: str) -> Dict[str, int]:
 
 def open_read(path: str) -> BinaryIO:
     if not is_remote(path):
-        return open(_local(path), "rb")
+        return open(local_path(path), "rb")
     from apache_beam.io.filesystem import CompressionTypes
 
     return _beam().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
@@ -256,8 +226,8 @@ class Output:
         disk, through a symbolic link (object stores have none)."""
         path = f"{self.root.rstrip('/')}/{check_relative(relative)}"
         if not is_remote(self.root):
-            top = os.path.realpath(_local(self.root))
-            real = os.path.realpath(_local(path))
+            top = os.path.realpath(local_path(self.root))
+            real = os.path.realpath(local_path(path))
             if os.path.commonpath([top, real]) != top:
                 raise UnsafePath(f"{_show(relative)} is not a path inside the output "
                                  f"directory: a symbolic link leads to {_show(real, 120)}")
@@ -359,7 +329,7 @@ def describe_unfinished(root: str, files: Dict[str, int]) -> str:
             f"finished (the manifest is written last), it crashed, or this is not a "
             f"pipeline output directory.")
     if not files:
-        exists = is_remote(root) or os.path.isdir(_local(root))
+        exists = is_remote(root) or os.path.isdir(local_path(root))
         return head + (" The directory is empty." if exists else " The directory does not "
                                                                   "exist.")
     groups: Dict[str, List[int]] = {}
@@ -377,28 +347,3 @@ def describe_unfinished(root: str, files: Dict[str, int]) -> str:
         lines.append(f"  {top:<24} {count}{human_bytes(sum(sizes))}"
                      + (f"  ({meaning})" if meaning else ""))
     return "\n".join(lines)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
-def tool_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The common start of the three tools' command lines."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     epilog=FILESYSTEM_FLAGS_HELP)
-    parser.add_argument("--output_dir", required=True,
-                        help="the job's --output_dir (local, gs://, s3://, ...)")
-    return parser
-
-
-def parse_tool_args(parser: argparse.ArgumentParser,
-                    argv: Optional[Sequence[str]]) -> Tuple[argparse.Namespace, List[str]]:
-    """The tool's own flags; the rest go to Beam's filesystems (unknown ones are refused)."""
-    args, rest = parser.parse_known_args(argv)
-    use_filesystem_flags(rest)
-    return args, rest

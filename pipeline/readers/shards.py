@@ -14,7 +14,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from pipeline import schema
-from pipeline.readers.output import HashingReader, Output, is_remote, open_read
+from pipeline.common.paths import is_remote
+from pipeline.readers.output import HashingReader, Output, open_read
 from pipeline.readers.example import Column, decode_examples
 from pipeline.readers.tfrecord import FramingError, iter_frames
 

@@ -1,33 +1,22 @@
 """TFRecord framing read back without TensorFlow, every CRC checked.
 
 Why not TensorFlow: importing it takes seconds and hundreds of MB, and ``tf.data`` stops at the
-first bad record without saying which record of which file it was. The writers frame records
-by hand too (``pipeline/writers/tfrecord.py``); this reader is written independently of them
-and checked against TensorFlow's reader in the tests. ``pipeline.readers.example`` decodes
-the records.
+first bad record without saying which record of which file it was. The framing (uint64
+length, masked CRC32C of those 8 bytes, the data, masked CRC32C of the data) is defined once,
+in ``pipeline.common.tfrecord``, which the writers frame with; this reader is checked against
+TensorFlow's reader in the tests. ``pipeline.readers.example`` decodes the records.
 
-Framing: uint64 length, uint32 masked CRC32C of those 8 bytes, the data, uint32 masked CRC32C
-of the data. A bad length CRC or a file that ends inside a record loses the framing: nothing
+A bad length CRC or a file that ends inside a record loses the framing: nothing
 after it can be located, so reading stops there. A bad data CRC spoils one record only.
 """
 from __future__ import annotations
 
 import dataclasses
 import gzip
-import struct
 import zlib
 from typing import BinaryIO, Iterator, Optional
 
-import google_crc32c
-
-_HEADER = struct.Struct("<QI")
-_CRC = struct.Struct("<I")
-
-
-def masked_crc32c(data) -> int:
-    """TFRecord's CRC: CRC32C rotated right by 15 bits plus a constant."""
-    crc = google_crc32c.value(bytes(data))
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+from pipeline.common.tfrecord import CRC, HEADER, masked_crc32c
 
 
 @dataclasses.dataclass
@@ -56,27 +45,27 @@ def iter_frames(stream: BinaryIO, *, compressed: bool = False,
     while True:
         # Every complete record in the buffer, then read on.
         size = len(buffer)
-        while size - at >= _HEADER.size:
-            length, length_crc = _HEADER.unpack_from(buffer, at)
+        while size - at >= HEADER.size:
+            length, length_crc = HEADER.unpack_from(buffer, at)
             if masked_crc32c(buffer[at:at + 8]) != length_crc:
                 raise FramingError(index, offset, f"record {index}: length CRC mismatch (its "
                                                   f"length field or that CRC is corrupt)")
-            start = at + _HEADER.size
+            start = at + HEADER.size
             stop = start + length
-            if stop + _CRC.size > size:
+            if stop + CRC.size > size:
                 break
             data = buffer[start:stop]
-            if masked_crc32c(data) == _CRC.unpack_from(buffer, stop)[0]:
+            if masked_crc32c(data) == CRC.unpack_from(buffer, stop)[0]:
                 yield Frame(index, offset, data)
             else:
                 yield Frame(index, offset, None, "data CRC mismatch (the record's bytes are "
                                                  "corrupt)")
-            offset += stop + _CRC.size - at
-            at = stop + _CRC.size
+            offset += stop + CRC.size - at
+            at = stop + CRC.size
             index += 1
         rest = buffer[at:]
-        need = _HEADER.size if len(rest) < _HEADER.size else \
-            _HEADER.size + _HEADER.unpack_from(rest)[0] + _CRC.size
+        need = HEADER.size if len(rest) < HEADER.size else \
+            HEADER.size + HEADER.unpack_from(rest)[0] + CRC.size
         parts, have = [rest], len(rest)
         while have < max(need, block_bytes // 2):
             more = _read(source, max(block_bytes, need - have))
@@ -87,7 +76,7 @@ def iter_frames(stream: BinaryIO, *, compressed: bool = False,
         if have == len(rest):  # the end of the stream
             if not rest:
                 return
-            if len(rest) < _HEADER.size:
+            if len(rest) < HEADER.size:
                 raise FramingError(index, offset, f"the file ends inside the header of record "
                                                   f"{index} ({len(rest)} of 12 bytes)")
             raise FramingError(index, offset, f"the file ends inside record {index}: it needs "

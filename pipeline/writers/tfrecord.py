@@ -5,7 +5,8 @@ name to a packed Int64List or FloatList), so Beam workers never import TensorFlo
 start-up and hundreds of MB per process) and bytes are identical everywhere. Tests parse the
 output with TensorFlow's own ``tf.io.parse_single_example`` and Google's FixedLenFeature spec.
 
-TFRecord framing: uint64 length, masked CRC32C of the length, data, masked CRC32C of the data.
+TFRecord framing (uint64 length, masked CRC32C of the length, data, masked CRC32C of the data)
+is ``pipeline.common.tfrecord``'s, the one definition the readers check too.
 """
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import struct
 import zlib
 from typing import BinaryIO, Iterable, List
 
-import google_crc32c
 import numpy as np
 
 from pipeline import schema
+from pipeline.common.tfrecord import frame_record
 from pipeline.core.instance import InstanceBatch
 
 _WIRE_LEN = 2
@@ -144,17 +145,6 @@ def serialize_batch(batch: InstanceBatch, max_seq_length: int,
             head = example_head[len(body)] = _field(1, b"\0" * len(body))[:-len(body)]
         records.append(head + body)  # Example.features = 1
     return records
-
-
-def _masked_crc(data: bytes) -> int:
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def frame_record(data: bytes) -> bytes:
-    header = struct.pack("<Q", len(data))
-    return (header + struct.pack("<I", _masked_crc(header)) + data
-            + struct.pack("<I", _masked_crc(data)))
 
 
 class TFRecordSink:

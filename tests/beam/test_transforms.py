@@ -9,10 +9,10 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.beam import dofns
+from pipeline.beam.pieces import encode_piece, read_blocks
 from pipeline.beam.options import JobConfig, expand_config
 from pipeline.beam.transforms import MakeInstances
 from pipeline.core.instance import Instance, InstanceBatch
-from pipeline.writers.pieces import encode_piece, read_blocks
 from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.core.wordpiece import WORD_START
 from tests import realdata
@@ -93,7 +93,7 @@ def test_ranges_gzip_whole_and_stats(tmp_path, small_ltp_model_dir):
 
 def test_tokenize_groups_ltp_words_on_people_daily_text(small_ltp_model_dir):
     """Real LTP on real text: multi-character words become groups."""
-    from pipeline.core.peoples_daily import iter_paragraphs
+    from pipeline.default_segmenter.peoples_daily import iter_paragraphs
     from pipeline.core.ranges import tokenize_documents
     from pipeline.core.segment import LtpSegmenter
     from pipeline.core.wordpiece import WordPieceTokenizer

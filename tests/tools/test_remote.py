@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from pipeline import inspect, verify
-from pipeline.report import __main__ as report
+from pipeline.tools import inspect, verify
+from pipeline.tools.report import __main__ as report
 from tests import servers
 
 BUCKET = "tools-test"

@@ -9,10 +9,10 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.report import __main__ as report
-from pipeline.report import fonts
-from pipeline.report.tally import tally
 from pipeline.readers.output import open_output
+from pipeline.tools.report import __main__ as report
+from pipeline.tools.report import fonts
+from pipeline.tools.report.tally import tally
 from tests.tools.conftest import manifest
 
 

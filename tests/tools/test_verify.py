@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import schema, verify
+from pipeline import schema
+from pipeline.tools import verify
 from tests.tools.conftest import make_output, manifest, refresh_checksums, rewrite_manifest
 
 SHARD0 = "tfrecord/part-00000-of-00002.tfrecord"

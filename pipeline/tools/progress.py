@@ -1,6 +1,7 @@
 """Progress lines for long work: what is done of the total, the rate and the time left, at
 most one line every few seconds. Used by the job's launcher (``pipeline/run.py``, which polls
 the piece files the job writes) and by the tools that read a whole output (verify, report).
+Sizes and rates in decimal MB (``pipeline.common.sizes``).
 """
 from __future__ import annotations
 
@@ -10,11 +11,9 @@ import threading
 import time
 from typing import Callable, Optional, Sequence
 
+from pipeline.common.sizes import MB, megabytes
+
 LOG = logging.getLogger(__name__)
-
-
-def megabytes(n: float) -> str:
-    return f"{n / 1e6:,.1f} MB" if n < 1e9 else f"{n / 1e9:,.2f} GB"
 
 
 def duration(seconds: float) -> str:
@@ -64,7 +63,7 @@ class Progress:
         if self._first is not None and done_bytes > self._first[1]:
             elapsed = now - self._first[0]
             rate = (done_bytes - self._first[1]) / elapsed if elapsed > 0 else 0.0
-            items.append(f"{rate / 1e6:,.2f} MB/s")
+            items.append(f"{rate / MB:,.2f} MB/s")
             if rate > 0 and done_bytes < self.total:
                 items.append(f"about {duration((self.total - done_bytes) / rate)} left")
         else:

@@ -14,10 +14,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from pipeline import progress, schema
+from pipeline import schema
 from pipeline.readers.output import Output
 from pipeline.readers.rows import Rows, Spec, check_chunk
 from pipeline.readers.shards import ShardError, read_shard
+from pipeline.tools import progress
 
 
 @dataclasses.dataclass

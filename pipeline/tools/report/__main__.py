@@ -19,12 +19,13 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from pipeline.readers import output as out_mod
+from pipeline.common.sizes import KB
 from pipeline.readers.output import NotAnOutput, open_output
+from pipeline.tools import cli
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = out_mod.tool_parser("python -m pipeline.report", __doc__.split("\n\n")[0])
+    parser = cli.tool_parser("python -m pipeline.report", __doc__.split("\n\n")[0])
     parser.add_argument("--out", default="report.html", help="the page to write (local path)")
     parser.add_argument("--format", choices=("tfrecord", "parquet"), default=None,
                         help="which shards to count (default: parquet if written)")
@@ -32,8 +33,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="count about this many instances instead of all")
     parser.add_argument("--examples", type=int, default=3, help="instances shown (default 3)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    args, _ = out_mod.parse_tool_args(parser, argv)
-    from pipeline.report import fonts, page, plots, tally
+    args, _ = cli.parse_tool_args(parser, argv)
+    from pipeline.tools.report import fonts, page, plots, tally
 
     plots._pyplot()  # fail early, before reading, without matplotlib
     started = time.perf_counter()
@@ -47,7 +48,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     text = page.build(output, counted, examples=args.examples)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(text)
-    print(f"wrote {args.out} ({len(text) / 1e3:,.0f} KB): {counted.instances:,} instances "
+    print(f"wrote {args.out} ({len(text) / KB:,.0f} KB): {counted.instances:,} instances "
           f"counted in {time.perf_counter() - started:.1f} s")
     if fonts.NOTICE_START in text:
         print(f"report: no CJK font to embed, so Chinese shows only where the reader has "

@@ -10,12 +10,12 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from pipeline import schema
-from pipeline.inspect import legend_html, page, render_html, select
-from pipeline.progress import megabytes
+from pipeline.common.sizes import megabytes
 from pipeline.readers.output import Output
 from pipeline.readers.shards import ShardError
-from pipeline.report import fonts, plots
-from pipeline.report.tally import Tally
+from pipeline.tools.inspect import legend_html, page, render_html, select
+from pipeline.tools.report import fonts, plots
+from pipeline.tools.report.tally import Tally
 
 e = html.escape
 # stats.json counters that record a repair or a compromise, and what each one means.

