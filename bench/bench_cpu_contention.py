@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Dict, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {"tf": "trainer/train_tpu.py", "torch": "trainer/train_torch.py"}
@@ -61,16 +60,16 @@ class LoadSampler:
         self._stop.set()
         self._thread.join()
 
-    def mean(self) -> Optional[float]:
+    def mean(self) -> float | None:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
 
-def start_busy(count: int, seconds: float) -> List[subprocess.Popen]:
+def start_busy(count: int, seconds: float) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-S", "-c", BUSY_LOOP.format(seconds=seconds)])
             for _ in range(count)]
 
 
-def stop(procs: List[subprocess.Popen]) -> None:
+def stop(procs: list[subprocess.Popen]) -> None:
     for proc in procs:
         proc.kill()
     for proc in procs:
@@ -91,7 +90,7 @@ def steady_rate(metrics_path: str) -> tuple:
 
 
 def measure(trainer: str, *, repo: str, data_dir: str, busy: int, args, work: str,
-            env: Dict[str, str]) -> Dict:
+            env: dict[str, str]) -> dict:
     out = os.path.join(work, f"{trainer}-busy{busy}")
     cmd = [sys.executable, SCRIPTS[trainer], "--data_dir", data_dir,
            "--model_config", "configs/model/bert-tiny.yaml",

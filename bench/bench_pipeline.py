@@ -208,8 +208,7 @@ def floor_main(way: str, corpus_path: str, vocab_path: str, out: str) -> None:
     b: whole sentences → ``LtpSegmenter.word_spans`` + ``WordPieceTokenizer.encode`` (offsets).
     """
     from pipeline.core.segment import LtpSegmenter
-    from pipeline.core.text import has_cjk
-    from pipeline.core.text import iter_documents
+    from pipeline.core.text import has_cjk, iter_documents
     from pipeline.core.wordpiece import WordPieceTokenizer, read_vocab
 
     with open(vocab_path, encoding="utf-8") as f:
@@ -329,8 +328,9 @@ def targets(rows) -> list:
             one = by[("ours-mp1", corpus, scale, quick)]
             speedup = (one["wall_s"] - one["startup_wall_s"]) / max(
                 r["wall_s"] - r["startup_wall_s"], 1e-9)
-            lines.append(f"{label(corpus, scale, quick)}: 2 workers vs 1 worker steady wall speed-up = "
-                         f"{speedup:.2f} (target >= 1.7: {'met' if speedup >= 1.7 else 'NOT met'})")
+            met = "met" if speedup >= 1.7 else "NOT met"
+            lines.append(f"{label(corpus, scale, quick)}: 2 workers vs 1 worker steady wall "
+                         f"speed-up = {speedup:.2f} (target >= 1.7: {met})")
     for (tool, corpus, scale, quick), r in sorted(by.items()):
         if scale != 1 and (tool, corpus, 1, quick) in by:
             base = by[(tool, corpus, 1, quick)]["peak_rss_mb"]
@@ -338,8 +338,8 @@ def targets(rows) -> list:
             note = ""
             if tool.startswith("ours"):
                 note = f" (target < 1.5: {'met' if ratio < 1.5 else 'NOT met'})"
-            lines.append(f"{corpus}{'-quick' if quick else ''} peak RSS x{scale}/x1, {tool}: {r['peak_rss_mb']:.0f} / "
-                         f"{base:.0f} MB = {ratio:.2f}{note}")
+            lines.append(f"{corpus}{'-quick' if quick else ''} peak RSS x{scale}/x1, {tool}: "
+                         f"{r['peak_rss_mb']:.0f} / {base:.0f} MB = {ratio:.2f}{note}")
     return lines
 
 
@@ -382,18 +382,23 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
     process, timed separately; then the full in_memory run."""
     import io
 
+    import numpy as np
     import pyarrow.parquet as pq
 
-    import numpy as np
-
-    from pipeline.core.instance import InstanceBatch, InstanceConfig
-    from pipeline.default_segmenter.cache import default_model_dir
-    from pipeline.core.ranges import (RangeConfig, make_instances, plan_ranges, range_key,
-                                      read_range_documents, tokenize_documents)
-    from pipeline.core.segment import LtpSegmenter
-    from pipeline.core.wordpiece import WordPieceTokenizer, read_vocab
     from pipeline.beam.pieces import encode_piece, read_blocks
     from pipeline.common.tfrecord import frame_record
+    from pipeline.core.instance import InstanceBatch, InstanceConfig
+    from pipeline.core.ranges import (
+        RangeConfig,
+        make_instances,
+        plan_ranges,
+        range_key,
+        read_range_documents,
+        tokenize_documents,
+    )
+    from pipeline.core.segment import LtpSegmenter
+    from pipeline.core.wordpiece import WordPieceTokenizer, read_vocab
+    from pipeline.default_segmenter.cache import default_model_dir
     from pipeline.writers.parquet import batch_to_table
     from pipeline.writers.tfrecord import serialize_batch
 

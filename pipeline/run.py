@@ -22,20 +22,32 @@ import logging
 import os
 import sys
 import time
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from pipeline.tools import console
 
 console.hold_import_noise()  # before Beam: it warns on import about clients this job never uses
 import apache_beam as beam  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
-from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,  # noqa
-                                                  SetupOptions, StandardOptions, TestOptions)
+from apache_beam.options.pipeline_options import (  # noqa
+    GoogleCloudOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    TestOptions,
+)
 
 from pipeline import schema  # noqa: E402
 from pipeline.beam import dofns, fs, output_dir, transforms  # noqa: E402
-from pipeline.beam.options import (JobConfig, check_flags, expand_config, parse_input,  # noqa
-                                   resolve_runner, str2bool, with_pattern)
+from pipeline.beam.options import (  # noqa
+    JobConfig,
+    check_flags,
+    expand_config,
+    parse_input,
+    resolve_runner,
+    str2bool,
+    with_pattern,
+)
 from pipeline.beam.pieces import parse_piece_name  # noqa: E402
 from pipeline.common.paths import is_remote, local_path  # noqa: E402
 from pipeline.common.sizes import megabytes  # noqa: E402
@@ -47,7 +59,7 @@ from pipeline.writers.manifest import sha256_hex  # noqa: E402
 LOG = logging.getLogger("pipeline.run")
 
 
-def absolute(path: Optional[str]) -> Optional[str]:
+def absolute(path: str | None) -> str | None:
     """A local path made absolute (workers may run in another directory); others as given."""
     if path is None or is_remote(path):
         return path
@@ -55,7 +67,7 @@ def absolute(path: Optional[str]) -> Optional[str]:
 
 
 def watch_job(config: JobConfig, layout: output_dir.Layout,
-              files: List[Tuple[str, int]]) -> progress.JobWatch:
+              files: list[tuple[str, int]]) -> progress.JobWatch:
     """Progress lines while the job runs, from the files it writes (listed through Beam's
     filesystems, so on any runner and store): each range's piece file names its input bytes
     and instances; the shards appear under their final names when complete. The number of
@@ -83,7 +95,7 @@ def watch_job(config: JobConfig, layout: output_dir.Layout,
 
 
 def prepare_output_dir(config: JobConfig, options: PipelineOptions, run_id: str,
-                       files: List[Tuple[str, int]]) -> output_dir.Layout:
+                       files: list[tuple[str, int]]) -> output_dir.Layout:
     """Everything that touches --output_dir before the job, in an order that loses nothing:
     guards (root, home, inputs inside, symlinks leaving it), the lock, then the plan (refuse a
     non-empty directory without --overwrite). Leftovers of earlier runs (their pieces, staged
@@ -161,7 +173,7 @@ def ltp_identity(config: JobConfig, *, build: bool = True) -> dict:
     return identity
 
 
-def graph_only(options: PipelineOptions) -> Optional[str]:
+def graph_only(options: PipelineOptions) -> str | None:
     """'dry run' or 'template' when the job must only be built, not run; else None."""
     test = options.view_as(TestOptions)
     if isinstance(test.dry_run, str):  # Beam takes the flag's text: "False" would be true
@@ -173,7 +185,7 @@ def graph_only(options: PipelineOptions) -> Optional[str]:
     return None
 
 
-def run(argv: Optional[Sequence[str]] = None) -> dict:
+def run(argv: Sequence[str] | None = None) -> dict:
     """Run the job; returns the manifest it wrote, or for a dry run or a template what was
     built (``{"built": "dry run" | "template", "runner", "transforms", "job_bytes"}``)."""
     started = time.time()  # "done in" counts everything: a first run's model build included
@@ -325,7 +337,7 @@ def print_help() -> None:
     parser.print_help()
 
 
-def console_flags(argv: List[str]) -> Tuple[bool, bool]:
+def console_flags(argv: list[str]) -> tuple[bool, bool]:
     """--quiet and --verbose (flags or --config), read before the job to set up logging."""
     import argparse
 
@@ -339,7 +351,7 @@ def console_flags(argv: List[str]) -> Tuple[bool, bool]:
     return known.quiet, known.verbose
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     if any(a in ("-h", "--help") for a in (sys.argv[1:] if argv is None else argv)):
         print_help()
         return

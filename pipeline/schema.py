@@ -100,9 +100,11 @@ def shard_name(index: int, num_shards: int, suffix: str) -> str:
 
 
 def shard_path(fmt: str, index: int, num_shards: int, *, gzip: bool = False) -> str:
-    """A shard's path relative to the output directory, e.g. ``parquet/part-00000-of-00004.parquet``."""
+    """A shard's path relative to the output directory, e.g.
+    ``parquet/part-00000-of-00004.parquet``."""
     if fmt == "tfrecord":
-        return f"{TFRECORD_DIR}/{shard_name(index, num_shards, '.tfrecord.gz' if gzip else '.tfrecord')}"
+        suffix = ".tfrecord.gz" if gzip else ".tfrecord"
+        return f"{TFRECORD_DIR}/{shard_name(index, num_shards, suffix)}"
     if fmt == "parquet":
         return f"{PARQUET_DIR}/{shard_name(index, num_shards, '.parquet')}"
     raise ValueError(f"unknown shard format {fmt!r}")

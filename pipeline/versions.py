@@ -3,15 +3,15 @@ imports: the core, the writers and the trainers all use it)."""
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterable
 from importlib import metadata
-from typing import Dict, Iterable, Optional
 
 # What the data depends on: recorded in every manifest.
 DATA_PACKAGES = ("apache-beam", "ltp", "ltp-extension", "tokenizers", "pyarrow", "numpy",
                  "bert-wwm-pipeline")
 
 
-def version(package: str) -> Optional[str]:
+def version(package: str) -> str | None:
     """The installed version of ``package`` (``_`` and ``-`` alike), None if not installed."""
     try:
         return metadata.version(package.replace("_", "-"))
@@ -19,5 +19,5 @@ def version(package: str) -> Optional[str]:
         return None
 
 
-def versions(packages: Iterable[str] = DATA_PACKAGES) -> Dict[str, Optional[str]]:
+def versions(packages: Iterable[str] = DATA_PACKAGES) -> dict[str, str | None]:
     return {"python": platform.python_version(), **{p: version(p) for p in packages}}

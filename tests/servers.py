@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Callable, Iterator, List, Optional
+from collections.abc import Callable, Iterator
 
 LOOPBACK = "127.0.0.1"
 
@@ -39,8 +39,8 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
 
 
 @contextlib.contextmanager
-def server(cmd: List[str], *, ready: Callable[[], bool], log_path: str,
-           timeout: float = 60, env: Optional[dict] = None) -> Iterator[subprocess.Popen]:
+def server(cmd: list[str], *, ready: Callable[[], bool], log_path: str,
+           timeout: float = 60, env: dict | None = None) -> Iterator[subprocess.Popen]:
     """Run ``cmd`` until the block ends; ``ready`` says when it serves."""
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

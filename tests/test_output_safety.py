@@ -1,5 +1,6 @@
 """Nothing lost: what the job may delete under --output_dir (and elsewhere), when, and who may
-write there. Every test here failed on the code before these rules (see docs/running.md, "Your files").
+write there. Every test here failed on the code before these rules (docs/running.md, "Your
+files").
 
 Real Beam, LTP (the throw-away model) and tokenizers on small real text.
 """

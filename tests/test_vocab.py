@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from pipeline.tools import vocab as vocab_tool
 from pipeline.run import run
+from pipeline.tools import vocab as vocab_tool
 from tests import realdata
 from tests.google_reference import load_google_module
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
-
-import numpy as np
 
 from pipeline.beam import fs
 from pipeline.beam.options import InputSpec, JobConfig
@@ -28,8 +27,13 @@ from pipeline.beam.output_dir import skip_outputs
 from pipeline.beam.pieces import encode_piece, piece_id, piece_name
 from pipeline.core.instance import InstanceConfig
 from pipeline.core.normalize import normalizer_for
-from pipeline.core.ranges import (RangeConfig, is_compressed, make_range_instances,
-                                  plan_ranges, range_key)
+from pipeline.core.ranges import (
+    RangeConfig,
+    is_compressed,
+    make_range_instances,
+    plan_ranges,
+    range_key,
+)
 from pipeline.core.seeds import stable_hash64
 from pipeline.core.wordpiece import WordPieceTokenizer
 
@@ -65,7 +69,7 @@ def range_config(job: JobConfig, vocab: Sequence[str]) -> RangeConfig:
         normalize=job.normalize)
 
 
-def load_segmenter(ltp_model: str, user_dict: Optional[str]):
+def load_segmenter(ltp_model: str, user_dict: str | None):
     """The LTP segmenter for ``--ltp_model``/``--user_dict`` on any filesystem. Remote files are
     copied to a temporary directory only while the model loads.
 
@@ -88,18 +92,18 @@ class _Tokenization:
     """What one worker process keeps: the normalizer, the tokenizer and (with WWM) the LTP
     segmenter."""
 
-    def __init__(self, vocab: Sequence[str], do_lower_case: bool, ltp_model: Optional[str],
-                 user_dict: Optional[str], normalize: str):
+    def __init__(self, vocab: Sequence[str], do_lower_case: bool, ltp_model: str | None,
+                 user_dict: str | None, normalize: str):
         self.normalizer = normalizer_for(vocab, normalize)
         self.tokenizer = WordPieceTokenizer(vocab, do_lower_case=do_lower_case)
         self.segmenter = load_segmenter(ltp_model, user_dict) if ltp_model else None
 
 
-def list_inputs(specs: Sequence[InputSpec]) -> List[Tuple[fs.InputFile, InputSpec]]:
+def list_inputs(specs: Sequence[InputSpec]) -> list[tuple[fs.InputFile, InputSpec]]:
     """Every file the --input specs match, each once, sorted, with the spec that holds for it;
     a pattern matching nothing is an error, and so is a file two specs match with different
     options (which format would it be read in?)."""
-    chosen: Dict[str, Tuple[fs.InputFile, InputSpec]] = {}
+    chosen: dict[str, tuple[fs.InputFile, InputSpec]] = {}
     for spec in specs:
         for f in fs.input_files([spec.pattern]):
             earlier = chosen.get(f.path)
@@ -122,13 +126,13 @@ class ListFilesDoFn(beam.DoFn):
     reaches into are skipped and counted (``output_dir.skip_outputs``). Size and mtime are
     checked again when each range is read."""
 
-    def __init__(self, *, base: str, output_dir: str, filesystem_options: Dict[str, object]):
+    def __init__(self, *, base: str, output_dir: str, filesystem_options: dict[str, object]):
         self._base, self._output, self._fs = base, output_dir, filesystem_options
 
     def setup(self):
         fs.use_options(self._fs)
 
-    def process(self, specs: Tuple[InputSpec, ...]):
+    def process(self, specs: tuple[InputSpec, ...]):
         files = list_inputs(specs)
         keep, skipped = skip_outputs([(f.path, f.size) for f, _ in files], current=self._output)
         for path in skipped:
@@ -147,7 +151,7 @@ class PlanRangesDoFn(beam.DoFn):
     format, field): document-aligned byte ranges (``core.ranges.plan_ranges``) of the file as
     listed."""
 
-    def __init__(self, *, range_bytes: int, filesystem_options: Dict[str, object]):
+    def __init__(self, *, range_bytes: int, filesystem_options: dict[str, object]):
         self._bytes, self._fs = range_bytes, filesystem_options
 
     def setup(self):
@@ -167,7 +171,7 @@ class MakeInstancesDoFn(beam.DoFn):
     (key, path, rows, shard classes) with the range's statistics."""
 
     def __init__(self, job: JobConfig, vocab: Sequence[str], *, pieces_dir: str,
-                 filesystem_options: Dict[str, object]):
+                 filesystem_options: dict[str, object]):
         self._config = range_config(job, vocab)
         self._tokenization = (tuple(vocab), job.do_lower_case,
                               job.ltp_model if job.do_whole_word_mask else None, job.user_dict,
@@ -229,7 +233,7 @@ class InputChangedError(IOError):
     """An input file's size or modification time differs from when the job listed it."""
 
 
-def input_change(path: str, size: int, mtime: Optional[float]) -> Optional[str]:
+def input_change(path: str, size: int, mtime: float | None) -> str | None:
     """What changed in ``path`` since it was listed with ``size`` and ``mtime``, or None. A
     file that is gone counts as changed."""
     try:
@@ -268,7 +272,7 @@ def source_name(path: str, base: str) -> str:
     return path
 
 
-def piece_offsets(sizes: List[Tuple[tuple, int]]) -> Dict[tuple, int]:
+def piece_offsets(sizes: list[tuple[tuple, int]]) -> dict[tuple, int]:
     """(piece key, rows) of every piece → {key: offset of its first row in the global sequence}.
 
     Pieces in key order, each piece's rows in order, make one global sequence of instances;

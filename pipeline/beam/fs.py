@@ -18,7 +18,8 @@ import shutil
 import tempfile
 import threading
 import uuid
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -37,7 +38,7 @@ def join(*parts: str) -> str:
     return FileSystems.join(*parts)
 
 
-def filesystem_options(options: PipelineOptions) -> Dict[str, object]:
+def filesystem_options(options: PipelineOptions) -> dict[str, object]:
     """The options Beam's filesystems need, as a plain dict a DoFn can carry to workers."""
     from apache_beam.options import pipeline_options as po
 
@@ -50,7 +51,7 @@ def filesystem_options(options: PipelineOptions) -> Dict[str, object]:
     return {k: v for k, v in wanted.items() if v is not None}
 
 
-def use_options(options: Optional[Dict[str, object]]) -> None:
+def use_options(options: dict[str, object] | None) -> None:
     """Give Beam's filesystems in this process the job's options (see the module docstring)."""
     if options:
         FileSystems.set_options(PipelineOptions.from_dictionary(options))
@@ -60,7 +61,7 @@ def use_options(options: Optional[Dict[str, object]]) -> None:
 # rename, delete, ...): measured 0.65 s of CPU each, 61 of a test job's 81 seconds, and at scale
 # one open per piece per shard. botocore clients are thread-safe, so one per process and set
 # of S3 options serves every operation; each Beam client object keeps its own download state.
-_S3_CLIENTS: Dict[tuple, object] = {}
+_S3_CLIENTS: dict[tuple, object] = {}
 _S3_LOCK = threading.Lock()
 
 
@@ -122,7 +123,7 @@ def rename(source: str, target: str) -> None:
     FileSystems.rename([source], [target])
 
 
-def match(pattern: str) -> List[Tuple[str, int]]:
+def match(pattern: str) -> list[tuple[str, int]]:
     """(path, size) of every file ``pattern`` matches (``**`` crosses directories)."""
     return [(m.path, m.size_in_bytes) for m in FileSystems.match([pattern])[0].metadata_list]
 
@@ -130,10 +131,10 @@ def match(pattern: str) -> List[Tuple[str, int]]:
 class InputFile(NamedTuple):
     path: str
     size: int
-    mtime: Optional[float]  # seconds since the epoch, where the store says
+    mtime: float | None  # seconds since the epoch, where the store says
 
 
-def input_files(patterns: Sequence[str]) -> List[InputFile]:
+def input_files(patterns: Sequence[str]) -> list[InputFile]:
     """Every file the --input patterns match, each once, sorted by path; a pattern that
     matches nothing is an error (a typo must not silently read less)."""
     files = {}
@@ -147,18 +148,18 @@ def input_files(patterns: Sequence[str]) -> List[InputFile]:
     return [files[p] for p in sorted(files)]
 
 
-def match_inputs(patterns: Sequence[str]) -> List[Tuple[str, int]]:
+def match_inputs(patterns: Sequence[str]) -> list[tuple[str, int]]:
     """(path, size) of every file the --input patterns match (see ``input_files``)."""
     return [(f.path, f.size) for f in input_files(patterns)]
 
 
-def stat(path: str) -> Tuple[int, Optional[float]]:
+def stat(path: str) -> tuple[int, float | None]:
     """(size, mtime) of one file, as ``input_files`` gives them."""
     m = FileSystems.match([path])[0].metadata_list[0]
     return m.size_in_bytes, getattr(m, "last_updated_in_seconds", None) or None
 
 
-def list_tree(directory: str) -> List[Tuple[str, int]]:
+def list_tree(directory: str) -> list[tuple[str, int]]:
     """(path, size) of every file below ``directory``, sorted; [] if there is none."""
     directory = directory.rstrip("/")
     if not is_remote(directory) and not os.path.isdir(local_path(directory)):
@@ -166,7 +167,7 @@ def list_tree(directory: str) -> List[Tuple[str, int]]:
     return sorted(match(directory + "/**"))
 
 
-def delete_files(paths: List[str]) -> None:
+def delete_files(paths: list[str]) -> None:
     if paths:
         FileSystems.delete(list(paths))
 

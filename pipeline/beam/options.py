@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import difflib
 import os
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -57,7 +57,7 @@ def _switch(help: str):
 class JobConfig:
     """The validated data-job settings (everything but the runner's); written whole into
     manifest.json. Each field is the flag ``--<name>``."""
-    input: Tuple[str, ...] = _flag(
+    input: tuple[str, ...] = _flag(
         (DEFAULT_INPUT,), "file glob, local or any Beam filesystem (gs://, s3://, hdfs://); "
         "repeatable. .gz/.bz2 are decompressed. Options for this input's files may follow "
         "the pattern: 'more/*.jsonl;format=jsonl;text_field=content' (else --input_format and "
@@ -98,9 +98,9 @@ class JobConfig:
     ltp_model: str = _flag(
         "default", "'default' (built-in legacy model, trained on first use), a local, gs:// "
         "or s3:// LTP model directory, or a hub name")
-    user_dict: Optional[str] = _flag(None, "extra words for LTP, one per line (any filesystem)")
+    user_dict: str | None = _flag(None, "extra words for LTP, one per line (any filesystem)")
     num_shards: int = _flag(4, "output shards per format", type=int)
-    output_formats: Tuple[str, ...] = _flag(
+    output_formats: tuple[str, ...] = _flag(
         OUTPUT_FORMATS, "comma-separated subset of tfrecord,parquet")
     compression: str = _flag(
         "none", "TFRecord compression (tf.data 'GZIP'); Parquet pages are always compressed",
@@ -110,7 +110,7 @@ class JobConfig:
     overwrite: bool = _switch(
         "replace the pipeline's previous output in a non-empty --output_dir, once the new one "
         "is complete; files that are not the pipeline's are kept")
-    temp_dir: Optional[str] = _flag(
+    temp_dir: str | None = _flag(
         None, "where the instances wait between the job's two halves (about 6x the input; "
         "any filesystem). Only this run's files there are deleted. Default: "
         "--output_dir/_pieces")
@@ -164,7 +164,7 @@ class JobConfig:
     def range_bytes(self) -> int:
         return round(self.range_mb * MB)
 
-    def inputs(self) -> Tuple[InputSpec, ...]:
+    def inputs(self) -> tuple[InputSpec, ...]:
         """Each --input parsed (``parse_input``), the job's format and field as defaults."""
         return tuple(parse_input(spec, input_format=self.input_format,
                                  text_field=self.text_field) for spec in self.input)
@@ -214,7 +214,7 @@ class WwmOptions(PipelineOptions):
 PRESETS_DIR = os.path.join(os.path.dirname(os.path.dirname(RESOURCES)), "configs", "data")
 
 
-def presets() -> List[str]:
+def presets() -> list[str]:
     """The names of the data presets (``configs/data/*.yaml``), sorted."""
     if not os.path.isdir(PRESETS_DIR):
         return []
@@ -234,7 +234,7 @@ def preset_path(config: str) -> str:
                             "to a YAML file)")
 
 
-def expand_config(argv: Sequence[str]) -> List[str]:
+def expand_config(argv: Sequence[str]) -> list[str]:
     """Prepend the values of a ``--config`` YAML file to ``argv`` (flags given win)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
@@ -259,7 +259,7 @@ def expand_config(argv: Sequence[str]) -> List[str]:
     return extra + list(argv)
 
 
-def resolve_runner(argv: Sequence[str]) -> List[str]:
+def resolve_runner(argv: Sequence[str]) -> list[str]:
     """``argv`` with a runner: DirectRunner when none is named, and the short names of
     ``RUNNER_ALIASES`` spelled out (Beam's own DirectRunner may download and run Prism). A
     runner name nobody knows is refused here, before anything is created (ValueError with the
@@ -277,7 +277,7 @@ def resolve_runner(argv: Sequence[str]) -> List[str]:
     return out if named else out + ["--runner=" + RUNNER_ALIASES["DirectRunner"]]
 
 
-def known_runners() -> List[str]:
+def known_runners() -> list[str]:
     """The short runner names --runner takes: ours and Beam's (its map, by class name)."""
     from apache_beam.runners.runner import _RUNNER_MAP
 

@@ -33,7 +33,7 @@ import re
 import socket
 import time
 import uuid
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 from pipeline import schema
 from pipeline.beam import fs, pieces
@@ -79,7 +79,7 @@ def is_relative_inside(path: object) -> bool:
     return isinstance(path, str) and not schema.relative_path_problem(path)
 
 
-def classify(relative: str, previous_manifest: Optional[dict] = None) -> str:
+def classify(relative: str, previous_manifest: dict | None = None) -> str:
     """"result" (a previous output's file), "temporary" (a run's pieces, staged shards or
     partly written files), "lock", or "foreign" (not this pipeline's: never deleted)."""
     if relative == schema.LOCK_FILE:
@@ -91,7 +91,7 @@ def classify(relative: str, previous_manifest: Optional[dict] = None) -> str:
     return "foreign"
 
 
-def manifest_files(manifest: Optional[dict]) -> List[str]:
+def manifest_files(manifest: dict | None) -> list[str]:
     """The relative paths a manifest names (shards, vocab), only those inside the directory:
     a path that climbs out (``../x``, ``/etc/x``) is not the pipeline's to delete."""
     if not isinstance(manifest, dict):
@@ -105,7 +105,7 @@ def manifest_files(manifest: Optional[dict]) -> List[str]:
     return [p for p in named if is_relative_inside(p)]
 
 
-def list_below(directory: str) -> Dict[str, int]:
+def list_below(directory: str) -> dict[str, int]:
     """relative path → size of every file below ``directory``. On a local disk the walk does
     not enter symbolic links to directories (a link is listed as the file it is); object
     stores have no links."""
@@ -154,7 +154,7 @@ def check_location(output_dir: str, *, inputs: Sequence[str]) -> None:
             f"{inside[0]}): refused; write the output to a directory of its own")
 
 
-def _ours_in(directory: str, relative: str, *, current: str, cache: Dict[str, bool]) -> bool:
+def _ours_in(directory: str, relative: str, *, current: str, cache: dict[str, bool]) -> bool:
     """Whether ``directory`` is a pipeline output directory (the current one, or one holding a
     manifest or a lock) in which ``relative`` is a file of the pipeline's naming."""
     if classify(relative) == "foreign":
@@ -167,8 +167,8 @@ def _ours_in(directory: str, relative: str, *, current: str, cache: Dict[str, bo
     return cache[directory]
 
 
-def skip_outputs(files: Sequence[Tuple[str, int]], *, current: str
-                 ) -> Tuple[List[Tuple[str, int]], List[str]]:
+def skip_outputs(files: Sequence[tuple[str, int]], *, current: str
+                 ) -> tuple[list[tuple[str, int]], list[str]]:
     """(files to read, files skipped): an input pattern that reaches into a pipeline output
     directory (``--input='data/**'`` over an earlier output under ``data/``) must not read
     its vocab.txt, manifest.json or shards as corpus text. A file is skipped only when its
@@ -191,9 +191,9 @@ def skip_outputs(files: Sequence[Tuple[str, int]], *, current: str
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """What a run will do to the output directory (relative paths)."""
-    previous: Tuple[str, ...]  # a previous output's files: deleted only once the new is done
-    temporary: Tuple[str, ...]  # earlier runs' leftovers: deleted before this run starts
-    foreign: Tuple[str, ...]  # not the pipeline's: kept
+    previous: tuple[str, ...]  # a previous output's files: deleted only once the new is done
+    temporary: tuple[str, ...]  # earlier runs' leftovers: deleted before this run starts
+    foreign: tuple[str, ...]  # not the pipeline's: kept
 
     @property
     def staged(self) -> bool:
@@ -209,14 +209,14 @@ class Layout:
     run_id: str
     pieces_dir: str
     shard_root: str
-    previous: Tuple[str, ...] = ()
+    previous: tuple[str, ...] = ()
 
     @property
     def staged(self) -> bool:
         return self.shard_root.rstrip("/") != self.output_dir.rstrip("/")
 
 
-def layout(output_dir: str, run_id: str, *, temp_dir: Optional[str] = None,
+def layout(output_dir: str, run_id: str, *, temp_dir: str | None = None,
            previous: Sequence[str] = ()) -> Layout:
     """The run's layout: pieces under ``temp_dir`` (default ``output_dir/_pieces``)/run-<id>;
     shards staged under ``_staging/run-<id>`` when there is a previous output to keep."""
@@ -228,7 +228,7 @@ def layout(output_dir: str, run_id: str, *, temp_dir: Optional[str] = None,
                   previous=tuple(previous))
 
 
-def read_previous_manifest(output_dir: str) -> Optional[dict]:
+def read_previous_manifest(output_dir: str) -> dict | None:
     """The previous output's manifest, or None if absent or unreadable (a damaged manifest
     names nothing; the pipeline's exact naming still applies)."""
     path = fs.join(output_dir, schema.MANIFEST_FILE)
@@ -248,7 +248,7 @@ def plan(output_dir: str, *, overwrite: bool) -> Plan:
             f"--output_dir {output_dir} is not empty ({len(files)} files); pass --overwrite "
             "to replace the pipeline's files there (other files are kept)")
     previous = read_previous_manifest(output_dir) if files else None
-    kinds: Dict[str, List[str]] = {"result": [], "temporary": [], "foreign": []}
+    kinds: dict[str, list[str]] = {"result": [], "temporary": [], "foreign": []}
     for rel in sorted(files):
         kinds[classify(rel, previous)].append(rel)
     return Plan(previous=tuple(kinds["result"]), temporary=tuple(kinds["temporary"]),
@@ -280,7 +280,7 @@ def lock_record(run_id: str) -> dict:
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
 
 
-def read_lock(path: str) -> Optional[dict]:
+def read_lock(path: str) -> dict | None:
     try:
         record = json.loads(fs.read_bytes(path))
     except FileNotFoundError:
@@ -290,7 +290,7 @@ def read_lock(path: str) -> Optional[dict]:
     return record if isinstance(record, dict) else {}
 
 
-def _alive_here(record: dict) -> Optional[bool]:
+def _alive_here(record: dict) -> bool | None:
     """Whether the lock's process still runs: True/False on the host that took it, None
     elsewhere (another machine's processes cannot be seen from here)."""
     if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
@@ -304,7 +304,7 @@ def _alive_here(record: dict) -> Optional[bool]:
     return True
 
 
-def describe_lock(path: str, record: Optional[dict]) -> str:
+def describe_lock(path: str, record: dict | None) -> str:
     if not record:
         return f"{path} exists but cannot be read"
     age = time.time() - record.get("started_unix", time.time())

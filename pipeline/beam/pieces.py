@@ -19,7 +19,8 @@ from __future__ import annotations
 import io
 import pickle
 import re
-from typing import BinaryIO, Iterator, List, Optional, Tuple
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -28,26 +29,26 @@ from pipeline.core.seeds import stable_hash64
 
 BLOCK_ROWS = 256
 # (byte offset, byte length, rows) of one block.
-Block = Tuple[int, int, int]
+Block = tuple[int, int, int]
 # A piece's file name, as a regular expression (input bytes and instances in groups).
 NAME = r"piece-[0-9a-f]{16}-(?P<bytes>\d+)b-(?P<rows>\d+)r\.bin"
 _NAME = re.compile(NAME)
 
 
-def piece_id(key: Tuple[str, int]) -> int:
+def piece_id(key: tuple[str, int]) -> int:
     """A piece's stable integer id, from its range's key (source name, start byte): Beam
     shuffles are keyed by it (an int hashes the same in every process, which a Dask shuffle
     needs)."""
     return stable_hash64(*key)
 
 
-def piece_name(key: Tuple[str, int], size: int, rows: int) -> str:
+def piece_name(key: tuple[str, int], size: int, rows: int) -> str:
     """The file name of the piece of range ``key``, which read ``size`` input bytes and made
     ``rows`` instances."""
     return f"piece-{piece_id(key):016x}-{size}b-{rows}r.bin"
 
 
-def parse_piece_name(name: str) -> Optional[Tuple[int, int]]:
+def parse_piece_name(name: str) -> tuple[int, int] | None:
     """(input bytes, instances) of a piece's file name (or path); None for any other name,
     a piece's temporary name while it is written among them."""
     match = _NAME.fullmatch(name.rsplit("/", 1)[-1])
@@ -55,13 +56,13 @@ def parse_piece_name(name: str) -> Optional[Tuple[int, int]]:
 
 
 def encode_piece(batch: InstanceBatch, num_shards: int,
-                 block_rows: int = BLOCK_ROWS) -> Tuple[bytes, List[List[Block]]]:
+                 block_rows: int = BLOCK_ROWS) -> tuple[bytes, list[list[Block]]]:
     """The piece's bytes and, per class, its blocks."""
     sink = io.BytesIO()
-    classes: List[List[Block]] = []
+    classes: list[list[Block]] = []
     for c in range(num_shards):
         rows = np.arange(c, len(batch), num_shards)
-        blocks: List[Block] = []
+        blocks: list[Block] = []
         for start in range(0, len(rows), block_rows):
             part = batch.take(rows[start:start + block_rows])
             data = pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
@@ -71,7 +72,7 @@ def encode_piece(batch: InstanceBatch, num_shards: int,
     return sink.getvalue(), classes
 
 
-def read_blocks(stream: BinaryIO, blocks: List[Block]) -> Iterator[InstanceBatch]:
+def read_blocks(stream: BinaryIO, blocks: list[Block]) -> Iterator[InstanceBatch]:
     """The blocks of one class, in order, read one at a time from a seekable ``stream``."""
     for offset, length, rows in blocks:
         stream.seek(offset)

@@ -16,7 +16,6 @@ import io
 import json
 import logging
 from collections import Counter
-from typing import Dict, List
 
 import apache_beam as beam
 import numpy as np
@@ -41,7 +40,7 @@ class _Source:
         self._blocks = read_blocks(stream, blocks)
         self._batch, self._at = None, 0
 
-    def take(self, count: int) -> List[InstanceBatch]:
+    def take(self, count: int) -> list[InstanceBatch]:
         parts = []
         while count:
             if self._batch is None or self._at == len(self._batch):
@@ -67,7 +66,7 @@ class WriteShardDoFn(beam.DoFn):
     def __init__(self, *, output_dir: str, pieces_dir: str, num_shards: int, seed: int,
                  formats, max_seq_length: int, max_predictions_per_seq: int, gzip: bool,
                  parquet_compression: str, next_sentence: str,
-                 filesystem_options: Dict[str, object]):
+                 filesystem_options: dict[str, object]):
         self._dir, self._pieces, self._n = output_dir, pieces_dir, num_shards
         self._task = next_sentence
         self._formats, self._seed = tuple(formats), seed
@@ -180,7 +179,7 @@ class DataWarningsError(ValueError):
 
 def write_outputs(element, *, layout: Layout, config: dict, vocab_text: str,
                   vocab_sha256: str, ltp_model: dict,
-                  filesystem_options: Dict[str, object]) -> dict:
+                  filesystem_options: dict[str, object]) -> dict:
     """(_, [shard summary]) → removes this run's piece files; with a staged run, swaps the
     previous output for the new shards (``output_dir.swap_in``); writes vocab.txt, stats.json
     (the shards' statistics summed), then manifest.json (last: its presence means the output

@@ -20,7 +20,7 @@ the final step's result is the whole job.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Sequence
+from collections.abc import Sequence
 
 import apache_beam as beam
 
@@ -28,11 +28,12 @@ from pipeline.beam import dofns, pieces, sinks
 from pipeline.beam.options import JobConfig
 from pipeline.beam.output_dir import Layout
 
+
 class MakeInstances(beam.PTransform):
     """(path, source name, size, mtime, format, text field) → piece indexes (dicts,
     statistics included)."""
 
-    def __init__(self, config: JobConfig, vocab: Sequence[str], fs_options: Dict[str, object],
+    def __init__(self, config: JobConfig, vocab: Sequence[str], fs_options: dict[str, object],
                  *, pieces_dir: str):
         super().__init__()
         self._config, self._vocab, self._fs = config, vocab, fs_options
@@ -71,7 +72,7 @@ def _assign(joined, num_shards: int):
 class WriteShards(beam.PTransform):
     """Piece indexes → one summary per shard (every shard written, sizes within one)."""
 
-    def __init__(self, config: JobConfig, fs_options: Dict[str, object], *, layout: Layout):
+    def __init__(self, config: JobConfig, fs_options: dict[str, object], *, layout: Layout):
         super().__init__()
         self._config, self._fs, self._layout = config, fs_options, layout
 
@@ -101,7 +102,7 @@ class WriteShards(beam.PTransform):
 
 
 def build(p: beam.Pipeline, *, config: JobConfig, layout: Layout, vocab_text: str,
-          vocab_sha256: str, ltp_identity: dict, fs_options: Dict[str, object]):
+          vocab_sha256: str, ltp_identity: dict, fs_options: dict[str, object]):
     """Add the whole job to ``p``, writing as ``layout`` says (``output_dir.layout``); returns
     the PCollection holding the manifest."""
     from pipeline.core.wordpiece import read_vocab

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
-from typing import BinaryIO, Callable, ContextManager, Iterable, Tuple
+from typing import BinaryIO
 
 # Opens one file for reading, as a context manager.
 Opener = Callable[[], ContextManager[BinaryIO]]
 _BLOCK = 1 << 20
 
 
-def files_sha256(files: Iterable[Tuple[str, int, Opener]]) -> str:
+def files_sha256(files: Iterable[tuple[str, int, Opener]]) -> str:
     """sha256 over (relative name, size, content) of ``files``, sorted by name."""
     digest = hashlib.sha256()
     for name, size, opener in sorted(files, key=lambda entry: entry[0]):

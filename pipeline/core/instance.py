@@ -7,12 +7,11 @@ stages of the job and reach the writers. ``pipeline.schema`` says how both are w
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from pipeline import schema
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,18 +75,18 @@ class Instance:
     next_sentence_label: int
 
     @property
-    def segment_ids(self) -> List[int]:
+    def segment_ids(self) -> list[int]:
         n = len(self.input_ids)
         return [0] * self.num_a + [1] * (n - self.num_a)
 
-    def padded_features(self, max_seq_length: int, max_predictions_per_seq: int) -> Dict[str, list]:
+    def padded_features(self, max_seq_length: int, max_predictions_per_seq: int) -> dict[str, list]:
         """Google's fixed-length features (values as Python lists, in FEATURES order)."""
         n = len(self.input_ids)
         m = len(self.masked_lm_positions)
         if n > max_seq_length or m > max_predictions_per_seq:
             raise ValueError(
-                f"instance of {n} tokens / {m} predictions exceeds "
-                f"max_seq_length={max_seq_length} / max_predictions_per_seq={max_predictions_per_seq}")
+                f"instance of {n} tokens / {m} predictions exceeds max_seq_length="
+                f"{max_seq_length} / max_predictions_per_seq={max_predictions_per_seq}")
         pad_s = [0] * (max_seq_length - n)
         pad_p = max_predictions_per_seq - m
         return {
@@ -154,7 +153,7 @@ class InstanceBatch:
         return np.uint16 if vocab_size <= 1 << 16 else np.int32
 
     @classmethod
-    def from_instances(cls, instances: Sequence["Instance"], vocab_size: Optional[int] = None
+    def from_instances(cls, instances: Sequence["Instance"], vocab_size: int | None = None
                        ) -> "InstanceBatch":
         """Rows → columns; ids as uint16 if ``vocab_size`` (default: the largest id + 1) fits."""
         if vocab_size is None:
@@ -202,7 +201,7 @@ class InstanceBatch:
             dtype if k in ("tokens", "labels") else getattr(batches[0], k).dtype, copy=False)
             for k in InstanceBatch.__slots__))
 
-    def instances(self) -> List["Instance"]:
+    def instances(self) -> list["Instance"]:
         """Row objects (for tests and small outputs; writers use the columns)."""
         t, p = self.token_offsets().tolist(), self.prediction_offsets().tolist()
         tokens, positions, labels = (self.tokens.tolist(), self.positions.tolist(),

@@ -17,12 +17,12 @@ tokens' offsets refer to the same, normalized text. ``none`` keeps Google's text
 from __future__ import annotations
 
 import unicodedata
-from typing import Dict, Iterable, Optional
+from collections.abc import Iterable
 
 MODES = ("none", "nfkc_punct")
 
 # Character → its ASCII stand-in, used only when the vocabulary lacks the character.
-PUNCT_TABLE: Dict[str, str] = {
+PUNCT_TABLE: dict[str, str] = {
     "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"',  # “ ” „ ‟
     "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'",  # ‘ ’ ‚ ‛
     "\u2032": "'", "\u2033": '"',  # ′ ″
@@ -53,6 +53,6 @@ class Normalizer:
         return unicodedata.normalize("NFKC", text).translate(self._table)
 
 
-def normalizer_for(vocab: Iterable[str], mode: str) -> Optional[Normalizer]:
+def normalizer_for(vocab: Iterable[str], mode: str) -> Normalizer | None:
     """A Normalizer, or None for ``none`` (nothing to do)."""
     return None if mode == "none" else Normalizer(vocab, mode)

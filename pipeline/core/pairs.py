@@ -42,13 +42,14 @@ from __future__ import annotations
 import random
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from typing import Iterator, List, NamedTuple, Sequence
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from pipeline.core.instance import InstanceConfig
-from pipeline.schema import NSP_IS_NEXT, NSP_IS_RANDOM, SOP_IN_ORDER, SOP_SWAPPED
 from pipeline.core.wordpiece import Sentence
+from pipeline.schema import NSP_IS_NEXT, NSP_IS_RANDOM, SOP_IN_ORDER, SOP_SWAPPED
 
 
 class FlatPool(NamedTuple):
@@ -59,8 +60,8 @@ class FlatPool(NamedTuple):
     """
     tokens: np.ndarray  # int32
     flags: np.ndarray  # uint8, wordpiece's token flags
-    ends: List[int]
-    doc_first: List[int]
+    ends: list[int]
+    doc_first: list[int]
 
     @property
     def num_docs(self) -> int:

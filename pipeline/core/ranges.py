@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import BinaryIO
 
 from pipeline.core import google_order, vectorized
 from pipeline.core.instance import InstanceBatch, InstanceConfig
-from pipeline.core.text import (SNIFF_BYTES, CorruptInputError, RangeReader, decompressed,
-                                document_boundary, iter_documents, looks_binary)
+from pipeline.core.text import (
+    SNIFF_BYTES,
+    CorruptInputError,
+    RangeReader,
+    decompressed,
+    document_boundary,
+    iter_documents,
+    looks_binary,
+)
 from pipeline.core.wordpiece import Sentence, WordPieceTokenizer
 
 COMPRESSED_SUFFIXES = (".gz", ".bz2")
@@ -43,7 +51,7 @@ def is_compressed(path: str) -> bool:
 
 
 def plan_ranges(stream: BinaryIO, *, path: str, size: int, input_format: str,
-                range_bytes: int) -> List[Tuple[int, Optional[int]]]:
+                range_bytes: int) -> list[tuple[int, int | None]]:
     """(start, end) byte ranges of whole documents covering the file; ``end`` None means to
     the end of the file. ``stream`` is the file, seekable and not decompressed."""
     if is_compressed(path) or looks_binary(stream.read(SNIFF_BYTES)):
@@ -59,14 +67,14 @@ def plan_ranges(stream: BinaryIO, *, path: str, size: int, input_format: str,
     return list(zip(cuts, cuts[1:] + [None]))
 
 
-def range_key(source: str, start: int) -> Tuple[str, int]:
+def range_key(source: str, start: int) -> tuple[str, int]:
     """The stable key of a range: seeds, piece names and the global order derive from it."""
     return source, start
 
 
 def read_range_documents(raw: BinaryIO, *, path: str, source: str, start: int,
-                         end: Optional[int], config: RangeConfig,
-                         stats: Counter) -> Iterator[Tuple[str, List[str]]]:
+                         end: int | None, config: RangeConfig,
+                         stats: Counter) -> Iterator[tuple[str, list[str]]]:
     """(doc id, sentences) of the range ``[start, end)`` of the file open as ``raw``
     (seekable, not decompressed). Document ids of a later range start with its offset: unique,
     and stable for the flags."""
@@ -88,16 +96,16 @@ def read_range_documents(raw: BinaryIO, *, path: str, source: str, start: int,
         stats["files_without_documents"] += 1
 
 
-def tokenize_documents(docs: Iterable[Tuple[str, List[str]]], *,
+def tokenize_documents(docs: Iterable[tuple[str, list[str]]], *,
                        tokenizer: WordPieceTokenizer, segmenter, batch_size: int,
-                       stats: Counter, normalizer: Optional[Callable[[str], str]] = None
-                       ) -> Iterator[Tuple[str, List[Sentence]]]:
+                       stats: Counter, normalizer: Callable[[str], str] | None = None
+                       ) -> Iterator[tuple[str, list[Sentence]]]:
     """(doc id, sentences) → (doc id, [Sentence]) in batches of ``batch_size`` documents:
     ``normalizer`` (``core.normalize``, None for none), then LTP (``segmenter``, None without
     whole-word masking) and WordPiece see all sentences of a batch at once (both are much
     faster on batches); both see the normalized text, so word offsets stay right. Sentences and
     documents that tokenize to nothing are dropped and counted."""
-    batch: List[Tuple[str, List[str]]] = []
+    batch: list[tuple[str, list[str]]] = []
     for doc in docs:
         batch.append(doc)
         if len(batch) == batch_size:
@@ -134,8 +142,8 @@ def _tokenize_batch(batch, tokenizer, segmenter, normalizer, stats):
             stats["documents_empty_after_tokenization"] += 1
 
 
-def make_instances(docs: Sequence[Tuple[str, List[Sentence]]], *, config: RangeConfig,
-                   key: Tuple[str, int], stats: Counter) -> InstanceBatch:
+def make_instances(docs: Sequence[tuple[str, list[Sentence]]], *, config: RangeConfig,
+                   key: tuple[str, int], stats: Counter) -> InstanceBatch:
     """A pool's instances, rows in random order: the default (vectorized) maker, or Google's
     draw order with ``exact_google_draws``."""
     if config.exact_google_draws:
@@ -147,7 +155,7 @@ def make_instances(docs: Sequence[Tuple[str, List[Sentence]]], *, config: RangeC
 
 
 def make_range_instances(raw: BinaryIO, *, path: str, source: str, start: int,
-                         end: Optional[int], config: RangeConfig,
+                         end: int | None, config: RangeConfig,
                          tokenizer: WordPieceTokenizer, segmenter,
                          stats: Counter, normalizer=None) -> InstanceBatch:
     """One range of one file → its instances (rows in random order); ``stats`` counts what

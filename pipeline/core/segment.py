@@ -45,8 +45,8 @@ import itertools
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from pipeline.common.digest import directory_sha256
 from pipeline.core.text import cut_long, has_cjk

@@ -18,7 +18,8 @@ import json
 import re
 import zlib
 from collections import Counter
-from typing import BinaryIO, Iterator, List, Optional, Tuple
+from collections.abc import Iterator
+from typing import BinaryIO
 
 FORMATS = ("google", "lines", "jsonl")
 
@@ -59,7 +60,7 @@ class CorruptInputError(ValueError):
     """A file that cannot be read or decompressed; the message names the file."""
 
 
-def clean_text(text: str, stats: Counter) -> Optional[str]:
+def clean_text(text: str, stats: Counter) -> str | None:
     """Remove control characters and decoding debris; None for a binary-garbage line."""
     text = text.replace("\t", " ")
     cleaned, removed = _BAD_CHARS.subn("", text)
@@ -89,7 +90,7 @@ class RangeReader(io.RawIOBase):
     """An object with just ``read(n)`` as a raw io stream (TextIOWrapper needs more), limited to
     ``length`` bytes from where it stands (a document-aligned range) when given."""
 
-    def __init__(self, stream, length: Optional[int] = None):
+    def __init__(self, stream, length: int | None = None):
         super().__init__()
         self._stream = stream
         self._left = float("inf") if length is None else length
@@ -106,7 +107,7 @@ class RangeReader(io.RawIOBase):
 
 
 def document_boundary(stream: BinaryIO, position: int, input_format: str,
-                      block: int = 1 << 16) -> Optional[int]:
+                      block: int = 1 << 16) -> int | None:
     """The first offset >= ``position`` where a document surely starts, or None (end of file).
 
     ``google``: just after an empty line (``\n\n`` or ``\n\r\n``), which ends a document
@@ -160,7 +161,7 @@ def looks_binary(head: bytes) -> bool:
 
 
 def iter_lines(stream: BinaryIO, *, source: str, max_line_chars: int,
-               stats: Counter) -> Iterator[Tuple[str, bool]]:
+               stats: Counter) -> Iterator[tuple[str, bool]]:
     """Decode ``stream`` as UTF-8 (BOM and CRLF tolerated) and yield (line, continues).
 
     A line longer than ``max_line_chars`` comes out in pieces of that size, all but the last
@@ -183,7 +184,7 @@ def iter_lines(stream: BinaryIO, *, source: str, max_line_chars: int,
         raise CorruptInputError(f"cannot read {source}: {type(e).__name__}: {e}") from e
 
 
-def split_sentences(paragraph: str) -> List[str]:
+def split_sentences(paragraph: str) -> list[str]:
     """Split a paragraph after sentence-final punctuation; whitespace-only pieces are dropped."""
     out, start = [], 0
     for m in _SENTENCE_END.finditer(paragraph):
@@ -197,7 +198,7 @@ def split_sentences(paragraph: str) -> List[str]:
     return out
 
 
-def cut_long(text: str, max_chars: int) -> List[Tuple[int, str]]:
+def cut_long(text: str, max_chars: int) -> list[tuple[int, str]]:
     """``text`` as (offset, piece) pieces of at most ``max_chars`` characters, unstripped.
 
     The one cut rule of the project (overlong sentences, and texts longer than a segmentation
@@ -218,12 +219,12 @@ def cut_long(text: str, max_chars: int) -> List[Tuple[int, str]]:
     return pieces
 
 
-def cap_sentence(sentence: str, max_chars: int) -> List[str]:
+def cap_sentence(sentence: str, max_chars: int) -> list[str]:
     """An overlong sentence cut by :func:`cut_long`, pieces stripped, empty ones dropped."""
     return [p for p in (piece.strip() for _, piece in cut_long(sentence, max_chars)) if p]
 
 
-def _sentences(text: str, *, split: bool, max_sentence_chars: int, stats: Counter) -> List[str]:
+def _sentences(text: str, *, split: bool, max_sentence_chars: int, stats: Counter) -> list[str]:
     out = []
     for s in (split_sentences(text) if split else [text.strip()]):
         if len(s) > max_sentence_chars:
@@ -237,7 +238,7 @@ def _sentences(text: str, *, split: bool, max_sentence_chars: int, stats: Counte
 def iter_documents(stream: BinaryIO, *, source: str, input_format: str,
                    text_field: str = "text", max_sentence_chars: int = 1000,
                    max_line_chars: int = 1 << 20, whole_file: bool = True,
-                   stats: Counter) -> Iterator[Tuple[str, List[str]]]:
+                   stats: Counter) -> Iterator[tuple[str, list[str]]]:
     """Yield (doc_id, sentences) for every non-empty document of one file, in file order.
 
     ``doc_id`` is ``"{source}:{n}"``: n counts documents in ``google`` format and lines
@@ -268,7 +269,7 @@ def iter_documents(stream: BinaryIO, *, source: str, input_format: str,
                                    stats=stats)
 
 
-def _emit(doc_id: str, sentences: List[str], stats: Counter):
+def _emit(doc_id: str, sentences: list[str], stats: Counter):
     if sentences:
         stats["documents"] += 1
         stats["sentences"] += len(sentences)
@@ -362,7 +363,7 @@ def _line_documents_of(lines, *, source, input_format, text_field, max_sentence_
             yield doc
 
 
-def _json_text(line: str, *, text_field: str, where: str, stats: Counter) -> Optional[str]:
+def _json_text(line: str, *, text_field: str, where: str, stats: Counter) -> str | None:
     if not line.strip():
         stats["empty_documents"] += 1
         return None

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import List, NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -207,19 +208,19 @@ def _assemble(tokens: np.ndarray, flags: np.ndarray, pairs, config: InstanceConf
 
 def make_instances(docs: Sequence[Sequence[Sentence]], config: InstanceConfig, *,
                    dupe_factor: int, seed: int, key: object,
-                   stats: Optional[Counter] = None) -> InstanceBatch:
+                   stats: Counter | None = None) -> InstanceBatch:
     """Every instance of every dupe pass over ``docs`` (one pool, in a stable order), rows in
     a random order. Draws come from generators seeded by (``seed``, ``key``, pass) only."""
     stats = Counter() if stats is None else stats
     pool = flatten_documents(docs)
-    pairs: List[Pair] = []
+    pairs: list[Pair] = []
     for dupe in range(dupe_factor):
         rng = random.Random(stable_seed(seed, "plan", key, dupe))
         for d in range(pool.num_docs):
             pairs.extend(plan_document(pool, d, config, rng, stats))
     rng = np.random.default_rng(stable_seed(seed, "mask", key))
     columns = plan_pairs(pairs)
-    parts: List[InstanceBatch] = []
+    parts: list[InstanceBatch] = []
     for step in range(0, len(pairs), ROWS_PER_STEP):
         parts.append(_assemble(pool.tokens, pool.flags,
                                tuple(c[step:step + ROWS_PER_STEP] for c in columns),

@@ -23,7 +23,8 @@ import itertools
 import threading
 from array import array
 from collections import Counter
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class Sentence(NamedTuple):
     flags: bytes
 
 
-def read_vocab(text: str) -> List[str]:
+def read_vocab(text: str) -> list[str]:
     """Vocabulary lines → tokens in id order (a vocab.txt holds one token per line)."""
     tokens = text.split("\n")
     if tokens and tokens[-1] == "":
@@ -90,8 +91,8 @@ class WordPieceTokenizer:
         return len(self.vocab)
 
     def encode(self, sentences: Sequence[str],
-               word_spans: Optional[Sequence[Sequence[Tuple[int, int]]]] = None,
-               *, stats: Optional[Counter] = None) -> List[Sentence]:
+               word_spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+               *, stats: Counter | None = None) -> list[Sentence]:
         """Tokenize sentences; ``word_spans[i]`` are (start, end) offsets of segmented words.
 
         Sentences that tokenize to nothing come back empty; the caller drops them (Google
@@ -135,7 +136,7 @@ class WordPieceTokenizer:
         return _Tokens(ids, word, position, lengths)
 
     def _tag_batch(self, tokens: _Tokens, text_base: np.ndarray, word_spans,
-                   stats) -> List[Sentence]:
+                   stats) -> list[Sentence]:
         """Word flags for a whole batch at once, with numpy over the concatenated tokens.
 
         Positions are global (sentence base + offset), so one ``searchsorted`` finds the
@@ -236,7 +237,7 @@ class _UnitCache:
         return _UnitCache, (self._tok, self.max_runs, self.max_run_chars)
 
     def _clear_runs(self) -> None:
-        self._run_index: Dict[str, int] = {}  # run string → row in _run_rows
+        self._run_index: dict[str, int] = {}  # run string → row in _run_rows
         self._run_chars = 0  # characters of the run strings in _run_index
         self._run_rows = _Rows(2, np.int64)  # per run: first row in _token_rows, token count
         self._token_rows = _Rows(3, np.int32)  # per token: id, offset in run, word in run
@@ -293,13 +294,13 @@ class _UnitCache:
         lengths = np.diff(unit_first[np.searchsorted(unit_pos, text_base)])
         return _Tokens(ids, word, position, lengths)
 
-    def _learn_ideographs(self, points: List[int]) -> None:
+    def _learn_ideographs(self, points: list[int]) -> None:
         for point, e in zip(points, self._tok.encode_batch([chr(p) for p in points],
                                                            add_special_tokens=False)):
             single = len(e.ids) == 1 and e.offsets[0][0] == 0
             self._code[point] = e.ids[0] if single else _ALONE
 
-    def _learn_runs(self, keys: List[str]) -> np.ndarray:
+    def _learn_runs(self, keys: list[str]) -> np.ndarray:
         """Row in ``_run_rows`` of every key, encoding the runs not cached yet."""
         index = self._run_index
         new = list(dict.fromkeys(k for k in keys if k not in index))

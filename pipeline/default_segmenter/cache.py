@@ -16,11 +16,16 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
-from pipeline.default_segmenter.train import (BUILD_SECONDS, CWS_FILE, DEFAULT_EPOCHS,
-                                              HELD_OUT_F1, train_model)
+from pipeline.default_segmenter.train import (
+    BUILD_SECONDS,
+    CWS_FILE,
+    DEFAULT_EPOCHS,
+    HELD_OUT_F1,
+    train_model,
+)
 
 LOG = logging.getLogger(__name__)
 MODEL_NAME = "ltp-legacy-pd98-v2"
@@ -57,7 +62,7 @@ def default_model_dir(*, build: bool = True, verbose: bool = False) -> Path:
 
 
 def build_model(target: str | Path, *, epochs: int = DEFAULT_EPOCHS,
-                max_train_paragraphs: Optional[int] = None, verbose: bool = False) -> Path:
+                max_train_paragraphs: int | None = None, verbose: bool = False) -> Path:
     """Build the legacy model into ``target`` unless it is already complete; return ``target``.
 
     Under the lock, into a temporary directory renamed onto ``target`` when complete (see the

@@ -5,7 +5,7 @@ segmenter can be measured (``python -m pipeline.tools.ltp_model --evaluate --mod
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from pipeline.core.segment import LtpSegmenter
 from pipeline.default_segmenter import peoples_daily

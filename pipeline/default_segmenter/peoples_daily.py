@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 HELD_OUT_MODULUS = 10
 HELD_OUT_REMAINDER = 9

@@ -28,8 +28,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, Optional
 
 from pipeline.core.segment import legacy_config
 from pipeline.default_segmenter import peoples_daily
@@ -80,7 +80,7 @@ def train_cws(train_file: Path, dev_file: Path, out_file: Path, *,
 
 
 def train_model(directory: Path, *, name: str, epochs: int = DEFAULT_EPOCHS,
-                max_train_paragraphs: Optional[int] = None, verbose: bool = False) -> None:
+                max_train_paragraphs: int | None = None, verbose: bool = False) -> None:
     """Train the legacy model into the (empty, scratch) ``directory``: ``CWS_FILE``,
     ``build_info.json`` (``name`` is the model's name there) and ``config.json`` last.
 

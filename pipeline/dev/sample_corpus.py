@@ -15,8 +15,8 @@ import argparse
 import gzip
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from pipeline.default_segmenter.peoples_daily import Paragraph, is_held_out, iter_paragraphs
 

@@ -8,7 +8,7 @@ whole chunk at once. Checked against TensorFlow's parser in the tests.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,11 +31,11 @@ class DecodedBatch:
     """Examples as columns; ``problems`` lists (record in batch, feature, message) for records
     whose structure is broken (their columns hold nothing usable)."""
     size: int
-    columns: Dict[str, Column]
-    problems: List[Tuple[int, str, str]]
+    columns: dict[str, Column]
+    problems: list[tuple[int, str, str]]
 
 
-def decode_examples(records: Sequence[bytes], dtypes: Dict[str, str]) -> DecodedBatch:
+def decode_examples(records: Sequence[bytes], dtypes: dict[str, str]) -> DecodedBatch:
     """Decode serialized ``tf.train.Example`` records. ``dtypes``: the expected features,
     name → "int64" | "float32"; an absent, unexpected or wrongly typed feature is a problem.
 
@@ -50,8 +50,8 @@ def decode_examples(records: Sequence[bytes], dtypes: Dict[str, str]) -> Decoded
     expected = {name.encode(): (name, "float" if dtype == "float32" else "int64")
                 for name, dtype in dtypes.items()}
     regular, fast = _walk_regular(data, starts, ends, expected)
-    spans: Dict[str, Tuple[list, list, list]] = {name: ([], [], []) for name in dtypes}
-    problems: List[Tuple[int, str, str]] = []
+    spans: dict[str, tuple[list, list, list]] = {name: ([], [], []) for name in dtypes}
+    problems: list[tuple[int, str, str]] = []
     for i in np.flatnonzero(~regular).tolist():
         _walk_one(buf, i, int(starts[i]), int(ends[i]), expected, dtypes, spans, problems)
     data_columns = {}
@@ -96,7 +96,7 @@ def _walk_one(buf: bytes, i: int, start: int, end: int, expected, dtypes, spans,
 
 
 def _walk_regular(data: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                  expected: Dict[bytes, Tuple[str, str]]):
+                  expected: dict[bytes, tuple[str, str]]):
     """Walk every record at once, assuming the regular layout: Example = one Features field;
     exactly the expected features, once each, in any order; each feature's list one packed
     field. Returns (regular: which records had it, {name: (rows, starts, ends)} of their
@@ -108,7 +108,7 @@ def _walk_regular(data: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     tags = np.array([0x12 if expected[k][1] == "float" else 0x1A for k in names])
     pos = starts.copy()
 
-    def field(tag: Optional[int]):  # tag byte at pos, a length: (start, end) of the payload
+    def field(tag: int | None):  # tag byte at pos, a length: (start, end) of the payload
         nonlocal ok
         if tag is not None:
             ok &= data[np.minimum(pos, last)] == tag
@@ -163,7 +163,7 @@ def _lengths_at(data: np.ndarray, pos: np.ndarray, ok: np.ndarray):
     return values, pos + size
 
 
-def _match_names(data: np.ndarray, key: np.ndarray, size: np.ndarray, names: List[bytes],
+def _match_names(data: np.ndarray, key: np.ndarray, size: np.ndarray, names: list[bytes],
                  ok: np.ndarray) -> np.ndarray:
     """Index in ``names`` of the key at (key, size) of each record, -1 for none."""
     which = np.full(len(key), -1, dtype=np.int64)
@@ -178,7 +178,7 @@ def _match_names(data: np.ndarray, key: np.ndarray, size: np.ndarray, names: Lis
     return which
 
 
-def _length(buf: bytes, pos: int) -> Tuple[int, int]:
+def _length(buf: bytes, pos: int) -> tuple[int, int]:
     """The varint at ``pos`` and the position after it (IndexError past the buffer's end)."""
     result = shift = 0
     while shift < 64:
@@ -191,12 +191,12 @@ def _length(buf: bytes, pos: int) -> Tuple[int, int]:
     raise ValueError("malformed varint")
 
 
-def _walk_example(buf: bytes, pos: int, end: int) -> Dict[bytes, Tuple[str, list]]:
+def _walk_example(buf: bytes, pos: int, end: int) -> dict[bytes, tuple[str, list]]:
     """name → (list kind, byte spans of its values) of one Example in ``buf[pos:end]``, any
     valid layout. Packed and unpacked values alike are spans of back-to-back varints (int64)
     or 4-byte floats. Field tags are one byte: field numbers below 16, as encoders write
     them."""
-    found: Dict[bytes, Tuple[str, list]] = {}
+    found: dict[bytes, tuple[str, list]] = {}
     while pos < end:
         tag, pos, features_end = _field(buf, pos, end)
         _expect(tag, 0x0A, "Example")  # Example: features = 1
@@ -218,7 +218,7 @@ def _walk_example(buf: bytes, pos: int, end: int) -> Dict[bytes, Tuple[str, list
     return found
 
 
-def _field(buf: bytes, pos: int, end: int) -> Tuple[int, int, int]:
+def _field(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
     """(tag, start, end) of the length-delimited field at ``pos``."""
     tag = buf[pos]
     if tag & 7 != _LEN:
@@ -259,8 +259,8 @@ def _walk_feature(buf: bytes, pos: int, end: int, pieces: list) -> str:
     return kind
 
 
-def _decode_spans(data: np.ndarray, spans: Tuple[list, list, list], size: int,
-                  floats: bool) -> Tuple[np.ndarray, Column]:
+def _decode_spans(data: np.ndarray, spans: tuple[list, list, list], size: int,
+                  floats: bool) -> tuple[np.ndarray, Column]:
     """(records whose spans are malformed, the column) from spans as (records, starts, ends)."""
     if not len(spans[0]):
         empty = np.zeros(0, dtype=np.float32 if floats else np.int64)
@@ -289,7 +289,7 @@ def _decode_spans(data: np.ndarray, spans: Tuple[list, list, list], size: int,
     return bad_rows, Column(values, counts)
 
 
-def _varints(raw: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _varints(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Back-to-back varints → (int64 values, index of each value's last byte + 1). Values are
     assembled 7 bits at a time over the few byte places their sizes need."""
     last = raw < 0x80

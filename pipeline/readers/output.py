@@ -18,7 +18,8 @@ import hashlib
 import io
 import json
 import os
-from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 from pipeline import schema
 from pipeline.common.paths import is_remote, local_path
@@ -31,7 +32,7 @@ def _beam():
     return FileSystems
 
 
-def list_files(directory: str) -> Dict[str, int]:
+def list_files(directory: str) -> dict[str, int]:
     """relative path → size of every file below ``directory`` ({} if there is none)."""
     directory = directory.rstrip("/")
     if not is_remote(directory):
@@ -123,7 +124,7 @@ def _show(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _whole(low: int, high: Optional[int] = None) -> Tuple[Callable[[object], bool], str]:
+def _whole(low: int, high: int | None = None) -> tuple[Callable[[object], bool], str]:
     """(test, description) of a JSON whole number from ``low`` to ``high``."""
     return ((lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v
              and (high is None or v <= high)),
@@ -218,7 +219,7 @@ class Output:
     """A finished output directory: ``files`` maps every relative path below it to its size."""
     root: str
     manifest: dict
-    files: Dict[str, int]
+    files: dict[str, int]
 
     def resolve(self, relative: str) -> str:
         """The full path of ``relative``, a file of the output; :class:`UnsafePath` if it is
@@ -237,7 +238,7 @@ class Output:
         with open_read(self.resolve(relative)) as f:
             return f.read()
 
-    def named(self) -> Iterator[Tuple[str, str]]:
+    def named(self) -> Iterator[tuple[str, str]]:
         """(where, relative path) of every file a tool may read: the manifest's vocab_file
         and shard paths, and stats.json if there is one."""
         yield "vocab_file", self.manifest["vocab_file"]
@@ -253,10 +254,10 @@ class Output:
         return schema.sentence_task(self.manifest)
 
     @property
-    def formats(self) -> List[str]:
+    def formats(self) -> list[str]:
         return [fmt for fmt in FORMATS if self.manifest["shards"].get(fmt)]
 
-    def shards(self, fmt: str) -> List[dict]:
+    def shards(self, fmt: str) -> list[dict]:
         return list(self.manifest["shards"].get(fmt, []))
 
     @property
@@ -264,22 +265,22 @@ class Output:
         return self.manifest.get("tfrecord_compression", "") == "GZIP"
 
     @functools.cached_property
-    def vocab(self) -> List[str]:
+    def vocab(self) -> list[str]:
         """The data's own vocabulary (one token per line, id = line number)."""
         text = self.read(self.manifest.get("vocab_file", schema.VOCAB_FILE)).decode("utf-8")
         return text.rstrip("\n").split("\n")
 
     @functools.cached_property
-    def stats(self) -> Optional[dict]:
+    def stats(self) -> dict | None:
         if schema.STATS_FILE not in self.files:
             return None
         return json.loads(self.read(schema.STATS_FILE))
 
-    def dtypes(self) -> Dict[str, str]:
+    def dtypes(self) -> dict[str, str]:
         """The features the shards must hold (name → dtype), label absent for "none"."""
         return {name: dtype for name, dtype, _ in schema.features(self.task)}
 
-    def lengths(self) -> Dict[str, int]:
+    def lengths(self) -> dict[str, int]:
         """Fixed TFRecord length of every feature."""
         m = self.manifest
         return {name: schema.feature_length(kind, m["max_seq_length"],
@@ -323,7 +324,7 @@ _MEANINGS = {
 }
 
 
-def describe_unfinished(root: str, files: Dict[str, int]) -> str:
+def describe_unfinished(root: str, files: dict[str, int]) -> str:
     """Why ``root`` is not a finished output, and a summary of what it holds."""
     head = (f"{root} has no {schema.MANIFEST_FILE}: the job that writes there has not "
             f"finished (the manifest is written last), it crashed, or this is not a "
@@ -332,7 +333,7 @@ def describe_unfinished(root: str, files: Dict[str, int]) -> str:
         exists = is_remote(root) or os.path.isdir(local_path(root))
         return head + (" The directory is empty." if exists else " The directory does not "
                                                                   "exist.")
-    groups: Dict[str, List[int]] = {}
+    groups: dict[str, list[int]] = {}
     for rel, size in files.items():
         top = rel.split("/", 1)[0] + ("/" if "/" in rel else "")
         groups.setdefault(top, []).append(size)

@@ -14,7 +14,6 @@ Every check runs on whole chunks with numpy; a problem names the record and the 
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -22,7 +21,7 @@ from pipeline import schema
 from pipeline.readers.output import Output
 from pipeline.readers.shards import Chunk
 
-Problem = Tuple[int, str, str]  # (record in the shard, field, message)
+Problem = tuple[int, str, str]  # (record in the shard, field, message)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +63,7 @@ class Rows:
     positions: np.ndarray
     targets: np.ndarray
     num_pred: np.ndarray
-    label: Optional[np.ndarray]
+    label: np.ndarray | None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -91,7 +90,7 @@ class _Report:
     def __init__(self, chunk: Chunk):
         self.first = chunk.first
         self.bad = np.zeros(chunk.size, dtype=bool)
-        self.problems: List[Problem] = list(chunk.problems)
+        self.problems: list[Problem] = list(chunk.problems)
         for record, _, _ in chunk.problems:
             self.bad[record - chunk.first] = True
 
@@ -117,7 +116,7 @@ class _Report:
             self.bad[r] = True
 
 
-def check_chunk(chunk: Chunk, spec: Spec) -> Tuple[Rows, List[Problem]]:
+def check_chunk(chunk: Chunk, spec: Spec) -> tuple[Rows, list[Problem]]:
     """The chunk's valid instances, and the problems of the others (each bad record is left
     out of the rows)."""
     report = _Report(chunk)
@@ -129,7 +128,7 @@ def check_chunk(chunk: Chunk, spec: Spec) -> Tuple[Rows, List[Problem]]:
     return rows, sorted(report.problems, key=lambda p: p[0])
 
 
-def _unpad(chunk: Chunk, spec: Spec, report: _Report) -> Dict[str, np.ndarray]:
+def _unpad(chunk: Chunk, spec: Spec, report: _Report) -> dict[str, np.ndarray]:
     """TFRecord: fixed lengths, padding and weights checked; the real values extracted."""
     seq, pred = spec.max_seq_length, spec.max_predictions_per_seq
     lengths = {name: schema.feature_length(kind, seq, pred)
@@ -173,7 +172,7 @@ def _unpad(chunk: Chunk, spec: Spec, report: _Report) -> Dict[str, np.ndarray]:
     return flat
 
 
-def _unpadded(chunk: Chunk, spec: Spec, report: _Report) -> Dict[str, np.ndarray]:
+def _unpadded(chunk: Chunk, spec: Spec, report: _Report) -> dict[str, np.ndarray]:
     """Parquet: list lengths consistent and within the limits, masks and weights all 1."""
     cols = chunk.columns
     n, m = cols["input_ids"].counts, cols["masked_lm_positions"].counts
@@ -201,7 +200,7 @@ def _unpadded(chunk: Chunk, spec: Spec, report: _Report) -> Dict[str, np.ndarray
     return flat
 
 
-def _check_instances(flat: Dict[str, np.ndarray], spec: Spec, report: _Report) -> Rows:
+def _check_instances(flat: dict[str, np.ndarray], spec: Spec, report: _Report) -> Rows:
     """Checks on unpadded rows (both formats): vocabulary, layout, predictions, label."""
     good, n, m = flat["rows"], flat["lengths"].astype(np.int64), flat["num_pred"].astype(
         np.int64)
@@ -270,7 +269,7 @@ def _check_instances(flat: Dict[str, np.ndarray], spec: Spec, report: _Report) -
 _FIELDS = ("input_ids", "segments", "masked_lm_positions", "masked_lm_ids", "label")
 
 
-def fingerprints(rows: Rows) -> Dict[str, np.ndarray]:
+def fingerprints(rows: Rows) -> dict[str, np.ndarray]:
     """A 64-bit fingerprint of each row, per field (names as in ``_FIELDS``): equal rows have
     equal fingerprints, different ones almost surely not. Computed for whole chunks."""
     out = {}

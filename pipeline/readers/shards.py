@@ -9,14 +9,14 @@ read on (lost TFRecord framing, a Parquet file without its footer, a damaged row
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from pipeline import schema
 from pipeline.common.paths import is_remote
-from pipeline.readers.output import HashingReader, Output, open_read
 from pipeline.readers.example import Column, decode_examples
+from pipeline.readers.output import HashingReader, Output, open_read
 from pipeline.readers.tfrecord import FramingError, iter_frames
 
 CHUNK_RECORDS = 4096
@@ -29,8 +29,8 @@ class Chunk:
     fmt: str
     first: int
     size: int
-    columns: Dict[str, Column]
-    problems: List[Tuple[int, str, str]]
+    columns: dict[str, Column]
+    problems: list[tuple[int, str, str]]
 
     @property
     def padded(self) -> bool:
@@ -40,14 +40,14 @@ class Chunk:
 class ShardError(Exception):
     """Reading stopped at ``record`` (None: before any record) of the shard."""
 
-    def __init__(self, record: Optional[int], message: str):
+    def __init__(self, record: int | None, message: str):
         super().__init__(message)
         self.record, self.message = record, message
 
 
 def read_shard(output: Output, fmt: str, relative: str, *, chunk_records: int = CHUNK_RECORDS,
-               hasher: Optional[HashingReader] = None,
-               on_bytes: Optional[Callable[[int], None]] = None) -> Iterator[Chunk]:
+               hasher: HashingReader | None = None,
+               on_bytes: Callable[[int], None] | None = None) -> Iterator[Chunk]:
     """The chunks of one shard (``relative`` to the output). With ``hasher`` (a HashingReader
     over the shard's file) the TFRecord bytes are hashed as they are read."""
     if fmt == "tfrecord":
@@ -91,7 +91,7 @@ def _tfrecord_chunks(output, relative, chunk_records, hasher, on_bytes) -> Itera
             stream.close()
 
 
-def _decoded(records: List[Optional[bytes]], first: int, problems, dtypes) -> Chunk:
+def _decoded(records: list[bytes | None], first: int, problems, dtypes) -> Chunk:
     """Decode a chunk; records lost to a CRC error are decoded as empty and then dropped."""
     lost = {i - first for i, _, _ in problems}
     batch = decode_examples([r if r is not None else b"" for r in records], dtypes)
@@ -146,7 +146,7 @@ def _parquet_chunks(output, relative, chunk_records, on_bytes) -> Iterator[Chunk
             source.close()
 
 
-def _arrow_columns(table, first: int) -> Tuple[Dict[str, Column], List[Tuple[int, str, str]]]:
+def _arrow_columns(table, first: int) -> tuple[dict[str, Column], list[tuple[int, str, str]]]:
     """Arrow list columns (and the scalar label) → flat values and counts per record."""
     import pyarrow.compute as pc
 

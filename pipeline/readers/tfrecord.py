@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import zlib
-from typing import BinaryIO, Iterator, Optional
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from pipeline.common.tfrecord import CRC, HEADER, masked_crc32c
 
@@ -24,8 +25,8 @@ class Frame:
     """One record as framed in the file: ``data`` is None when its data CRC is wrong."""
     index: int
     offset: int  # byte offset of the record's header in the (uncompressed) stream
-    data: Optional[bytes]
-    problem: Optional[str] = None
+    data: bytes | None
+    problem: str | None = None
 
 
 class FramingError(Exception):

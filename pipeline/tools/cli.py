@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from pipeline.common.paths import FILESYSTEM_OPTION_GROUPS
 
@@ -22,7 +22,7 @@ def tool_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def parse_tool_args(parser: argparse.ArgumentParser,
-                    argv: Optional[Sequence[str]]) -> Tuple[argparse.Namespace, List[str]]:
+                    argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """The tool's own flags; the rest go to Beam's filesystems (unknown ones are refused)."""
     args, rest = parser.parse_known_args(argv)
     use_filesystem_flags(rest)

@@ -14,12 +14,12 @@ import logging
 import os
 import re
 import sys
-from typing import Iterable, List, Optional, Sequence, Set
+from collections.abc import Iterable, Sequence
 
 # Messages logged at import time by third-party packages, harmless for this job.
 IMPORT_NOISE = ("apitools not found",)
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
-_held: List[logging.LogRecord] = []
+_held: list[logging.LogRecord] = []
 
 
 class _HoldNoise(logging.Filter):
@@ -74,7 +74,7 @@ _SECRET_PAIR = re.compile(
 MASK = "***"
 
 
-def secret_values(argv: Sequence[str], environ: Optional[dict] = None) -> Set[str]:
+def secret_values(argv: Sequence[str], environ: dict | None = None) -> set[str]:
     """The values of credential flags in ``argv`` (``--s3_secret_access_key=...`` or
     ``--s3_session_token ...``) and of credential environment variables."""
     values = set()
@@ -121,7 +121,7 @@ class _Redact(logging.Filter):
 
 
 def setup(*, verbose: bool = False, quiet: bool = False,
-          argv: Optional[Sequence[str]] = None) -> None:
+          argv: Sequence[str] | None = None) -> None:
     """Configure logging for an entry point: INFO for ours, WARNING for Beam (INFO and the held
     import noise with ``verbose``), WARNING for everything with ``quiet``. Credentials (the
     values of ``argv``'s credential flags, default ``sys.argv``, and of credential environment

@@ -17,7 +17,7 @@ import dataclasses
 import html
 import sys
 import unicodedata
-from typing import Iterator, List, Optional, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -42,7 +42,7 @@ LEGEND = ("«target→input» is a masked group (adjacent masked positions; for 
 class Token:
     text: str
     kind: str  # "special", "plain", or for a masked position "mask", "kept", "random"
-    target: Optional[str] = None
+    target: str | None = None
     group: int = 0  # 1-based group number of a masked position
 
 
@@ -51,12 +51,12 @@ class View:
     """One instance, decoded for display."""
     file: str
     record: int
-    segments: List[List[Token]]  # [CLS] A [SEP], then B [SEP] (one segment for "none")
-    groups: List[List[int]]  # positions of each masked group
-    tokens: List[Token]
+    segments: list[list[Token]]  # [CLS] A [SEP], then B [SEP] (one segment for "none")
+    groups: list[list[int]]  # positions of each masked group
+    tokens: list[Token]
     length: int
     max_length: int
-    label: Optional[int]
+    label: int | None
     task: str
     predictions_limit: int
     ids: dict
@@ -78,7 +78,7 @@ def view(row: dict, vocab: Sequence[str], *, file: str, spec: Spec) -> View:
     token = lambda i: vocab[i] if 0 <= i < len(vocab) else f"<id {i}>"  # noqa: E731
     tokens = [Token(token(i), "special" if token(i) in (schema.CLS, schema.SEP) else "plain")
               for i in ids]
-    groups: List[List[int]] = []
+    groups: list[list[int]] = []
     for position, target in zip(row["positions"], row["targets"]):
         if not groups or groups[-1][-1] != position - 1:
             groups.append([])
@@ -122,9 +122,9 @@ def join_tokens(texts: Sequence[str]) -> str:
     return out
 
 
-def _pieces(tokens: List[Token]) -> Iterator[tuple]:
+def _pieces(tokens: list[Token]) -> Iterator[tuple]:
     """("text", tokens) runs and ("group", tokens) masked groups, in order."""
-    run: List[Token] = []
+    run: list[Token] = []
     for t in tokens:
         if run and (t.group != run[-1].group):
             yield ("group" if run[-1].group else "text"), run
@@ -134,7 +134,7 @@ def _pieces(tokens: List[Token]) -> Iterator[tuple]:
         yield ("group" if run[-1].group else "text"), run
 
 
-def segment_text(tokens: List[Token]) -> str:
+def segment_text(tokens: list[Token]) -> str:
     """A segment's input as text, each masked group as «targets→inputs»."""
     out, last = "", None
     for kind, run in _pieces(tokens):
@@ -155,7 +155,7 @@ def _padded(text: str, width: int) -> str:
     return text + " " * max(1, width - used)
 
 
-def _span(positions: List[int], dash: str = "-") -> str:
+def _span(positions: list[int], dash: str = "-") -> str:
     return f"{positions[0]}" + (f"{dash}{positions[-1]}" if len(positions) > 1 else "")
 
 
@@ -255,7 +255,7 @@ def page(title: str, body: str, css: str = "") -> str:
             f'</body></html>')
 
 
-def select(output: Output, fmt: str, shard: int, *, n: int, seed: Optional[int],
+def select(output: Output, fmt: str, shard: int, *, n: int, seed: int | None,
            records: Sequence[int]) -> tuple:
     """(views, problems) of the chosen records of one shard: ``records`` if given, else ``n``
     at random with ``seed``, else the first ``n``."""
@@ -288,7 +288,7 @@ def select(output: Output, fmt: str, shard: int, *, n: int, seed: Optional[int],
     return views, problems
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.tool_parser("python -m pipeline.inspect", __doc__.split("\n\n")[0])
     parser.add_argument("--format", choices=("tfrecord", "parquet"), default=None,
                         help="which shards to read (default: tfrecord if written)")

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 from pipeline.common.sizes import MB, megabytes
 
@@ -36,7 +36,7 @@ class Progress:
         self.total, self._emit, self._every, self._unit = total_bytes, emit, every, unit
         self._clock = clock
         self._started = clock()
-        self._first: Optional[tuple] = None  # (time, bytes) when work was first seen
+        self._first: tuple | None = None  # (time, bytes) when work was first seen
         self._last_line = self._started  # the first line after ``every`` seconds: short work
         # prints none
 
@@ -54,7 +54,7 @@ class Progress:
         return True
 
     def line(self, done_bytes: int, parts: Sequence[str] = (), after: Sequence[str] = (),
-             now: Optional[float] = None) -> str:
+             now: float | None = None) -> str:
         now = self._clock() if now is None else now
         items = list(parts)
         share = f" ({100 * done_bytes / self.total:.0f}%)" if self.total else ""
@@ -94,7 +94,7 @@ class JobWatch:
         self._progress = Progress(total_bytes, emit=emit, every=self.EVERY)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job-progress", daemon=True)
-        self._last: Optional[JobState] = None
+        self._last: JobState | None = None
         self._last_time = time.monotonic()
 
     def start(self) -> "JobWatch":

@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -40,12 +40,12 @@ KEPT_PER_FILE = 1000  # problems stored per file (the rest are counted)
 @dataclasses.dataclass
 class Findings:
     """Problems as (file, record or None, field or "", message)."""
-    problems: List[Tuple[str, Optional[int], str, str]] = dataclasses.field(default_factory=list)
-    per_file: Dict[str, int] = dataclasses.field(default_factory=dict)
-    notes: List[str] = dataclasses.field(default_factory=list)
+    problems: list[tuple[str, int | None, str, str]] = dataclasses.field(default_factory=list)
+    per_file: dict[str, int] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
     bytes_read: int = 0
 
-    def add(self, file: str, record: Optional[int], field: str, message: str) -> None:
+    def add(self, file: str, record: int | None, field: str, message: str) -> None:
         self.per_file[file] = self.per_file.get(file, 0) + 1
         if self.per_file[file] <= KEPT_PER_FILE:
             self.problems.append((file, record, field, message))
@@ -116,14 +116,14 @@ def check_manifest(output: Output, found: Findings) -> None:
 
 
 def check_shard(output: Output, fmt: str, entry: dict, spec: Spec, found: Findings,
-                on_bytes) -> Optional[Dict[str, np.ndarray]]:
+                on_bytes) -> dict[str, np.ndarray] | None:
     """Read one shard whole; returns the fingerprints of its valid records (and their record
     numbers under "records") for the cross-format check, None if it could not be read."""
     path = entry["path"]
     if path not in output.files:
         return None
     hasher = HashingReader(open_read(output.resolve(path)))
-    prints: Dict[str, list] = {}
+    prints: dict[str, list] = {}
     records = 0
     try:
         source = hasher if fmt == "tfrecord" else None
@@ -161,7 +161,7 @@ def check_shard(output: Output, fmt: str, entry: dict, spec: Spec, found: Findin
     return {k: np.concatenate(v) for k, v in prints.items()}
 
 
-def compare_formats(paths: Tuple[str, str], prints: Tuple[dict, dict], found: Findings) -> None:
+def compare_formats(paths: tuple[str, str], prints: tuple[dict, dict], found: Findings) -> None:
     """Record by record, the TFRecord and Parquet shards of one index hold the same instances
     (records invalid in either are already reported)."""
     (a_path, b_path), (a, b) = paths, prints
@@ -232,7 +232,7 @@ def verify(output: Output, *, workers: int = 1, filesystem_flags: Sequence[str] 
     return found
 
 
-def data_warnings(output: Output) -> List[str]:
+def data_warnings(output: Output) -> list[str]:
     """stats.json's warnings about the data (files can be intact and the data still not what
     was meant: ``writers.manifest.data_warnings``); shown, not counted as problems."""
     try:
@@ -267,7 +267,7 @@ def report_problems(found: Findings, *, limit: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.tool_parser("python -m pipeline.verify", __doc__.split("\n\n")[0])
     parser.add_argument("--max_problems", type=int, default=50,
                         help="problems listed in full (all are counted)")

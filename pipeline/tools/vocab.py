@@ -33,17 +33,17 @@ import random
 import sys
 import unicodedata
 from collections import Counter
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Iterator, Sequence
 
 from pipeline import schema
 from pipeline.beam import fs
-from pipeline.common.paths import is_remote
-from pipeline.common.sizes import MB
 from pipeline.beam.dofns import source_base, source_name
 from pipeline.beam.options import BUILTIN_VOCABS, str2bool
-from pipeline.core.ranges import RangeConfig, plan_ranges, read_range_documents
+from pipeline.common.paths import is_remote
+from pipeline.common.sizes import MB
 from pipeline.core.instance import InstanceConfig
 from pipeline.core.normalize import normalizer_for
+from pipeline.core.ranges import RangeConfig, plan_ranges, read_range_documents
 from pipeline.core.seeds import stable_hash64
 from pipeline.core.text import FORMATS
 from pipeline.core.wordpiece import WordPieceTokenizer, read_vocab
@@ -52,9 +52,9 @@ SPECIAL_TOKENS = [schema.PAD, schema.UNK, schema.CLS, schema.SEP, schema.MASK]
 RANGE_BYTES = 1_000_000
 
 
-def sample_ranges(files: Sequence[Tuple[str, int]], *, input_format: str, sample_bytes: int,
+def sample_ranges(files: Sequence[tuple[str, int]], *, input_format: str, sample_bytes: int,
                   seed: int, range_bytes: int = RANGE_BYTES
-                  ) -> List[Tuple[str, int, Optional[int], int]]:
+                  ) -> list[tuple[str, int, int | None, int]]:
     """(path, start, end, bytes) of the ranges to read: all of them if the corpus fits the
     sample, else a seeded random choice over the whole corpus until ``sample_bytes``."""
     ranges = []
@@ -77,7 +77,7 @@ def sample_ranges(files: Sequence[Tuple[str, int]], *, input_format: str, sample
 
 
 def read_sample(ranges, *, base: str, config: RangeConfig, normalize: str, held_out: float,
-                seed: int, stats: Counter) -> Tuple[List[str], List[str]]:
+                seed: int, stats: Counter) -> tuple[list[str], list[str]]:
     """The sample's sentences, split into (train, held-out) by document (by a seeded hash of
     the document id, which names the file relative to ``base``: the same wherever the corpus
     lives)."""
@@ -96,7 +96,7 @@ def read_sample(ranges, *, base: str, config: RangeConfig, normalize: str, held_
 
 
 def train_vocab(sentences: Sequence[str], *, vocab_size: int, min_frequency: int,
-                do_lower_case: bool) -> List[str]:
+                do_lower_case: bool) -> list[str]:
     """WordPiece tokens in id order (BERT's special tokens first), at most ``vocab_size``.
 
     The trainer keeps its whole initial alphabet (characters, and ##-characters seen inside
@@ -120,7 +120,7 @@ def train_vocab(sentences: Sequence[str], *, vocab_size: int, min_frequency: int
     raise ValueError(f"could not fit the alphabet in --vocab_size={vocab_size}")
 
 
-def _batches(sentences: Sequence[str], size: int = 1000) -> Iterator[List[str]]:
+def _batches(sentences: Sequence[str], size: int = 1000) -> Iterator[list[str]]:
     for i in range(0, len(sentences), size):
         yield list(sentences[i:i + size])
 
@@ -137,7 +137,7 @@ def unk_rate(vocab: Sequence[str], sentences: Sequence[str], do_lower_case: bool
     return stats["unk_tokens"] / stats["tokens"] if stats["tokens"] else 0.0
 
 
-def char_coverage(vocab: Sequence[str], sentences: Sequence[str]) -> Dict[str, float]:
+def char_coverage(vocab: Sequence[str], sentences: Sequence[str]) -> dict[str, float]:
     """Distinct non-space characters of ``sentences``, and the share the vocabulary has as a
     token of its own (or as ##X)."""
     chars = Counter(ch for s in sentences for ch in s if not ch.isspace())
@@ -153,7 +153,7 @@ def write_vocab(tokens: Sequence[str], path: str) -> None:
     fs.write_atomic(path, ("\n".join(tokens) + "\n").encode("utf-8"))
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pipeline.vocab",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--input", action="append", required=True,
@@ -225,7 +225,7 @@ def build(args: argparse.Namespace) -> dict:
     return result
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         result = build(args)

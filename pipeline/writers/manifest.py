@@ -4,10 +4,11 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from typing import Dict, Iterable, List, Mapping
+from collections.abc import Iterable, Mapping
 
 from pipeline import schema
 from pipeline.versions import versions
+
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -34,7 +35,7 @@ STAT_KEYS = (
 LOW_RANDOM_NEXT_SHARE = 0.3
 
 
-def data_warnings(counts: Mapping[str, int], derived: Mapping[str, object]) -> List[dict]:
+def data_warnings(counts: Mapping[str, int], derived: Mapping[str, object]) -> list[dict]:
     """What in the counts says the data is probably not what the user meant, each with the
     flag that fixes it: [{"code", "count", "message"}]. stats.json holds them, the job logs
     them, ``verify`` and the report show them, and ``--strict`` makes them errors."""
@@ -117,7 +118,7 @@ def build_manifest(*, config: Mapping, shards: Iterable[Mapping], vocab_size: in
                    vocab_sha256: str, ltp_model: Mapping, tfrecord_compression: str) -> dict:
     """The manifest trainers read (keys documented in ``pipeline.schema``)."""
     shards = sorted(shards, key=lambda s: s["index"])
-    per_format: Dict[str, List[dict]] = {}
+    per_format: dict[str, list[dict]] = {}
     for shard in shards:
         for fmt, path in shard["paths"].items():
             per_format.setdefault(fmt, []).append(

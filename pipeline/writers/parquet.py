@@ -5,7 +5,7 @@ written in row groups of ``row_group_size`` so readers can stream a shard group 
 """
 from __future__ import annotations
 
-from typing import BinaryIO, Optional
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -51,13 +51,13 @@ def batch_to_table(batch: InstanceBatch, next_sentence: str = "nsp") -> pa.Table
 class ParquetSink:
     """A Parquet shard written chunk by chunk: each ``write`` adds row groups."""
 
-    def __init__(self, sink: BinaryIO, *, compression: Optional[str] = "snappy",
+    def __init__(self, sink: BinaryIO, *, compression: str | None = "snappy",
                  row_group_size: int = ROW_GROUP_SIZE, next_sentence: str = "nsp"):
         self._writer = pq.ParquetWriter(sink, schema.arrow_schema(next_sentence),
                                         compression=compression)
         self._rows, self._task = row_group_size, next_sentence
 
-    def write(self, batch: Optional[InstanceBatch]) -> None:
+    def write(self, batch: InstanceBatch | None) -> None:
         if batch is not None and len(batch):
             self._writer.write_table(batch_to_table(batch, self._task),
                                      row_group_size=self._rows)

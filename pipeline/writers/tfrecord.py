@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import BinaryIO, Iterable, List
+from collections.abc import Iterable
+from typing import BinaryIO
 
 import numpy as np
 
@@ -95,7 +96,7 @@ class _Prefixes(dict):
 
 
 def serialize_batch(batch: InstanceBatch, max_seq_length: int,
-                    max_predictions_per_seq: int, *, with_label: bool = True) -> List[bytes]:
+                    max_predictions_per_seq: int, *, with_label: bool = True) -> list[bytes]:
     """The serialized ``tf.train.Example`` of every row of ``batch``, padded to fixed lengths.
 
     Features come in ``schema.FEATURES`` order with the values of ``Instance.padded_features``

@@ -5,15 +5,15 @@ from collections import Counter
 
 import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.beam import dofns
-from pipeline.beam.pieces import encode_piece, read_blocks
 from pipeline.beam.options import JobConfig, expand_config
+from pipeline.beam.pieces import encode_piece, read_blocks
 from pipeline.beam.transforms import MakeInstances
 from pipeline.core.instance import Instance, InstanceBatch
-from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.core.wordpiece import WORD_START
 from tests import realdata
 
@@ -93,10 +93,10 @@ def test_ranges_gzip_whole_and_stats(tmp_path, small_ltp_model_dir):
 
 def test_tokenize_groups_ltp_words_on_people_daily_text(small_ltp_model_dir):
     """Real LTP on real text: multi-character words become groups."""
-    from pipeline.default_segmenter.peoples_daily import iter_paragraphs
     from pipeline.core.ranges import tokenize_documents
     from pipeline.core.segment import LtpSegmenter
     from pipeline.core.wordpiece import WordPieceTokenizer
+    from pipeline.default_segmenter.peoples_daily import iter_paragraphs
 
     paragraphs = [p for _, p in zip(range(40), iter_paragraphs())]
     docs = [(f"doc:{i}", ["".join(p.words)]) for i, p in enumerate(paragraphs)]
@@ -136,6 +136,7 @@ def test_bad_flags_are_refused(flag):
 @pytest.mark.parametrize("name", ["zh-128", "zh-512", "en-128", "en-512", "zh-roberta-512"])
 def test_presets_load_and_name_a_real_vocab(name):
     import os
+
     from tests.realdata import REPO
     config = JobConfig.from_options(PipelineOptions(expand_config(
         [f"--config={os.path.join(REPO, 'configs', 'data', name + '.yaml')}"])))

@@ -3,11 +3,14 @@ import random
 from array import array
 from collections import Counter
 
-
 from pipeline import schema
-from pipeline.core.google_order import (create_instances_from_document,
-                                        create_masked_lm_predictions, group_bounds,
-                                        num_to_predict, truncate_seq_pair)
+from pipeline.core.google_order import (
+    create_instances_from_document,
+    create_masked_lm_predictions,
+    group_bounds,
+    num_to_predict,
+    truncate_seq_pair,
+)
 from pipeline.core.instance import InstanceConfig
 from pipeline.core.pairs import flatten_documents
 from pipeline.core.text import split_sentences

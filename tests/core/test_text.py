@@ -8,9 +8,16 @@ from collections import Counter
 
 import pytest
 
-from pipeline.core.text import (CorruptInputError, RangeReader, cap_sentence, clean_text,
-                                decompressed, document_boundary, iter_documents,
-                                split_sentences)
+from pipeline.core.text import (
+    CorruptInputError,
+    RangeReader,
+    cap_sentence,
+    clean_text,
+    decompressed,
+    document_boundary,
+    iter_documents,
+    split_sentences,
+)
 from tests import realdata
 
 
@@ -67,7 +74,8 @@ def test_lines_format_splits_sentences_chinese_and_english():
 
 
 def test_sentence_split_keeps_closing_quotes():
-    assert split_sentences("他说：“走吧。”然后走了……真的") == ["他说：“走吧。”", "然后走了……", "真的"]
+    assert split_sentences("他说：“走吧。”然后走了……真的") == [
+        "他说：“走吧。”", "然后走了……", "真的"]
 
 
 def test_jsonl_bad_lines_and_missing_fields_are_counted():

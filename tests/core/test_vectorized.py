@@ -12,9 +12,9 @@ from pipeline import schema
 from pipeline.core.google_order import create_instances_from_document, num_to_predict
 from pipeline.core.instance import InstanceConfig
 from pipeline.core.pairs import flatten_documents
-from pipeline.core.vectorized import make_instances, truncate
 from pipeline.core.seeds import rng_for
 from pipeline.core.text import split_sentences
+from pipeline.core.vectorized import make_instances, truncate
 from pipeline.core.wordpiece import CJK, WORD_START, Sentence, WordPieceTokenizer
 from tests import realdata
 

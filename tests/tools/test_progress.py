@@ -5,8 +5,8 @@ import logging
 import time
 
 from pipeline.beam import pieces
-from pipeline.tools import progress
 from pipeline.run import run
+from pipeline.tools import progress
 from tests.test_golden import write_corpus
 from tests.tools.conftest import manifest
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from pipeline.common.sizes import KB
 from pipeline.readers.output import NotAnOutput, open_output
 from pipeline.tools import cli
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.tool_parser("python -m pipeline.report", __doc__.split("\n\n")[0])
     parser.add_argument("--out", default="report.html", help="the page to write (local path)")
     parser.add_argument("--format", choices=("tfrecord", "parquet"), default=None,

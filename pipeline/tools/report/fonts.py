@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import os
-from typing import BinaryIO, List, Optional, Tuple
+from typing import BinaryIO
 
 FACE = "Noto Sans CJK SC"  # the simplified-Chinese face of the collection
 FAMILY = "report-cjk"  # what the page calls the subset
@@ -31,13 +31,13 @@ CJK_RANGES = ((0x1100, 0x11FF), (0x2E80, 0x9FFF), (0xA960, 0xA97F), (0xAC00, 0xD
               (0x1F200, 0x1F2FF), (0x20000, 0x3FFFF))
 
 
-def cjk_chars(text: str) -> List[str]:
+def cjk_chars(text: str) -> list[str]:
     """The distinct characters of ``text`` that need a CJK font, sorted."""
     return sorted(c for c in set(text)
                   if any(lo <= ord(c) <= hi for lo, hi in CJK_RANGES))
 
 
-def _package_font() -> Optional[BinaryIO]:
+def _package_font() -> BinaryIO | None:
     try:
         from importlib.resources import files
         return (files(PACKAGE) / PACKAGE_FILE).open("rb")
@@ -45,19 +45,19 @@ def _package_font() -> Optional[BinaryIO]:
         return None
 
 
-def _system_font() -> Optional[BinaryIO]:
+def _system_font() -> BinaryIO | None:
     for path in SYSTEM_FILES:
         if os.path.isfile(path):
             return open(path, "rb")
     return None
 
 
-def open_font() -> Optional[BinaryIO]:
+def open_font() -> BinaryIO | None:
     """The Noto Sans CJK collection, opened (the caller closes it), or None."""
     return _package_font() or _system_font()
 
 
-def subset_woff(source: BinaryIO, chars: List[str]) -> bytes:
+def subset_woff(source: BinaryIO, chars: list[str]) -> bytes:
     """The SC face of the collection as WOFF, with the glyphs of those of ``chars`` it has
     (a character it lacks, rare, stays a box without a system font that has it)."""
     from fontTools import subset
@@ -87,7 +87,7 @@ def subset_woff(source: BinaryIO, chars: List[str]) -> bytes:
     return buffer.getvalue()
 
 
-def embed(text: str) -> Tuple[str, str]:
+def embed(text: str) -> tuple[str, str]:
     """(CSS, notice HTML) for a page showing ``text``: an ``@font-face`` with the CJK
     characters of ``text``, or, where no font is found, a notice saying what to install.
     Both empty for a page without CJK characters."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import html
 import json
-from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -59,7 +58,7 @@ td{overflow-wrap:anywhere}td code,td:first-child{white-space:nowrap}
 """
 
 
-def _table(rows: List[List[str]], head: Optional[List[str]] = None, cls: str = "") -> str:
+def _table(rows: list[list[str]], head: list[str] | None = None, cls: str = "") -> str:
     out = [f'<table class="{cls}">']
     if head:
         out.append("<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
@@ -77,7 +76,7 @@ def _share(part: float, whole: float) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "–"
 
 
-def _histogram_from_stats(stats: Optional[dict], size: int) -> Optional[np.ndarray]:
+def _histogram_from_stats(stats: dict | None, size: int) -> np.ndarray | None:
     hist = (stats or {}).get("seq_length_histogram")
     if not hist:
         return None
@@ -113,7 +112,7 @@ def build(output: Output, t: Tally, *, examples: int = 3, seed: int = 0) -> str:
     return page(title, head + font_notice + "".join(sections), CSS + font_css)
 
 
-def _warnings(stats: Optional[dict]) -> str:
+def _warnings(stats: dict | None) -> str:
     """stats.json's data warnings (``writers.manifest.data_warnings``), first on the page."""
     warnings = (stats or {}).get("warnings") or []
     items = "".join(f"<li>{e(str(w.get('message', w)) if isinstance(w, dict) else str(w))}"
@@ -133,8 +132,8 @@ def _glance(output: Output, t: Tally, counts: dict, derived: dict) -> str:
                  "masked_cjk_in_whole_multichar_words_share") is None else
               f"{100 * derived['masked_cjk_in_whole_multichar_words_share']:.1f}%"),
              ("shard files", megabytes(size))]
-    body = "".join(f"<div class='card'><b>{v if isinstance(v, str) else '–' if v is None else f'{v:,}'}"
-                   f"</b><span>{k}</span></div>" for k, v in cards)
+    shown = [(k, v if isinstance(v, str) else "–" if v is None else f"{v:,}") for k, v in cards]
+    body = "".join(f"<div class='card'><b>{v}</b><span>{k}</span></div>" for k, v in shown)
     note = "" if output.stats else ("<p class='note'>stats.json is missing: corpus counts "
                                     "are not shown.</p>")
     if t.invalid or t.unreadable:
@@ -144,7 +143,7 @@ def _glance(output: Output, t: Tally, counts: dict, derived: dict) -> str:
     return f"<h2>At a glance</h2><div class='cards'>{body}</div>{note}"
 
 
-def _figures(output: Output, t: Tally, stats: Optional[dict]) -> str:
+def _figures(output: Output, t: Tally, stats: dict | None) -> str:
     m = output.manifest
     seq = _histogram_from_stats(stats, len(t.seq_lengths))
     source = "stats.json" if seq is not None and not t.sampled else f"the {t.fmt} shards"
@@ -181,7 +180,7 @@ def _figures(output: Output, t: Tally, stats: Optional[dict]) -> str:
     return f"<h2>Instances</h2><div class='figs'>{imgs}</div>"
 
 
-def _grouped(sizes: np.ndarray) -> Dict[int, int]:
+def _grouped(sizes: np.ndarray) -> dict[int, int]:
     out = {k: int(sizes[k]) for k in range(1, min(6, len(sizes)))}
     out[6] = int(sizes[6:].sum())
     return out
@@ -236,7 +235,7 @@ def _vocabulary(output: Output, t: Tally, counts: dict, derived: dict) -> str:
             f"<img alt='rank-frequency' src='{zipf}' style='width:100%'>{unk_html}</div></div>")
 
 
-def _inputs(output: Output, counts: dict, stats: Optional[dict]) -> str:
+def _inputs(output: Output, counts: dict, stats: dict | None) -> str:
     config = output.manifest.get("config", {})
     inputs = config.get("input", [])
     patterns = "".join(f"<li><code>{e(str(p))}</code></li>"

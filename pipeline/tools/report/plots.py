@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,7 +41,7 @@ def _trimmed(counts: np.ndarray) -> np.ndarray:
 
 
 def histogram(counts: np.ndarray, *, title: str, xlabel: str, color: str = BLUE,
-              mark: Optional[float] = None, mark_label: str = "") -> str:
+              mark: float | None = None, mark_label: str = "") -> str:
     """A bar per value (``counts[v]`` instances have value v)."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
@@ -80,8 +80,8 @@ def two_histograms(a: np.ndarray, b: np.ndarray, *, title: str, labels: Sequence
     return _png(fig)
 
 
-def bars(values: Dict[str, float], *, title: str, ylabel: str, colors: Sequence[str],
-         percent_of: Optional[float] = None) -> str:
+def bars(values: dict[str, float], *, title: str, ylabel: str, colors: Sequence[str],
+         percent_of: float | None = None) -> str:
     """Labelled bars, each annotated with its value (and share of ``percent_of``)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 2.9))

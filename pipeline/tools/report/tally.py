@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -31,14 +30,14 @@ class Tally:
     labels: np.ndarray  # count per label value 0, 1 (empty for "none")
     predictions: np.ndarray  # count per number of predictions 0..max_predictions_per_seq
     group_sizes: np.ndarray  # count per masked-group size (index = size)
-    input_at_masked: Dict[str, int]  # mask / kept / random
+    input_at_masked: dict[str, int]  # mask / kept / random
     token_counts: np.ndarray  # per vocabulary id, original text
     sampled: bool  # True when --max_instances cut the reading short
     invalid: int  # records that failed the checks (not counted above)
-    unreadable: List[str]  # "path: why" for shards that could not be read to the end
+    unreadable: list[str]  # "path: why" for shards that could not be read to the end
 
 
-def tally(output: Output, *, fmt: Optional[str] = None, max_instances: Optional[int] = None,
+def tally(output: Output, *, fmt: str | None = None, max_instances: int | None = None,
           quiet: bool = False) -> Tally:
     """Count over the shards of ``fmt`` (default: Parquet if written, it reads faster). With
     ``max_instances``, about that many: the first records of every shard, an even sample
