@@ -37,6 +37,11 @@ RUN_FLAGS = (
                                      "with the data's manifest.json (read in full before the "
                                      "first step, at every start and resume)")),
     ("--tpu", dict(help="TF only: TPU name or grpc address, 'local' on a TPU VM")),
+    ("--verbose", dict(action="store_true",
+                       help="show third-party start-up noise, hidden by default (warnings and "
+                            "errors always show): TensorFlow's C++ INFO lines and, without an "
+                            "NVIDIA driver, its CUDA probing (failed cuInit ...); absl's INFO "
+                            "lines; Hugging Face progress bars (trainer/quiet.py)")),
 )
 
 

@@ -19,8 +19,12 @@ Several nodes: ``torchrun --nnodes=N --nproc_per_node=8 --rdzv_backend=c10d
 The flags are trainer/train_tpu.py's (``trainer/flags.py``); rerunning the same command resumes
 from output_dir's newest complete checkpoint that loads, e.g. after a preemption
 (``trainer/run_setup.py`` states the rule). Shards that differ from their manifest (size,
-sha256) are refused before the first step unless --skip_data_check. --output_dir must be local (``torch.save`` writes local files); --tpu is
-refused (TPUs are the TF trainer's).
+sha256) are refused before the first step unless --skip_data_check. --output_dir must be local
+(``torch.save`` writes local files); --tpu is refused (TPUs are the TF trainer's).
+
+TensorFlow is never imported. On CPUs each process takes its share of the CPUs it may use and
+OpenMP threads sleep at barriers instead of spinning (``OMP_WAIT_POLICY=PASSIVE`` unless the
+environment sets it): on a shared CPU spinning halved throughput (``trainer/pt/threads.py``).
 """
 from __future__ import annotations
 
@@ -37,7 +41,8 @@ if __name__ == "__main__" and not __package__:
     # The repo root takes its place; only this script form, never an import, does this.
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from trainer import flags, run_setup, storage  # noqa: E402
+from trainer import flags, quiet, run_setup, storage  # noqa: E402
+from trainer.pt import threads  # noqa: E402  (torch-free: it must act before torch loads)
 
 DESCRIPTION = __doc__.split("\n")[0]
 
@@ -45,6 +50,7 @@ DESCRIPTION = __doc__.split("\n")[0]
 def train(argv: Optional[List[str]] = None) -> Optional[dict]:
     """Parse, check, train; return the run's summary on rank 0 (None on other ranks)."""
     args = flags.parse_args(argv, description=DESCRIPTION)
+    quiet.configure(verbose=args.verbose)
     if args.tpu:
         raise SystemExit("refusing to train: --tpu is for trainer/train_tpu.py; the PyTorch "
                          "trainer runs on CPUs and GPUs")
@@ -52,6 +58,7 @@ def train(argv: Optional[List[str]] = None) -> Optional[dict]:
         raise SystemExit(f"refusing to train: --output_dir {args.output_dir} must be a local "
                          "directory for the PyTorch trainer (torch.save writes local files)")
     run = run_setup.prepare_or_exit(args)
+    threads.default_wait_policy()  # libgomp reads it when torch loads, on the next line
 
     from trainer.pt import dist, loop  # deferred: --help and refusals stay fast and torch-free
 

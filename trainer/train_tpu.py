@@ -32,7 +32,7 @@ if __name__ == "__main__" and not __package__:
     # never an import of the module, does this.
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from trainer import flags, run_setup  # noqa: E402
+from trainer import flags, quiet, run_setup  # noqa: E402
 
 DESCRIPTION = __doc__.split("\n")[0]
 
@@ -40,12 +40,14 @@ DESCRIPTION = __doc__.split("\n")[0]
 def train(argv=None) -> dict:
     """Parse, check, train; return the run's summary (``run_setup.Outcome.summary``)."""
     args = flags.parse_args(argv, description=DESCRIPTION)
+    quiet.configure(verbose=args.verbose)
     run = run_setup.prepare_or_exit(args)
+    with quiet.tensorflow_startup(verbose=args.verbose):  # its load and device probe print most
+        from trainer.tf2 import loop  # deferred: TensorFlow loads only for a run that can start
 
-    from trainer.tf2 import loop  # deferred: TensorFlow loads only for a run that can start
-
+        strategy = loop.make_strategy(args.tpu)
     try:
-        return loop.fit(run, loop.make_strategy(args.tpu)).summary()
+        return loop.fit(run, strategy).summary()
     except run_setup.Refused as e:
         raise SystemExit(f"refusing to train: {e}") from None
 

@@ -3,6 +3,7 @@ mismatched data."""
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,9 +87,12 @@ def test_held_out_data_smaller_than_one_global_batch_is_refused_before_anything(
 
 
 def _cli(*args, module: bool, timeout: int = 240):
+    """The CLI as a user runs it: no PYTHONPATH, no TF_CPP_MIN_LOG_LEVEL (the trainer's own
+    quieting is under test)."""
     cmd = [sys.executable] + (["-m", "trainer.train_tpu"] if module else ["trainer/train_tpu.py"])
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("PYTHONPATH", None)
+    env = dict(os.environ)
+    for name in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL"):
+        env.pop(name, None)
     return subprocess.run(cmd + list(args), cwd=fx.REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -109,6 +113,36 @@ def test_cli_as_a_script_trains_evaluates_and_exports(tmp_path, data_dir):
     assert list(lines[-1]) == ["split", "step", *metrics.eval_keys("nsp")]
     assert os.path.exists(tmp_path / "hf" / "model.safetensors")
     assert os.path.exists(tmp_path / "hf" / schema.VOCAB_FILE)
+    assert not start_up_noise(proc.stderr), proc.stderr[-3000:]
+
+
+# What TensorFlow 2.21 printed on a CPU machine before trainer/quiet.py (import, device probe,
+# tf.data and checkpoint INFO lines); never by default since, with --verbose again.
+NOISE = ("cuInit", "cudart_stub", "oneDNN", "cpu_feature_guard", "absl::InitializeLog",
+         "Sharding callback duration")
+
+
+def start_up_noise(stderr: str) -> list:
+    return [line for line in stderr.splitlines()
+            if any(n in line for n in NOISE) or re.match(r"I\d{4} ", line)]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_cli_keeps_tensorflow_start_up_noise_out_unless_verbose(tmp_path, data_dir, verbose):
+    """Refused after TensorFlow loaded and listed its devices (held-out data smaller than one
+    batch): the refusal always shows; TF's own start-up lines only with --verbose."""
+    model_yaml = fx.write_yaml(str(tmp_path / "tiny.yaml"), fx.TINY)
+    proc = _cli("--data_dir", data_dir, "--eval_data_dir", data_dir, "--model_config",
+                model_yaml, "--train_config", "configs/train/cpu-smoke.yaml", "--output_dir",
+                str(tmp_path / "run"), "--batch_size", "64", *(["--verbose"] * verbose),
+                module=True, timeout=120)
+    assert proc.returncode != 0
+    assert "refusing to train: " in proc.stderr and "one global batch of 64" in proc.stderr, \
+        proc.stderr
+    if verbose:  # TF logs at level 0: at least its INFO lines are back
+        assert any(re.match(r"[IWE]\d{4} ", line) for line in proc.stderr.splitlines())
+    else:
+        assert not start_up_noise(proc.stderr), proc.stderr
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -197,6 +197,71 @@ def test_init_checkpoint_starts_from_the_exported_weights(straight_run, train_di
         assert torch.equal(tensor, state["model"][name]), name  # lr 0: weights unchanged
 
 
+def test_tensorboard_holds_the_metrics_of_metrics_jsonl(straight_run):
+    """Event files written without TensorFlow or tensorboard (trainer.event_file), read back by
+    TensorBoard's own loader."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    out, _, _ = straight_run
+    lines = metrics.read(str(out / "metrics.jsonl"))
+    for split in ("train", "eval"):
+        events = accumulator.EventAccumulator(str(out / "tensorboard" / split))
+        events.Reload()
+        expected = [x for x in lines if x["split"] == split]
+        assert sorted(events.Tags()["scalars"]) == sorted(set(expected[0]) - {"split", "step"})
+        for name in ("loss", "masked_lm_accuracy"):
+            got = [(e.step, e.value) for e in events.Scalars(name)]
+            assert got == [(x["step"], pytest.approx(x[name], rel=1e-6)) for x in expected]
+
+
+# Runs train_torch.main in a fresh interpreter, then reports which TensorFlow-family modules it
+# loaded and the stack of the first `import tensorflow...` (an audit hook: importlib.util.
+# find_spec probes, as torch._dynamo's, import nothing and are not reported).
+NO_TF_RUN = """
+import json, sys, traceback
+
+first_tf_import = []
+
+def spy(event, args):  # observe only: the import goes on as it would
+    if event == "import" and args[0].split(".")[0] == "tensorflow" and not first_tf_import:
+        first_tf_import.append("".join(traceback.format_stack()))
+
+sys.addaudithook(spy)
+from trainer import train_torch
+for argv in json.loads(sys.argv[1]):
+    train_torch.main(argv)
+print("LOADED=" + json.dumps(sorted(
+    m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))))
+print("FIRST_TF_IMPORT=" + json.dumps(first_tf_import))
+"""
+
+
+def test_cli_never_imports_tensorflow_and_logs_its_threads(train_dir, eval_dir, tiny_model_yaml,
+                                                           tmp_path):
+    """A PyTorch-only user needs no TensorFlow (and TensorFlow costs ~4 s and CUDA probing on
+    stderr): train with eval, TensorBoard and HF export, then start a run from the export."""
+    first, second = tmp_path / "run", tmp_path / "phase2"
+    argv = args(train_dir, tiny_model_yaml, first, "--num_train_steps", "2", "--eval_data_dir",
+                eval_dir, "--eval_every", "2", "--eval_steps", "1", "--export_hf",
+                str(first / "hf"))
+    restart = args(train_dir, tiny_model_yaml, second, "--num_train_steps", "1",
+                   "--init_checkpoint", str(first / "hf"), "--num_workers", "0")
+    env = run_env()
+    for name in ("OMP_WAIT_POLICY", "TF_CPP_MIN_LOG_LEVEL", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        env.pop(name, None)
+    proc = subprocess.run([sys.executable, "-c", NO_TF_RUN, json.dumps([argv, restart])],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = dict(line.split("=", 1) for line in proc.stdout.splitlines()
+                  if line.startswith(("LOADED=", "FIRST_TF_IMPORT=")))
+    assert json.loads(report["LOADED"]) == [], json.loads(report["FIRST_TF_IMPORT"])
+    assert os.listdir(first / "tensorboard" / "eval") and os.path.isdir(second / "checkpoints")
+    # The thread set-up is logged, with the wait policy set before torch loaded.
+    assert "torch threads: intra-op 1 (OMP_NUM_THREADS=1" in proc.stderr
+    assert "OpenMP wait policy PASSIVE" in proc.stderr
+    assert "set after torch was loaded" not in proc.stderr
+    assert "cuInit" not in proc.stderr and "Writing model shards" not in proc.stderr
+
+
 def rewrite_in_place(path) -> None:
     """Change one byte of a Parquet shard, keeping it the same size and readable: the footer's
     writer name ("parquet-cpp-arrow ...": metadata no reader needs)."""

@@ -4,16 +4,16 @@ evaluate -> checkpoint -> export.
 ``train(run, ctx)`` is the whole run; ``trainer/train_torch.py`` only parses the shared flags
 and checks data and configs into a ``run_setup.Run``. The run directory follows
 ``run_setup``'s resume rule; metrics go to ``output_dir/metrics.jsonl`` (``trainer.metrics``,
-rank 0) and to TensorBoard under ``output_dir/tensorboard/<split>`` when
-``torch.utils.tensorboard`` imports. The data's sentence task (``DataSpec.next_sentence``)
-picks the columns read, the loss (masked-LM only for "none") and the metric names.
+rank 0) and to TensorBoard event files under ``output_dir/tensorboard/<split>``
+(``trainer.event_file``: neither TensorFlow nor the tensorboard package is imported). The
+data's sentence task (``DataSpec.next_sentence``) picks the columns read, the loss (masked-LM
+only for "none") and the metric names.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
-import warnings
 from typing import Dict, Iterator, Optional
 
 import torch
@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader
 from pipeline import schema
 from trainer import hf_export, metrics, run_setup, storage
 from trainer.config import TrainConfig
-from trainer.pt import checkpoint
+from trainer.event_file import EventFileWriter
+from trainer.pt import checkpoint, threads
 from trainer.pt.data import CursorTracker, ShardDataset, StreamConfig, reader_files
 from trainer.pt.dist import DistContext, barrier, gather_objects, sum_across
 from trainer.pt.model import (Pretrainer, build_model, build_optimizer, build_scheduler,
@@ -34,34 +35,24 @@ log = logging.getLogger(__name__)
 
 
 class TensorBoard:
-    """scalars(split, step, values) for ``metrics.MetricsLog``: one SummaryWriter per split
-    under output_dir/tensorboard/, tags named as the metrics (as the TF trainer writes them)."""
+    """scalars(split, step, values) for ``metrics.MetricsLog``: one event file per split under
+    output_dir/tensorboard/<split>, tags named as the metrics (as the TF trainer writes them).
+    Written by ``trainer.event_file``, not torch.utils.tensorboard, which imports TensorFlow
+    whenever it is installed."""
 
     def __init__(self, output_dir: str):
-        from torch.utils.tensorboard import SummaryWriter  # ImportError without tensorboard
-
-        self.make = lambda split: SummaryWriter(
-            storage.join(output_dir, run_setup.TENSORBOARD, split))
-        self.writers = {}
+        self.output_dir = output_dir
+        self.writers: Dict[str, EventFileWriter] = {}
 
     def __call__(self, split: str, step: int, values: Dict[str, float]) -> None:
         if split not in self.writers:
-            self.writers[split] = self.make(split)
-        for name, value in values.items():
-            self.writers[split].add_scalar(name, value, step)
-        self.writers[split].flush()
+            self.writers[split] = EventFileWriter(
+                storage.join(self.output_dir, run_setup.TENSORBOARD, split))
+        self.writers[split].add(step, values)
 
     def close(self) -> None:
         for writer in self.writers.values():
             writer.close()
-
-
-def tensorboard(output_dir: str) -> Optional[TensorBoard]:
-    try:
-        return TensorBoard(output_dir)
-    except ImportError as e:  # tensorboard is an optional extra of torch
-        warnings.warn(f"TensorBoard summaries disabled ({e}); metrics.jsonl is still written")
-        return None
 
 
 def stream_config(spec, config: TrainConfig, *, train: bool) -> StreamConfig:
@@ -81,7 +72,7 @@ def train_batches(spec, config: TrainConfig, ctx: DistContext,
     # Own generator: DataLoader draws worker base seeds from it instead of the process RNG,
     # which would otherwise shift the dropout stream of a resumed run.
     loader = DataLoader(dataset, batch_size=None, num_workers=config.num_workers,
-                        pin_memory=ctx.device.type == "cuda",
+                        pin_memory=ctx.device.type == "cuda", worker_init_fn=threads.init_worker,
                         generator=torch.Generator().manual_seed(config.seed))
     return iter(loader)
 
@@ -232,6 +223,10 @@ def train(run: Run, ctx: DistContext) -> Dict:
     its manifest (``check_data``).
     """
     tc, task = run.train_config, run.data.next_sentence
+    thread_info = threads.configure(ctx.local_world_size)
+    if ctx.is_main:
+        log.info("%s; DataLoader workers %d (1 thread each)", threads.describe(thread_info),
+                 tc.num_workers)
     steps_per_eval = eval_batches(run.eval_data, tc, ctx) if run.eval_data else 0
     check_data(run, ctx)
     open_run_dir(run, ctx)
@@ -248,7 +243,7 @@ def train(run: Run, ctx: DistContext) -> Dict:
     if ctx.distributed:
         model = DistributedDataParallel(
             pretrainer, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    board = tensorboard(run.output_dir) if ctx.is_main else None
+    board = TensorBoard(run.output_dir) if ctx.is_main else None
     metrics_log = metrics.MetricsLog(run.output_dir, next_sentence=task, scalars=board,
                                      active=ctx.is_main)
     metrics_log.trim(step)
