@@ -25,3 +25,17 @@ def vocab(path: str = CHINESE_VOCAB) -> tuple:
 
     with open(path, encoding="utf-8") as f:
         return tuple(read_vocab(f.read()))
+
+
+def write_corpus(root):
+    """The small mixed corpus of the golden test and the tools' tests: Chinese news in two
+    files (cut into several ranges), English prose in a third; returns the glob of the three."""
+    with open(SAMPLE_CORPUS, encoding="utf-8") as f:
+        zh = f.read().split("\n\n")
+    english = os.path.join(REPO, "pipeline", "resources", "sample", "english_sample.txt")
+    with open(english, encoding="utf-8") as f:
+        en = f.read().split("\n\n")
+    (root / "zh-1.txt").write_text("\n\n".join(zh[:10]) + "\n", encoding="utf-8")
+    (root / "zh-2.txt").write_text("\n\n".join(zh[10:16]) + "\n", encoding="utf-8")
+    (root / "en.txt").write_text("\n\n".join(en[:12]) + "\n", encoding="utf-8")
+    return str(root / "*.txt")

@@ -16,7 +16,7 @@ import os
 import pytest
 
 from pipeline.run import run
-from tests import realdata
+from tests.realdata import write_corpus
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "shards.json")
 VARIANTS = {
@@ -24,19 +24,6 @@ VARIANTS = {
     "exact_google_draws": ["--exact_google_draws"],
     "no_whole_word_mask": ["--do_whole_word_mask=false"],
 }
-
-
-def write_corpus(root):
-    """Chinese news in two files (cut into several ranges), English prose in a third."""
-    with open(realdata.SAMPLE_CORPUS, encoding="utf-8") as f:
-        zh = f.read().split("\n\n")
-    english = os.path.join(realdata.REPO, "pipeline", "resources", "sample", "english_sample.txt")
-    with open(english, encoding="utf-8") as f:
-        en = f.read().split("\n\n")
-    (root / "zh-1.txt").write_text("\n\n".join(zh[:10]) + "\n", encoding="utf-8")
-    (root / "zh-2.txt").write_text("\n\n".join(zh[10:16]) + "\n", encoding="utf-8")
-    (root / "en.txt").write_text("\n\n".join(en[:12]) + "\n", encoding="utf-8")
-    return str(root / "*.txt")
 
 
 def digests(out) -> dict:

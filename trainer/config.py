@@ -9,7 +9,8 @@ config silently keeping its default is the classic way to train the wrong model.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Mapping, Optional, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import yaml
 
@@ -27,7 +28,7 @@ class ModelConfig:
     (``data_contract.resolve_model_config``), so one preset serves English and Chinese vocabs.
     """
 
-    vocab_size: Optional[int] = None
+    vocab_size: int | None = None
     hidden_size: int = 768
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
@@ -45,7 +46,7 @@ class ModelConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
                              f"num_attention_heads {self.num_attention_heads}")
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The fields as a dict; also valid ``BertConfig(**d)`` keyword arguments."""
         return dataclasses.asdict(self)
 
@@ -77,9 +78,9 @@ class TrainConfig:
     adam_beta2: float = _option(0.999, "second-moment decay")
     adam_epsilon: float = _option(1e-6, "added to the root of the second moment")
     max_grad_norm: float = _option(1.0, "clip gradients to this global norm; <= 0: no clipping")
-    max_seq_length: Optional[int] = _option(None, "the phase's sequence length; checked "
+    max_seq_length: int | None = _option(None, "the phase's sequence length; checked "
                                                   "against the data's manifest")
-    max_predictions_per_seq: Optional[int] = _option(None, "the phase's predictions per "
+    max_predictions_per_seq: int | None = _option(None, "the phase's predictions per "
                                                            "sequence; checked against the manifest")
     checkpoint_every: int = _option(1000, "save a checkpoint every N updates (and at the end)")
     keep_checkpoints: int = _option(3, "newest checkpoints kept, older ones deleted; 0: all")
@@ -107,7 +108,7 @@ class TrainConfig:
         if self.warmup_steps < 0 or self.num_workers < 0 or self.shuffle_buffer < 0:
             raise ValueError("warmup_steps, num_workers and shuffle_buffer must be >= 0")
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -120,7 +121,7 @@ def from_dict(cls: type, values: Mapping[str, Any], *, source: str = "config") -
     return cls(**dict(values))
 
 
-def load_yaml(path: str) -> Dict[str, Any]:
+def load_yaml(path: str) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
         values = yaml.safe_load(f) or {}
     if not isinstance(values, dict):

@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import os
 import time
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from trainer import storage
 from trainer.data_contract import DataSpec, shard_entries
@@ -39,8 +39,8 @@ class Expected:
 
     path: str
     data_dir: str
-    bytes: Optional[int] = None
-    sha256: Optional[str] = None
+    bytes: int | None = None
+    sha256: str | None = None
 
 
 @dataclasses.dataclass
@@ -50,8 +50,8 @@ class Report:
     Plain data, so ranks can gather their reports (``torch.distributed.all_gather_object``).
     """
 
-    problems: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
-    data_dirs: List[str] = dataclasses.field(default_factory=list)
+    problems: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    data_dirs: list[str] = dataclasses.field(default_factory=list)
     files: int = 0
     bytes_read: int = 0
     seconds: float = 0.0
@@ -74,7 +74,7 @@ class Report:
         return self.bytes_read / self.seconds / 1e6 if self.seconds > 0 else 0.0
 
 
-def expected_shards(spec: DataSpec, fmt: str) -> List[Expected]:
+def expected_shards(spec: DataSpec, fmt: str) -> list[Expected]:
     """The ``fmt`` shards of ``spec`` in manifest order, with what the manifest records."""
     return [Expected(path=path, data_dir=spec.data_dir,
                      bytes=int(e["bytes"]) if e.get("bytes") is not None else None,
@@ -82,7 +82,7 @@ def expected_shards(spec: DataSpec, fmt: str) -> List[Expected]:
             for path, e in zip(spec.paths(fmt), shard_entries(spec.manifest, fmt))]
 
 
-def unique(shards: Sequence[Expected]) -> List[Expected]:
+def unique(shards: Sequence[Expected]) -> list[Expected]:
     """``shards`` without repeats of a path (--eval_data_dir may be --data_dir), in order."""
     seen, out = set(), []
     for s in shards:
@@ -92,7 +92,7 @@ def unique(shards: Sequence[Expected]) -> List[Expected]:
     return out
 
 
-def unchecked_notes(shards: Sequence[Expected]) -> List[str]:
+def unchecked_notes(shards: Sequence[Expected]) -> list[str]:
     """One line per data dir whose manifest lacks sizes or digests (written before they were
     recorded), saying what is not checked there; [] when everything is."""
     notes = []
@@ -111,7 +111,7 @@ def unchecked_notes(shards: Sequence[Expected]) -> List[str]:
     return notes
 
 
-def share(shards: Sequence[Expected], *, part: int, parts: int) -> List[Expected]:
+def share(shards: Sequence[Expected], *, part: int, parts: int) -> list[Expected]:
     """This process's ``part`` of ``parts`` (every parts-th shard: shards are similar in size)."""
     if not 0 <= part < parts:
         raise ValueError(f"part must be in [0, {parts}), got {part}")
@@ -123,7 +123,7 @@ def default_threads(processes: int = 1) -> int:
     return max(1, min(MAX_THREADS, (os.cpu_count() or 1) // max(1, processes)))
 
 
-def file_digest(path: str, *, block_size: int = BLOCK_SIZE) -> Tuple[int, str]:
+def file_digest(path: str, *, block_size: int = BLOCK_SIZE) -> tuple[int, str]:
     """(size in bytes, sha256 hex digest) of ``path``, read once in ``block_size`` blocks."""
     digest, size = hashlib.sha256(), 0
     with storage.open_binary(path) as f:
@@ -136,7 +136,7 @@ def file_digest(path: str, *, block_size: int = BLOCK_SIZE) -> Tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def difference(shard: Expected, size: int, sha256: str) -> Optional[str]:
+def difference(shard: Expected, size: int, sha256: str) -> str | None:
     """What differs between the file read and its manifest entry (None: nothing recorded
     does). A size difference is reported alone: the digest then differs too."""
     if shard.bytes is not None and size != shard.bytes:
@@ -148,7 +148,7 @@ def difference(shard: Expected, size: int, sha256: str) -> Optional[str]:
     return None
 
 
-def _check_one(shard: Expected, block_size: int) -> Tuple[int, Optional[str]]:
+def _check_one(shard: Expected, block_size: int) -> tuple[int, str | None]:
     """(bytes read, what differs or None) of one shard; a file that cannot be read differs."""
     if shard.bytes is None and shard.sha256 is None:
         return 0, None  # nothing to compare with: unchecked_notes says so

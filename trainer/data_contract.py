@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Dict, List, Optional
 
 from pipeline import schema
 from trainer.config import ModelConfig
@@ -43,8 +42,8 @@ def read_manifest(data_dir: str) -> dict:
 
 
 def check_compatible(manifest: dict, model_config: ModelConfig, *,
-                     max_seq_length: Optional[int] = None,
-                     max_predictions_per_seq: Optional[int] = None) -> None:
+                     max_seq_length: int | None = None,
+                     max_predictions_per_seq: int | None = None) -> None:
     """Refuse data the model cannot train on; ValueError listing every mismatch found.
 
     max_seq_length / max_predictions_per_seq: what the training config expects for this phase
@@ -88,7 +87,7 @@ def resolve_model_config(model_config: ModelConfig, manifest: dict) -> ModelConf
     return dataclasses.replace(model_config, vocab_size=int(manifest["vocab_size"]))
 
 
-def shard_entries(manifest: dict, fmt: str) -> List[dict]:
+def shard_entries(manifest: dict, fmt: str) -> list[dict]:
     """The manifest's ``shards[fmt]`` list of {"path", "instances"}; ValueError if absent."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -98,12 +97,12 @@ def shard_entries(manifest: dict, fmt: str) -> List[dict]:
     return entries
 
 
-def shard_paths(data_dir: str, manifest: dict, fmt: str) -> List[str]:
+def shard_paths(data_dir: str, manifest: dict, fmt: str) -> list[str]:
     """Absolute paths (or URLs) of the ``fmt`` shards, in manifest order (sorted by name)."""
     return [join(data_dir, e["path"]) for e in shard_entries(manifest, fmt)]
 
 
-def shard_sizes(manifest: dict, fmt: str) -> List[int]:
+def shard_sizes(manifest: dict, fmt: str) -> list[int]:
     """Instances per shard, parallel to ``shard_paths``."""
     return [int(e["instances"]) for e in shard_entries(manifest, fmt)]
 
@@ -123,7 +122,7 @@ class DataSpec:
     """
 
     data_dir: str
-    manifest: Dict
+    manifest: dict
     max_seq_length: int
     max_predictions_per_seq: int
     vocab_size: int
@@ -132,16 +131,16 @@ class DataSpec:
     tfrecord_compression: str
     next_sentence: str
 
-    def paths(self, fmt: str) -> List[str]:
+    def paths(self, fmt: str) -> list[str]:
         return shard_paths(self.data_dir, self.manifest, fmt)
 
-    def sizes(self, fmt: str) -> List[int]:
+    def sizes(self, fmt: str) -> list[int]:
         return shard_sizes(self.manifest, fmt)
 
 
 def load_data_dir(data_dir: str, model_config: ModelConfig, *,
-                  max_seq_length: Optional[int] = None,
-                  max_predictions_per_seq: Optional[int] = None) -> DataSpec:
+                  max_seq_length: int | None = None,
+                  max_predictions_per_seq: int | None = None) -> DataSpec:
     """read_manifest + check_compatible in one call; returns the facts trainers use.
 
     model_config must already have its vocab_size resolved (``resolve_model_config``).

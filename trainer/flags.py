@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from trainer.config import TrainConfig
 
@@ -63,10 +63,10 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Optional[List[str]], *, description: str) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, *, description: str) -> argparse.Namespace:
     return build_parser(description).parse_args(argv)
 
 
-def train_overrides(args: argparse.Namespace) -> Dict[str, Any]:
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields given on the command line (None: keep the preset's value)."""
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}

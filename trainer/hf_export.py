@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
 
 from pipeline.schema import VOCAB_FILE  # the data's vocab.txt, copied under the same name
 from trainer import storage
@@ -84,7 +84,7 @@ def write_safetensors(out_dir: str, tensors: Mapping[str, "object"]) -> None:
 
 def export_hf(out_dir: str, *, model_config: ModelConfig, save_weights: Callable[[str], None],
               vocab_file: str, do_lower_case: bool,
-              model_max_length: Optional[int] = None) -> str:
+              model_max_length: int | None = None) -> str:
     """Write the whole directory; return its absolute path.
 
     save_weights(out_dir) writes the weights (it may also write config.json; ours replaces it so

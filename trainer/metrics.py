@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from collections.abc import Callable, Mapping
 
 from pipeline import schema
 from trainer import storage
@@ -58,24 +58,24 @@ def has_pair_head(next_sentence: str) -> bool:
     return bool(PAIR_METRICS[next_sentence])
 
 
-def sum_keys(next_sentence: str) -> Tuple[str, ...]:
+def sum_keys(next_sentence: str) -> tuple[str, ...]:
     """The per-batch sums of this task: MLM terms, the sentence head's (nsp, sop), examples."""
     pair = PAIR_SUM_KEYS if has_pair_head(next_sentence) else ()
     return MLM_SUM_KEYS + pair + ("num_examples",)
 
 
-def metric_names(next_sentence: str) -> Tuple[str, ...]:
+def metric_names(next_sentence: str) -> tuple[str, ...]:
     """Google's metric names that data of this task has (see the module doc)."""
     has_pair_head(next_sentence)  # refuses an unknown task
     return MLM_METRICS + PAIR_METRICS[next_sentence]
 
 
-def eval_keys(next_sentence: str) -> Tuple[str, ...]:
+def eval_keys(next_sentence: str) -> tuple[str, ...]:
     """An eval line's keys: loss (MLM + sentence head), the metrics, examples scored."""
     return ("loss",) + metric_names(next_sentence) + ("examples",)
 
 
-def train_keys(next_sentence: str) -> Tuple[str, ...]:
+def train_keys(next_sentence: str) -> tuple[str, ...]:
     return eval_keys(next_sentence) + TRAIN_EXTRA_KEYS
 
 
@@ -84,12 +84,12 @@ def mlm_denominator(weight_sum):
     return weight_sum + MLM_DENOMINATOR_EPS
 
 
-def add(total: Optional[Mapping], more: Mapping) -> Dict:
+def add(total: Mapping | None, more: Mapping) -> dict:
     """Key-wise sum of two sum dicts; ``total`` None starts a new one."""
     return dict(more) if total is None else {k: total[k] + more[k] for k in more}
 
 
-def finish(sums: Mapping[str, float], next_sentence: str) -> Dict[str, float]:
+def finish(sums: Mapping[str, float], next_sentence: str) -> dict[str, float]:
     """``eval_keys(next_sentence)`` from summed ``sum_keys(next_sentence)`` (over batches,
     steps and replicas): MLM terms divided by the weight sum + epsilon, the sentence head's by
     the number of examples; loss is their sum (masked_lm_loss alone for "none")."""
@@ -107,7 +107,7 @@ def finish(sums: Mapping[str, float], next_sentence: str) -> Dict[str, float]:
 
 
 def finish_train(sums: Mapping[str, float], next_sentence: str, *, grad_norm_sum: float,
-                 steps: int, learning_rate: float, seconds: float) -> Dict[str, float]:
+                 steps: int, learning_rate: float, seconds: float) -> dict[str, float]:
     """``train_keys(next_sentence)`` for a window of ``steps`` updates that took ``seconds``.
 
     grad_norm is the mean over the window of the global gradient norm before clipping;
@@ -129,7 +129,7 @@ class MetricsLog:
     """
 
     def __init__(self, output_dir: str, *, next_sentence: str,
-                 scalars: Optional[Callable[[str, int, Dict[str, float]], None]] = None,
+                 scalars: Callable[[str, int, dict[str, float]], None] | None = None,
                  active: bool = True):
         self.path = storage.join(output_dir, METRICS_FILE)
         self.keys = {"train": train_keys(next_sentence), "eval": eval_keys(next_sentence)}

@@ -30,11 +30,17 @@ import dataclasses
 import hashlib
 import json
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from trainer import data_check, data_contract, flags, hf_export, storage
-from trainer.config import (ModelConfig, TrainConfig, learning_rate, load_model_config,
-                            load_train_config, with_overrides)
+from trainer.config import (
+    ModelConfig,
+    TrainConfig,
+    learning_rate,
+    load_model_config,
+    load_train_config,
+    with_overrides,
+)
 from trainer.data_contract import DataSpec
 from trainer.metrics import METRICS_FILE
 
@@ -69,11 +75,11 @@ class Run:
     train_config: TrainConfig
     data: DataSpec
     output_dir: str
-    eval_data: Optional[DataSpec] = None
-    init_checkpoint: Optional[str] = None
-    export_hf: Optional[str] = None
+    eval_data: DataSpec | None = None
+    init_checkpoint: str | None = None
+    export_hf: str | None = None
     overwrite: bool = False
-    stop_at_step: Optional[int] = None
+    stop_at_step: int | None = None
     skip_data_check: bool = False
 
     @property
@@ -108,17 +114,17 @@ class Outcome:
     """What a run ended with: its last step, last train and eval lines, the export's path."""
 
     step: int
-    train: Optional[Dict[str, float]] = None
-    eval: Optional[Dict[str, float]] = None
-    export_hf: Optional[str] = None
+    train: dict[str, float] | None = None
+    eval: dict[str, float] | None = None
+    export_hf: str | None = None
 
-    def summary(self) -> Dict:
+    def summary(self) -> dict:
         """What both entry points print and return (JSON types)."""
         return {"step": self.step, "train": self.train, "eval": self.eval,
                 "export_hf": self.export_hf}
 
 
-def load_configs(args: argparse.Namespace) -> Tuple[ModelConfig, TrainConfig]:
+def load_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
     """(ModelConfig, TrainConfig) from the presets and the flags that override them."""
     if args.model_config:
         model_config = load_model_config(args.model_config)
@@ -132,9 +138,9 @@ def load_configs(args: argparse.Namespace) -> Tuple[ModelConfig, TrainConfig]:
 
 
 def prepare_run(model_config: ModelConfig, train_config: TrainConfig, *, data_dir: str,
-                output_dir: str, eval_data_dir: Optional[str] = None,
-                init_checkpoint: Optional[str] = None, export_hf: Optional[str] = None,
-                overwrite: bool = False, stop_at_step: Optional[int] = None,
+                output_dir: str, eval_data_dir: str | None = None,
+                init_checkpoint: str | None = None, export_hf: str | None = None,
+                overwrite: bool = False, stop_at_step: int | None = None,
                 skip_data_check: bool = False) -> Run:
     """Resolve vocab_size from the manifest, check data, eval data and init checkpoint against
     the model and the phase (and the held-out data's sentence task against the training
@@ -186,7 +192,7 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def run_record(run: Run, *, trainer: str, replicas: int) -> Dict:
+def run_record(run: Run, *, trainer: str, replicas: int) -> dict:
     """The content of run_config.json (JSON types only, so it compares with a reread one)."""
     if trainer not in TRAINERS:
         raise ValueError(f"trainer must be one of {TRAINERS}, got {trainer!r}")
@@ -200,7 +206,7 @@ def run_record(run: Run, *, trainer: str, replicas: int) -> Dict:
     return json.loads(json.dumps(record))
 
 
-def _flatten(values: Dict, prefix: str = "") -> Dict:
+def _flatten(values: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in values.items():
         if isinstance(value, dict):
@@ -210,14 +216,14 @@ def _flatten(values: Dict, prefix: str = "") -> Dict:
     return out
 
 
-def differences(saved: Dict, current: Dict) -> List[str]:
+def differences(saved: dict, current: dict) -> list[str]:
     """What makes ``current`` a different run from ``saved`` (both ``run_record``s)."""
     a, b = _flatten(saved), _flatten(current)
     return [f"{key}: {a.get(key)!r} there, {b.get(key)!r} now" for key in sorted(set(a) | set(b))
             if key not in MAY_CHANGE_ON_RESUME and a.get(key) != b.get(key)]
 
 
-def check_run_dir(run: Run, record: Dict) -> bool:
+def check_run_dir(run: Run, record: dict) -> bool:
     """Apply the resume rule without writing anything (every rank may call it).
 
     Returns True when the trainer's files there must be deleted first (--overwrite with files
@@ -237,7 +243,7 @@ def check_run_dir(run: Run, record: Dict) -> bool:
     return False
 
 
-def start_run_dir(run: Run, record: Dict, *, clear: bool) -> None:
+def start_run_dir(run: Run, record: dict, *, clear: bool) -> None:
     """Delete the trainer's files if ``clear``; write run_config.json (one process calls it)."""
     if clear:
         for name in RUN_ENTRIES:
@@ -246,14 +252,14 @@ def start_run_dir(run: Run, record: Dict, *, clear: bool) -> None:
     storage.write_text(run.path(RUN_CONFIG), json.dumps(record, indent=2) + "\n")
 
 
-def data_shards(run: Run, fmt: str) -> List[data_check.Expected]:
+def data_shards(run: Run, fmt: str) -> list[data_check.Expected]:
     """The ``fmt`` shards the run reads, training then held-out data, each path once."""
     specs = [run.data] + ([run.eval_data] if run.eval_data is not None else [])
     return data_check.unique([s for spec in specs for s in data_check.expected_shards(spec, fmt)])
 
 
 def check_data(run: Run, fmt: str, *, part: int = 0, parts: int = 1,
-               threads: Optional[int] = None) -> data_check.Report:
+               threads: int | None = None) -> data_check.Report:
     """Compare this process's ``part`` of ``parts`` of the run's ``fmt`` shards (training and
     held-out) with their manifest; an empty report when --skip_data_check. Raises nothing:
     the caller gathers the parts' reports (DDP) and passes them to ``refuse_changed_data``,

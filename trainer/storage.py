@@ -1,6 +1,7 @@
 """Files the trainers read and write, on a local disk or behind a URL (``gs://...``).
 
-Framework-free: local paths use the standard library. URLs go through ``tf.io.gfile`` when
+Framework-free: local paths (``file://`` included: ``pipeline.common.paths``) use the standard
+library. URLs go through ``tf.io.gfile`` when
 TensorFlow is already imported (the TF trainer, whose data and output_dir live on GCS on a TPU
 VM). Without TensorFlow, URLs can be read through ``fsspec`` (it needs the protocol's package,
 e.g. gcsfs: the PyTorch trainer streaming shards from a bucket); writing a run directory behind
@@ -14,16 +15,17 @@ import shutil
 import sys
 from typing import IO
 
+from pipeline.common.paths import is_remote, local_path  # one meaning: file:// is local
 
-def is_remote(path: str) -> bool:
-    return "://" in path
+__all__ = ["is_remote", "local_path", "join", "open_binary", "exists", "read_text", "write_text",
+           "append_text", "make_dirs", "remove"]
 
 
 def join(base: str, *parts: str) -> str:
-    """os.path.join for local paths (made absolute), '/'-join for URLs."""
+    """os.path.join for local paths (made absolute; ``file://`` stripped), '/'-join for URLs."""
     if is_remote(base):
         return "/".join([base.rstrip("/"), *parts])
-    return os.path.abspath(os.path.join(base, *parts))
+    return os.path.abspath(os.path.join(local_path(base), *parts))
 
 
 def _gfile():
@@ -43,7 +45,7 @@ def _remote_writer(path: str):
 def open_binary(path: str) -> IO[bytes]:
     """A readable binary file object for a local path or a URL (see module docstring)."""
     if not is_remote(path):
-        return open(path, "rb")
+        return open(local_path(path), "rb")
     gfile = _gfile()
     if gfile is not None:
         return gfile.GFile(path, "rb")
@@ -54,7 +56,7 @@ def open_binary(path: str) -> IO[bytes]:
 
 def exists(path: str) -> bool:
     if not is_remote(path):
-        return os.path.exists(path)
+        return os.path.exists(local_path(path))
     gfile = _gfile()
     if gfile is not None:
         return gfile.exists(path)
@@ -72,6 +74,7 @@ def read_text(path: str) -> str:
 def write_text(path: str, text: str) -> None:
     """Replace ``path``'s content with ``text`` (UTF-8), creating its directory."""
     if not is_remote(path):
+        path = local_path(path)
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
@@ -88,6 +91,7 @@ def append_text(path: str, text: str) -> None:
     no append: a remote file is rewritten whole (fine for a log written every few hundred
     steps)."""
     if not is_remote(path):
+        path = local_path(path)
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
             f.write(text)
@@ -99,12 +103,13 @@ def make_dirs(path: str) -> None:
     if is_remote(path):
         _remote_writer(path).makedirs(path)
     else:
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(local_path(path), exist_ok=True)
 
 
 def remove(path: str) -> None:
     """Delete a file or a directory tree; nothing if ``path`` does not exist."""
     if not is_remote(path):
+        path = local_path(path)
         if os.path.isdir(path):
             shutil.rmtree(path)
         elif os.path.exists(path):

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import sys
-from typing import List, Optional
 
 if __name__ == "__main__" and not __package__:
     # `python trainer/train_torch.py` (and torchrun, which runs the file the same way) puts
@@ -47,7 +46,7 @@ from trainer.pt import threads  # noqa: E402  (torch-free: it must act before to
 DESCRIPTION = __doc__.split("\n")[0]
 
 
-def train(argv: Optional[List[str]] = None) -> Optional[dict]:
+def train(argv: list[str] | None = None) -> dict | None:
     """Parse, check, train; return the run's summary on rank 0 (None on other ranks)."""
     args = flags.parse_args(argv, description=DESCRIPTION)
     quiet.configure(verbose=args.verbose)
@@ -72,7 +71,7 @@ def train(argv: Optional[List[str]] = None) -> Optional[dict]:
     return summary if ctx.is_main else None
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """The console entry point: train, then print the summary as JSON (rank 0)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     summary = train(argv)

@@ -7,10 +7,9 @@ One meaning in the whole pipeline (the job, its Beam filesystem layer, the reade
 * ``file://`` names the local disk, like a plain path: :func:`local_path` strips the scheme
   and the OS opens the file (which is what Beam's local filesystem does too).
 
-Two tests elsewhere mean something else on purpose: ``core.segment.resolve_model`` refuses any
-``scheme://`` model path, ``file://`` included (the job hands the segmenter plain local
-directories); the trainers' ``trainer/storage.py`` counts every URL, ``file://`` included, as
-remote (it sends URLs to ``tf.io.gfile`` or ``fsspec``, which read ``file://`` as well).
+The trainers' files (``trainer/storage.py``) use the same two functions. One test elsewhere
+means something else on purpose: ``core.segment.resolve_model`` refuses any ``scheme://``
+model path, ``file://`` included (the job hands the segmenter plain local directories).
 """
 from __future__ import annotations
 

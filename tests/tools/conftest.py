@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from pipeline.run import run
-from tests.test_golden import write_corpus  # Chinese news in two files, English prose in one
+from tests.realdata import write_corpus  # Chinese news in two files, English prose in one
 
 
 def make_output(root, ltp_model, *flags):

@@ -8,7 +8,7 @@ from pipeline.default_segmenter import cache
 from pipeline.default_segmenter.train import HELD_OUT_F1
 from pipeline.tools import console
 from tests.conftest import run_cli
-from tests.test_golden import write_corpus
+from tests.realdata import write_corpus
 
 
 def test_import_noise_is_held_back_and_shown_with_verbose(capsys):

@@ -7,7 +7,7 @@ import time
 from pipeline.beam import pieces
 from pipeline.run import run
 from pipeline.tools import progress
-from tests.test_golden import write_corpus
+from tests.realdata import write_corpus
 from tests.tools.conftest import manifest
 
 

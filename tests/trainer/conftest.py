@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import random
-from typing import List
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -40,7 +39,7 @@ def row_id(input_ids, vocab_size: int) -> int:
     return (int(input_ids[1]) - FIRST_WORD_ID) * base + int(input_ids[2]) - FIRST_WORD_ID
 
 
-def segments(body: List[int], len_a: int, label: int, next_sentence: str, *, echo: int):
+def segments(body: list[int], len_a: int, label: int, next_sentence: str, *, echo: int):
     """(tokens, len_a, label): ``[CLS] A [SEP] B [SEP]`` of ``body`` cut at ``len_a``, or
     ``[CLS] body [SEP]`` for "none" (one segment, label 0: not written). A label-0 pair (NSP
     "is next", SOP "in order") starts B with A's token at ``echo``, so the label is learnable."""
@@ -93,7 +92,7 @@ def shard_entry(out_dir: str, rel: str, instances: int) -> dict:
             "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def write_shard_dir(out_dir: str, instances: List[Instance], *, num_shards: int,
+def write_shard_dir(out_dir: str, instances: list[Instance], *, num_shards: int,
                     max_seq_length: int, max_predictions: int, vocab_size: int,
                     row_group_size: int = 16, do_lower_case: bool = True,
                     next_sentence: str = "nsp") -> str:

@@ -4,8 +4,14 @@ import os
 
 import pytest
 
-from trainer.config import (ModelConfig, TrainConfig, learning_rate, load_model_config,
-                            load_train_config, with_overrides)
+from trainer.config import (
+    ModelConfig,
+    TrainConfig,
+    learning_rate,
+    load_model_config,
+    load_train_config,
+    with_overrides,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -37,7 +43,8 @@ def test_v3_8_preset_is_the_bert_paper_setup():
     config = load_train_config(os.path.join(REPO, "configs", "train", "tpu-v3-8.yaml"))
     assert config.batch_size * 8 == 256
     assert (config.learning_rate, config.warmup_steps) == (1e-4, 10000)
-    assert load_train_config(os.path.join(REPO, "configs", "train", "tpu-v4-8.yaml")).optimizer == "lamb"
+    tpu = load_train_config(os.path.join(REPO, "configs", "train", "tpu-v4-8.yaml"))
+    assert tpu.optimizer == "lamb"
 
 
 def test_unknown_keys_are_refused(tmp_path):
@@ -62,7 +69,9 @@ def test_overrides_replace_only_given_values():
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
-    lr = lambda s: learning_rate(s, base_lr=1e-3, warmup_steps=4, total_steps=12)
+    def lr(s):
+        return learning_rate(s, base_lr=1e-3, warmup_steps=4, total_steps=12)
+
     assert [round(lr(s), 10) for s in range(4)] == [2.5e-4, 5e-4, 7.5e-4, 1e-3]
     assert lr(4) == pytest.approx(1e-3)
     assert lr(8) == pytest.approx(5e-4)

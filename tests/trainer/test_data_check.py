@@ -8,12 +8,12 @@ import shutil
 
 import pytest
 
+from tests.trainer.conftest import TINY_MODEL
 from trainer import data_check, data_contract, run_setup
 from trainer.config import ModelConfig, TrainConfig
 from trainer.data_check import Expected
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            max_position_embeddings=64)
+TINY = TINY_MODEL  # tests/trainer/conftest.py: the one tiny model
 
 
 def write(path, data: bytes) -> Expected:

@@ -13,13 +13,13 @@ import sys
 
 import pytest
 
+from tests.trainer.conftest import TINY_MODEL
 from trainer import flags, hf_export, metrics, run_setup
 from trainer.config import ModelConfig, TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(REPO, "configs", "train", "cpu-smoke.yaml")
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            max_position_embeddings=64)
+TINY = TINY_MODEL  # tests/trainer/conftest.py: the one tiny model
 
 
 def help_options(script: str) -> list:

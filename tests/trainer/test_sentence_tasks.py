@@ -6,6 +6,7 @@ import os
 import pytest
 
 from pipeline import schema
+from tests.trainer.conftest import TINY_MODEL
 from trainer import data_contract, metrics, run_setup
 from trainer.config import ModelConfig, TrainConfig
 from trainer.train_torch import train as train_torch
@@ -13,8 +14,7 @@ from trainer.train_tpu import train as train_tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(REPO, "configs", "train", "cpu-smoke.yaml")
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            max_position_embeddings=64)
+TINY = TINY_MODEL  # tests/trainer/conftest.py: the one tiny model
 SUMS = dict(mlm_loss_sum=6.0, mlm_weight_sum=3.0, mlm_correct_sum=2.0, nsp_loss_sum=1.5,
             nsp_correct_sum=1.0, num_examples=2.0)
 

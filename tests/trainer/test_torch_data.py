@@ -9,13 +9,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline import schema
+from tests.trainer.conftest import TINY_MODEL
 from trainer import data_contract
 from trainer.config import ModelConfig
-from trainer.pt.data import (IGNORE_INDEX, CursorTracker, ShardDataset, StreamConfig,
-                             epoch_file_order)
+from trainer.pt.data import (
+    IGNORE_INDEX,
+    CursorTracker,
+    ShardDataset,
+    StreamConfig,
+    epoch_file_order,
+)
 
-TINY = ModelConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                   intermediate_size=64, max_position_embeddings=64)
+TINY = ModelConfig(**TINY_MODEL)
 
 
 def stream(train_dir, **overrides) -> StreamConfig:

@@ -12,8 +12,7 @@ import os
 import pytest
 
 from pipeline import schema
-from tests.trainer.conftest import (LEARNING_RATE, LEARNING_STEPS, LEARNING_WARMUP, MLM_MARGIN,
-                                    REPO)
+from tests.trainer.conftest import LEARNING_RATE, LEARNING_STEPS, LEARNING_WARMUP, MLM_MARGIN, REPO
 from trainer.train_torch import train
 
 

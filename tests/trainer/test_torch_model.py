@@ -3,14 +3,13 @@ import pytest
 import torch
 
 from pipeline import schema
+from tests.trainer.conftest import TINY_MODEL
 from trainer import data_contract, metrics
 from trainer.config import ModelConfig, TrainConfig, learning_rate
 from trainer.pt.data import ShardDataset, StreamConfig
-from trainer.pt.model import (Pretrainer, build_model, build_optimizer, build_scheduler,
-                              param_groups)
+from trainer.pt.model import Pretrainer, build_model, build_optimizer, build_scheduler, param_groups
 
-TINY = ModelConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                   intermediate_size=64, max_position_embeddings=64)
+TINY = ModelConfig(vocab_size=64, **TINY_MODEL)
 
 
 @pytest.fixture

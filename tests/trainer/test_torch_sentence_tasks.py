@@ -7,6 +7,7 @@ import torch
 import transformers
 
 from pipeline import schema
+from tests.trainer.conftest import TINY_MODEL
 from trainer import data_contract, metrics
 from trainer.config import ModelConfig
 from trainer.pt.data import ShardDataset, StreamConfig
@@ -15,8 +16,7 @@ from trainer.train_torch import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(REPO, "configs", "train", "cpu-smoke.yaml")
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            max_position_embeddings=64)
+TINY = TINY_MODEL  # tests/trainer/conftest.py: the one tiny model
 SEED = 12345  # cpu-smoke's seed: the fresh model's weights
 FROZEN = ("bert.pooler.", "cls.seq_relationship.")
 

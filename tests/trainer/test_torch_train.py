@@ -106,8 +106,10 @@ def test_rerunning_the_command_resumes_with_the_same_data_and_weights(straight_r
     assert b["step"] == a["step"] == 8
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
-    cursor = lambda o: torch.load(os.path.join(checkpoint.latest_checkpoint(str(o)),
-                                               "rank-00000.pt"), weights_only=False)["data"]
+    def cursor(o):
+        return torch.load(os.path.join(checkpoint.latest_checkpoint(str(o)), "rank-00000.pt"),
+                          weights_only=False)["data"]
+
     assert cursor(straight) == cursor(out) == {"cursors": {"0": [0, 32], "1": [0, 32]},
                                                 "batches": 8}
     assert [x["step"] for x in metrics.read(str(out / "metrics.jsonl"))] == [2, 3, 4, 6, 8]
@@ -152,7 +154,8 @@ def test_hf_export_loads_with_auto_classes_and_gives_the_same_logits(straight_ru
     assert torch.allclose(got.prediction_logits, expected.prediction_logits, atol=1e-5)
     assert torch.allclose(got.seq_relationship_logits, expected.seq_relationship_logits, atol=1e-5)
     assert torch.allclose(hidden, expected_hidden, atol=1e-5)
-    assert json.load(open(os.path.join(hf, "config.json")))["architectures"] == ["BertForPreTraining"]
+    with open(os.path.join(hf, "config.json")) as f:
+        assert json.load(f)["architectures"] == ["BertForPreTraining"]
 
 
 @pytest.mark.slow

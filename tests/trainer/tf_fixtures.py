@@ -14,19 +14,26 @@ import os
 import random
 import subprocess
 import sys
-from typing import List
 
 import tensorflow as tf
 
 from pipeline import schema
 from pipeline.core.instance import Instance
-from tests.trainer.conftest import (CLS_ID, MASK_ID, REPO, SEP_ID, SPECIALS,  # noqa: F401
-                                    segments, shard_entry, write_vocab)
+from tests.trainer.conftest import (  # noqa: F401
+    CLS_ID,
+    MASK_ID,
+    REPO,
+    SEP_ID,
+    SPECIALS,
+    TINY_MODEL,
+    segments,
+    shard_entry,
+    write_vocab,
+)
 
 FIRST_WORD = len(SPECIALS)
 # Model shapes of the tests: 2 layers, hidden 32 (vocab comes from the data, 64).
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            max_position_embeddings=64)
+TINY = TINY_MODEL  # tests/trainer/conftest.py: the one tiny model
 
 
 def make_instance(rng: random.Random, *, vocab_size: int, max_seq_length: int,
@@ -61,7 +68,7 @@ def to_example(inst: Instance, max_seq_length: int, max_predictions: int,
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def write_data_dir(out_dir: str, instances: List[Instance], *, num_shards: int,
+def write_data_dir(out_dir: str, instances: list[Instance], *, num_shards: int,
                    max_seq_length: int, max_predictions: int, vocab_size: int,
                    compression: str = "", next_sentence: str = "nsp") -> str:
     """TFRecord shards (round-robin split) + vocab.txt + manifest.json, as the pipeline does."""

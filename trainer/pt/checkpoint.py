@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import shutil
-from typing import List, Optional, Tuple
 
 import torch
 
@@ -51,10 +50,11 @@ def complete_steps(output_dir: str) -> list:
     if not os.path.isdir(root):
         return []
     steps = [int(m.group(1)) for m in map(_STEP_DIR.match, os.listdir(root)) if m]
-    return sorted(s for s in steps if os.path.exists(os.path.join(step_dir(output_dir, s), COMPLETE)))
+    return sorted(s for s in steps
+                  if os.path.exists(os.path.join(step_dir(output_dir, s), COMPLETE)))
 
 
-def latest_checkpoint(output_dir: str) -> Optional[str]:
+def latest_checkpoint(output_dir: str) -> str | None:
     steps = complete_steps(output_dir)
     return step_dir(output_dir, steps[-1]) if steps else None
 
@@ -125,7 +125,7 @@ def set_aside(path: str) -> str:
     return target
 
 
-def load_newest(output_dir: str, *, ctx: DistContext) -> Tuple[Optional[str], Optional[tuple]]:
+def load_newest(output_dir: str, *, ctx: DistContext) -> tuple[str | None, tuple | None]:
     """(path, ``load``'s (state, rank state)) of the newest complete checkpoint that loads on
     every rank, or (None, None) when none does (or there is none): the caller starts fresh.
 
@@ -135,7 +135,7 @@ def load_newest(output_dir: str, *, ctx: DistContext) -> Tuple[Optional[str], Op
     sets the skipped ones aside (``set_aside``) and warns loudly when none loads.
     """
     steps = broadcast_object(ctx, complete_steps(output_dir))
-    skipped: List[str] = []
+    skipped: list[str] = []
     chosen, loaded = None, None
     for step in reversed(steps):
         path = step_dir(output_dir, step)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline import schema
-from trainer.storage import is_remote, open_binary
+from trainer.storage import is_remote, local_path, open_binary
 
 IGNORE_INDEX = -100  # torch CrossEntropyLoss / transformers: position carries no MLM label
 
@@ -45,7 +45,7 @@ class StreamConfig:
     """Static facts of one stream. Lengths and the sentence task come from the manifest
     (``DataSpec``): "none" data has no ``next_sentence_labels`` column to read."""
 
-    paths: Tuple[str, ...]
+    paths: tuple[str, ...]
     batch_size: int
     max_seq_length: int
     max_predictions_per_seq: int
@@ -56,12 +56,12 @@ class StreamConfig:
     next_sentence: str = "nsp"
 
 
-def epoch_file_order(num_files: int, *, seed: int, epoch: int) -> List[int]:
+def epoch_file_order(num_files: int, *, seed: int, epoch: int) -> list[int]:
     """File indices in this epoch's order; identical on every rank (no rank in the seed)."""
     return np.random.default_rng([seed, epoch]).permutation(num_files).tolist()
 
 
-def reader_files(order: Sequence[int], *, reader: int, num_readers: int) -> List[int]:
+def reader_files(order: Sequence[int], *, reader: int, num_readers: int) -> list[int]:
     return list(order[reader::num_readers])
 
 
@@ -102,7 +102,8 @@ def pad_lists(column: pa.ListArray, width: int, dtype) -> np.ndarray:
     return out
 
 
-def decode_block(table: pa.Table, *, max_seq_length: int, max_predictions: int) -> Dict[str, np.ndarray]:
+def decode_block(table: pa.Table, *, max_seq_length: int,
+                 max_predictions: int) -> dict[str, np.ndarray]:
     """Arrow rows (schema.arrow_schema) -> padded numpy arrays, BERT and metric names.
 
     Shapes: [n, max_seq_length] for input_ids/attention_mask/token_type_ids/labels,
@@ -110,7 +111,11 @@ def decode_block(table: pa.Table, *, max_seq_length: int, max_predictions: int) 
     has the label column: not for next_sentence "none" data).
     """
     table = table.combine_chunks()
-    col = lambda name: table.column(name).chunk(0) if table.num_rows else pa.array([], pa.list_(pa.int64()))
+    def col(name):
+        if not table.num_rows:
+            return pa.array([], pa.list_(pa.int64()))
+        return table.column(name).chunk(0)
+
     s, p = max_seq_length, max_predictions
     out = {
         "input_ids": pad_lists(col("input_ids"), s, np.int64),
@@ -144,26 +149,27 @@ class ShardReader:
         self.config = config
         self.reader = reader
         self.num_readers = num_readers
-        self._row_groups: Dict[int, List[int]] = {}  # file index -> rows per row group
+        self._row_groups: dict[int, list[int]] = {}  # file index -> rows per row group
 
     def _open(self, file_index: int) -> pq.ParquetFile:
         path = self.config.paths[file_index]
-        return pq.ParquetFile(open_binary(path) if is_remote(path) else path)
+        return pq.ParquetFile(open_binary(path) if is_remote(path) else local_path(path))
 
-    def row_group_sizes(self, file_index: int) -> List[int]:
+    def row_group_sizes(self, file_index: int) -> list[int]:
         if file_index not in self._row_groups:
             with self._open(file_index) as pf:
                 md = pf.metadata
-            self._row_groups[file_index] = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
+            self._row_groups[file_index] = [md.row_group(g).num_rows
+                                            for g in range(md.num_row_groups)]
         return self._row_groups[file_index]
 
-    def epoch_files(self, epoch: int) -> List[int]:
+    def epoch_files(self, epoch: int) -> list[int]:
         c = self.config
         order = (epoch_file_order(len(c.paths), seed=c.seed, epoch=epoch) if c.shuffle
                  else list(range(len(c.paths))))
         return reader_files(order, reader=self.reader, num_readers=self.num_readers)
 
-    def blocks(self, epoch: int, skip: int) -> Iterator[Dict[str, np.ndarray]]:
+    def blocks(self, epoch: int, skip: int) -> Iterator[dict[str, np.ndarray]]:
         """Decoded, permuted blocks of ``epoch``, starting after ``skip`` examples."""
         c = self.config
         block_rows = c.shuffle_buffer if c.shuffle and c.shuffle_buffer > 0 else 1024
@@ -186,7 +192,7 @@ class ShardReader:
 
     def _row_group_blocks(self, file_index: int, group: int, block_rows: int) -> Iterator[pa.Table]:
         """Exactly ``block_rows``-row tables (last one shorter), whatever pyarrow's batching."""
-        pending: List[pa.RecordBatch] = []
+        pending: list[pa.RecordBatch] = []
         have = 0
         columns = [name for name, _, _ in schema.features(self.config.next_sentence)]
         with self._open(file_index) as pf:
@@ -202,10 +208,10 @@ class ShardReader:
         if have:
             yield pa.Table.from_batches(pending)
 
-    def batches(self, epoch: int, consumed: int) -> Iterator[Dict[str, torch.Tensor]]:
+    def batches(self, epoch: int, consumed: int) -> Iterator[dict[str, torch.Tensor]]:
         """Batches of ``batch_size`` across block/epoch boundaries, each with its cursor."""
         c = self.config
-        pieces: List[Dict[str, np.ndarray]] = []
+        pieces: list[dict[str, np.ndarray]] = []
         have = 0
         while True:
             for block in self.blocks(epoch, consumed):
@@ -224,7 +230,7 @@ class ShardReader:
         if pieces:
             yield self._emit(pieces, epoch, consumed)
 
-    def _emit(self, pieces, epoch: int, consumed: int) -> Dict[str, torch.Tensor]:
+    def _emit(self, pieces, epoch: int, consumed: int) -> dict[str, torch.Tensor]:
         batch = {k: torch.from_numpy(np.concatenate([p[k] for p in pieces])) for k in pieces[0]}
         batch["cursor_reader"] = torch.tensor(self.reader)
         batch["cursor_epoch"] = torch.tensor(epoch)
@@ -240,7 +246,7 @@ class ShardDataset(IterableDataset):
     """
 
     def __init__(self, config: StreamConfig, *, rank: int = 0, world_size: int = 1,
-                 num_workers: int = 0, cursors: Optional[Dict[int, Tuple[int, int]]] = None,
+                 num_workers: int = 0, cursors: dict[int, tuple[int, int]] | None = None,
                  batches_consumed: int = 0):
         super().__init__()
         self.config = config
@@ -257,7 +263,7 @@ class ShardDataset(IterableDataset):
     def reader_for_worker(self, worker: int) -> int:
         return self.rank * self.workers + (worker + self.batches_consumed) % self.workers
 
-    def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker = info.id if info is not None else 0
         if info is not None and info.num_workers != self.workers:
@@ -272,11 +278,11 @@ class ShardDataset(IterableDataset):
 class CursorTracker:
     """The data position of what the loop actually consumed: {reader: (epoch, consumed)}."""
 
-    def __init__(self, cursors: Optional[Dict[int, Tuple[int, int]]] = None, batches: int = 0):
+    def __init__(self, cursors: dict[int, tuple[int, int]] | None = None, batches: int = 0):
         self.cursors = dict(cursors or {})
         self.batches = batches
 
-    def update(self, batch: Dict[str, torch.Tensor]) -> None:
+    def update(self, batch: dict[str, torch.Tensor]) -> None:
         reader = int(batch["cursor_reader"])
         self.cursors[reader] = (int(batch["cursor_epoch"]), int(batch["cursor_consumed"]))
         self.batches += 1

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, List, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -52,7 +53,7 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def sum_across(ctx: DistContext, values: Dict[str, float]) -> Dict[str, float]:
+def sum_across(ctx: DistContext, values: dict[str, float]) -> dict[str, float]:
     """Sum each value over ranks (float64 on CPU is exact enough for counts and loss sums)."""
     if not ctx.distributed:
         return dict(values)
@@ -63,7 +64,7 @@ def sum_across(ctx: DistContext, values: Dict[str, float]) -> Dict[str, float]:
     return dict(zip(keys, t.tolist()))
 
 
-def gather_objects(ctx: DistContext, obj: Any) -> List[Any]:
+def gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
     """Every rank's ``obj`` (picklable), in rank order, on every rank."""
     if not ctx.distributed:
         return [obj]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Dict, Iterator, Optional
+from collections.abc import Iterator
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -27,8 +27,13 @@ from trainer.event_file import EventFileWriter
 from trainer.pt import checkpoint, threads
 from trainer.pt.data import CursorTracker, ShardDataset, StreamConfig, reader_files
 from trainer.pt.dist import DistContext, barrier, gather_objects, sum_across
-from trainer.pt.model import (Pretrainer, build_model, build_optimizer, build_scheduler,
-                              count_parameters)
+from trainer.pt.model import (
+    Pretrainer,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    count_parameters,
+)
 from trainer.run_setup import Run
 
 log = logging.getLogger(__name__)
@@ -42,9 +47,9 @@ class TensorBoard:
 
     def __init__(self, output_dir: str):
         self.output_dir = output_dir
-        self.writers: Dict[str, EventFileWriter] = {}
+        self.writers: dict[str, EventFileWriter] = {}
 
-    def __call__(self, split: str, step: int, values: Dict[str, float]) -> None:
+    def __call__(self, split: str, step: int, values: dict[str, float]) -> None:
         if split not in self.writers:
             self.writers[split] = EventFileWriter(
                 storage.join(self.output_dir, run_setup.TENSORBOARD, split))
@@ -64,7 +69,7 @@ def stream_config(spec, config: TrainConfig, *, train: bool) -> StreamConfig:
 
 
 def train_batches(spec, config: TrainConfig, ctx: DistContext,
-                  tracker: CursorTracker) -> Iterator[Dict[str, torch.Tensor]]:
+                  tracker: CursorTracker) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches for this rank, starting at the tracker's cursor."""
     dataset = ShardDataset(stream_config(spec, config, train=True), rank=ctx.rank,
                            world_size=ctx.world_size, num_workers=config.num_workers,
@@ -77,7 +82,7 @@ def train_batches(spec, config: TrainConfig, ctx: DistContext,
     return iter(loader)
 
 
-def to_device(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
@@ -105,7 +110,7 @@ def eval_batches(spec, config: TrainConfig, ctx: DistContext) -> int:
 
 @torch.no_grad()
 def evaluate(pretrainer: Pretrainer, spec, config: TrainConfig, ctx: DistContext, *,
-             steps: int) -> Dict[str, float]:
+             steps: int) -> dict[str, float]:
     """``metrics.eval_keys`` over ``steps`` full batches per rank of the held-out shards, read
     in file order from the start: the same examples at every evaluation."""
     dataset = ShardDataset(stream_config(spec, config, train=False), rank=ctx.rank,
@@ -123,7 +128,7 @@ def evaluate(pretrainer: Pretrainer, spec, config: TrainConfig, ctx: DistContext
 
 
 def train_step(model, batches: Iterator, tracker: CursorTracker, *, optimizer, scheduler,
-               config: TrainConfig, ctx: DistContext) -> Dict[str, torch.Tensor]:
+               config: TrainConfig, ctx: DistContext) -> dict[str, torch.Tensor]:
     """One optimizer update over grad_accum micro-batches.
 
     Returns this rank's ``metrics.sum_keys`` summed over the micro-batches and the global
@@ -160,7 +165,7 @@ def save_checkpoint(run: Run, step: int, *, pretrainer, optimizer, scheduler,
                     keep=run.train_config.keep_checkpoints)
 
 
-def restore(loaded: Optional[tuple], *, pretrainer, optimizer, scheduler, seed: int,
+def restore(loaded: tuple | None, *, pretrainer, optimizer, scheduler, seed: int,
             ctx: DistContext):
     """(start step, tracker) from ``loaded`` = ``checkpoint.load_newest``'s (state, rank
     state), or (0, fresh) when it is None.
@@ -215,7 +220,7 @@ def open_run_dir(run: Run, ctx: DistContext) -> None:
     barrier(ctx)
 
 
-def train(run: Run, ctx: DistContext) -> Dict:
+def train(run: Run, ctx: DistContext) -> dict:
     """The whole run, to ``run.last_step``; returns ``run_setup.Outcome.summary()``.
 
     Raises run_setup.Refused, before writing or building anything, when output_dir holds

@@ -13,7 +13,7 @@ they started, as the TF trainer does.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +25,8 @@ from trainer.hf_export import hf_bert_config
 from trainer.metrics import has_pair_head, mlm_denominator
 
 
-def build_model(model_config: ModelConfig, *, init_checkpoint: Optional[str] = None,
-                generator_seed: Optional[int] = None) -> BertForPreTraining:
+def build_model(model_config: ModelConfig, *, init_checkpoint: str | None = None,
+                generator_seed: int | None = None) -> BertForPreTraining:
     """A BertForPreTraining of ``model_config``: fresh, or with the weights of an HF directory
     (``--init_checkpoint``, whose shape ``run_setup`` has checked; its config.json does not
     replace ours, so dropout and the like are the run's).
@@ -62,7 +62,7 @@ class Pretrainer(nn.Module):
             for module in (model.bert.pooler, model.cls.seq_relationship):
                 module.requires_grad_(False)
 
-    def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         outputs = self.model.bert(input_ids=batch["input_ids"],
                                   attention_mask=batch["attention_mask"],
                                   token_type_ids=batch["token_type_ids"])
@@ -80,8 +80,8 @@ class Pretrainer(nn.Module):
         return {"loss": loss, **out, "sums": sums}
 
 
-def metric_sums(mlm_logits: torch.Tensor, nsp_logits: Optional[torch.Tensor],
-                batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def metric_sums(mlm_logits: torch.Tensor, nsp_logits: torch.Tensor | None,
+                batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``trainer.metrics.sum_keys`` of one batch (float32 scalars); the sentence head's terms
     only with ``nsp_logits`` (NSP or SOP data).
 

@@ -12,7 +12,7 @@ otherwise overwrite it. The model, optimizer, data position and dropout RNG all 
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import tensorflow as tf
 from google.protobuf import text_format
@@ -28,7 +28,7 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _split(prefix: str) -> Tuple[str, str]:
+def _split(prefix: str) -> tuple[str, str]:
     directory, _, name = prefix.rpartition("/")  # checkpoint paths are '/'-joined, URLs too
     return directory, name
 
@@ -70,7 +70,7 @@ def forget(directory: str, prefixes: Sequence[str]) -> None:
 
 
 def restore_newest(checkpoint: tf.train.Checkpoint,
-                   manager: tf.train.CheckpointManager) -> Tuple[Optional[str], List[str]]:
+                   manager: tf.train.CheckpointManager) -> tuple[str | None, list[str]]:
     """(prefix restored or None, prefixes skipped): restore ``checkpoint`` from the newest of
     ``manager``'s checkpoints that restores, setting the skipped ones aside (``set_aside``,
     ``forget``). A manager built before this call no longer matches the state file when some

@@ -21,7 +21,7 @@ The skip costs at most one epoch of raw record reads at start-up.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -43,7 +43,7 @@ class HostShards:
     stride is 1 and hosts split by file (no host reads bytes it throws away).
     """
 
-    files: List[str]
+    files: list[str]
     epoch_size: int
     record_stride: int = 1
     record_offset: int = 0
@@ -69,7 +69,7 @@ def host_shards(files: Sequence[str], sizes: Sequence[int], *, num_pipelines: in
 
 
 def parse_examples(serialized: tf.Tensor, *, max_seq_length: int, max_predictions_per_seq: int,
-                   next_sentence: str = "nsp") -> Dict[str, tf.Tensor]:
+                   next_sentence: str = "nsp") -> dict[str, tf.Tensor]:
     """[batch] serialized tf.train.Example -> Google's features, int64 cast to int32.
 
     Parsing a whole batch at once (``parse_example``) is several times faster than per-record

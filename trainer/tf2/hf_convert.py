@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -39,7 +38,7 @@ class Entry:
     in_axes: int = 1   # DENSE: how many leading kernel axes are the input (2 for attn output)
 
 
-def _layer_entries(i: int, layer) -> List[Entry]:
+def _layer_entries(i: int, layer) -> list[Entry]:
     p = f"bert.encoder.layer.{i}."
     attn = layer._self_attention_layer
     out = []
@@ -59,7 +58,7 @@ def _layer_entries(i: int, layer) -> List[Entry]:
     return out
 
 
-def weight_map(model) -> List[Entry]:
+def weight_map(model) -> list[Entry]:
     """Every BertForPreTraining tensor (minus tied copies) and its Keras variable."""
     bb = model.backbone
     emb_norm = bb.get_layer("embeddings_layer_norm")
@@ -91,19 +90,19 @@ def weight_map(model) -> List[Entry]:
     return entries
 
 
-def to_hf(value: np.ndarray, layout: str, hf_shape: Tuple[int, ...]) -> np.ndarray:
+def to_hf(value: np.ndarray, layout: str, hf_shape: tuple[int, ...]) -> np.ndarray:
     if layout == DENSE:  # Keras [in..., out...] -> [in, out] -> HF [out, in]
         return np.ascontiguousarray(np.reshape(value, (hf_shape[1], hf_shape[0])).T)
     return np.ascontiguousarray(np.reshape(value, hf_shape))
 
 
-def from_hf(value: np.ndarray, layout: str, keras_shape: Tuple[int, ...]) -> np.ndarray:
+def from_hf(value: np.ndarray, layout: str, keras_shape: tuple[int, ...]) -> np.ndarray:
     if layout == DENSE:
         return np.reshape(value.T, keras_shape)
     return np.reshape(value, keras_shape)
 
 
-def hf_shape(entry: Entry) -> Tuple[int, ...]:
+def hf_shape(entry: Entry) -> tuple[int, ...]:
     """The HF shape of an entry: [out, in] for DENSE, the flattened values otherwise
     (embedding tables keep their 2-D shape)."""
     shape = tuple(int(d) for d in entry.variable.shape)
@@ -114,7 +113,7 @@ def hf_shape(entry: Entry) -> Tuple[int, ...]:
     return (int(np.prod(shape)),)
 
 
-def export_tensors(model) -> Dict[str, np.ndarray]:
+def export_tensors(model) -> dict[str, np.ndarray]:
     """HF name -> float32 numpy array, in BertForPreTraining's layouts."""
     return {e.hf_name: to_hf(np.asarray(e.variable.numpy(), np.float32), e.layout, hf_shape(e))
             for e in weight_map(model)}
@@ -129,7 +128,7 @@ def _normalise_name(name: str) -> str:
     return name
 
 
-def read_hf_tensors(hf_dir: str) -> Dict[str, np.ndarray]:
+def read_hf_tensors(hf_dir: str) -> dict[str, np.ndarray]:
     """All tensors of a HF dir (model.safetensors, else pytorch_model.bin) as float32 numpy."""
     st = os.path.join(hf_dir, hf_export.SAFETENSORS_FILE)
     if os.path.exists(st):
@@ -145,7 +144,7 @@ def read_hf_tensors(hf_dir: str) -> Dict[str, np.ndarray]:
     return {_normalise_name(k): np.asarray(v, np.float32) for k, v in raw.items()}
 
 
-def load_hf_weights(model, hf_dir: str) -> List[str]:
+def load_hf_weights(model, hf_dir: str) -> list[str]:
     """Copy a HF BERT dir's weights into ``model``; return HF names not found (left as
     initialised, e.g. the heads of a BertModel checkpoint). Shapes are checked first."""
     hf_export.check_init_checkpoint(model.model_config, hf_dir)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Dict, Optional
 
 import keras
 import tensorflow as tf
@@ -32,15 +31,15 @@ from pipeline import schema
 from trainer import metrics, run_setup, storage
 from trainer.data_contract import DataSpec
 from trainer.run_setup import Run
-from trainer.tf2 import data as tfdata
 from trainer.tf2 import checkpoints, hf_convert, optim
+from trainer.tf2 import data as tfdata
 from trainer.tf2 import model as bert
 
 log = logging.getLogger(__name__)
 SUM = tf.distribute.ReduceOp.SUM
 
 
-def make_strategy(tpu: Optional[str] = None) -> tf.distribute.Strategy:
+def make_strategy(tpu: str | None = None) -> tf.distribute.Strategy:
     """TPUStrategy for ``tpu`` (a TPU name, grpc address, or "local" on a TPU VM);
     MirroredStrategy over all local GPUs if there are any; else the default strategy."""
     if tpu:
@@ -67,7 +66,7 @@ def dtype_policy(strategy: tf.distribute.Strategy, mixed_precision: str) -> str:
     return "float32"
 
 
-def dropout_rng_state(model) -> Dict[str, tf.Variable]:
+def dropout_rng_state(model) -> dict[str, tf.Variable]:
     """The dropout layers' RNG states, by position in ``model.variables``.
 
     Keras 3 keeps them in SeedGenerator objects that tf.train.Checkpoint does not reach through
@@ -164,7 +163,7 @@ class Trainer:
         return eval_input(self.strategy, data, global_batch=self.global_batch,
                           eval_steps=self.run.train_config.eval_steps)
 
-    def _replica_step(self, *batches) -> Dict[str, tf.Tensor]:
+    def _replica_step(self, *batches) -> dict[str, tf.Tensor]:
         """One optimizer update on this replica's micro-batches; returns its loss sums."""
         tc, ctx = self.run.train_config, tf.distribute.get_replica_context()
         variables = self.model.trainable_variables
@@ -185,7 +184,7 @@ class Trainer:
         totals["grad_norm"] = norm / float(self.replicas)  # summed by the reduce below
         return totals
 
-    def _replica_eval(self, features) -> Dict[str, tf.Tensor]:
+    def _replica_eval(self, features) -> dict[str, tf.Tensor]:
         return bert.loss_sums(self.model(features, training=False), features,
                               self.next_sentence)
 
@@ -222,14 +221,14 @@ class Trainer:
 
         return eval_chunk
 
-    def train_steps(self, iterator, num_steps: int) -> Dict[str, float]:
+    def train_steps(self, iterator, num_steps: int) -> dict[str, float]:
         """Run ``num_steps`` updates; advance the data position; return the summed loss terms
         (``metrics.sum_keys``) and the summed gradient norm."""
         sums = self._train_chunk(iterator, tf.constant(num_steps, tf.int32))
         self.data_examples.assign_add(num_steps * self.host_examples_per_step)
         return {k: float(v.numpy()) for k, v in sums.items()}
 
-    def evaluate(self, held_out) -> Dict[str, float]:
+    def evaluate(self, held_out) -> dict[str, float]:
         """Google's metrics (``metrics.eval_keys``) over ``held_out`` = ``eval_input(...)``,
         iterated from its start: the same batches at every evaluation."""
         dist, steps = held_out
@@ -279,7 +278,7 @@ def tensorboard_scalars(output_dir: str):
     metadata.plugin_data.plugin_name = "scalars"
     writers = {}
 
-    def write(split: str, step: int, values: Dict[str, float]) -> None:
+    def write(split: str, step: int, values: dict[str, float]) -> None:
         if split not in writers:
             writers[split] = tf.summary.create_file_writer(
                 storage.join(output_dir, run_setup.TENSORBOARD, split))
@@ -304,10 +303,10 @@ def next_stop(step: int, run: Run) -> int:
 class FitResult(run_setup.Outcome):
     """The run's Outcome plus the Trainer (for tests and notebooks)."""
 
-    trainer: Optional[Trainer] = None
+    trainer: Trainer | None = None
 
 
-def fit(run: Run, strategy: Optional[tf.distribute.Strategy] = None, *,
+def fit(run: Run, strategy: tf.distribute.Strategy | None = None, *,
         jit_compile: bool = False) -> FitResult:
     """Train to ``run.last_step`` (resuming per the run directory's rule), evaluating and
     checkpointing on the way; export after num_train_steps if asked.

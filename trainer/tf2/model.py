@@ -19,8 +19,6 @@ they keep their initial (or --init_checkpoint) values and are exported so.
 """
 from __future__ import annotations
 
-from typing import Dict, List
-
 import keras
 import keras_hub
 import tensorflow as tf
@@ -108,7 +106,7 @@ class BertPretrainer(keras.Model):
         nsp = self.nsp_head(out["pooled_output"])
         return {"mlm_logits": tf.cast(mlm, tf.float32), "nsp_logits": tf.cast(nsp, tf.float32)}
 
-    def no_decay_variables(self) -> List:
+    def no_decay_variables(self) -> list:
         """Biases and LayerNorm scales/offsets: BERT applies no weight decay to them."""
         out = []
         for layer in self._flatten_layers(include_self=False, recursive=True):
@@ -119,7 +117,7 @@ class BertPretrainer(keras.Model):
 
 
 def dummy_features(batch_size: int, *, max_seq_length: int,
-                   max_predictions_per_seq: int) -> Dict[str, tf.Tensor]:
+                   max_predictions_per_seq: int) -> dict[str, tf.Tensor]:
     """All-zero int32 features of the given static shapes (builds variables)."""
     seq = tf.zeros([batch_size, max_seq_length], tf.int32)
     return {"input_ids": seq, "input_mask": tf.ones_like(seq), "segment_ids": seq,
@@ -145,8 +143,8 @@ def build_model(config: ModelConfig, *, max_seq_length: int, max_predictions_per
     return model
 
 
-def loss_sums(outputs: Dict[str, tf.Tensor], features: Dict[str, tf.Tensor],
-              next_sentence: str = "nsp") -> Dict[str, tf.Tensor]:
+def loss_sums(outputs: dict[str, tf.Tensor], features: dict[str, tf.Tensor],
+              next_sentence: str = "nsp") -> dict[str, tf.Tensor]:
     """Per-batch float32 scalars from which losses and metrics follow
     (``metrics.sum_keys(next_sentence)``; no sentence-head terms for "none", whose data has
     no ``next_sentence_labels``).
@@ -174,7 +172,7 @@ def loss_sums(outputs: Dict[str, tf.Tensor], features: Dict[str, tf.Tensor],
     return sums
 
 
-def training_loss(sums: Dict[str, tf.Tensor], *, global_mlm_weight: tf.Tensor,
+def training_loss(sums: dict[str, tf.Tensor], *, global_mlm_weight: tf.Tensor,
                   global_batch_size: int) -> tf.Tensor:
     """This replica's share of the global loss; the replicas' shares add up to the loss
     (weighted-mean MLM CE + mean NSP/SOP CE, the latter only when ``sums`` has it) of the

@@ -8,7 +8,7 @@ options clip each replica's partial gradient, which makes N replicas train diffe
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
