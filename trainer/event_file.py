@@ -20,26 +20,11 @@ import socket
 import struct
 import time
 
+from pipeline.common.protowire import length_delimited as _field_bytes
+from pipeline.common.protowire import varint as _varint
 from pipeline.common.tfrecord import frame_record
 
 FILE_VERSION = b"brain.Event:2"
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # int64 fields: negatives as their two's complement
-    out = bytearray()
-    while True:
-        bits, value = value & 0x7F, value >> 7
-        if value:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
-
-
-def _field_bytes(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2): strings and messages."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
 def event(*, wall_time: float, step: int, file_version: bytes | None = None,

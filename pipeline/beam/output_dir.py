@@ -195,11 +195,6 @@ class Plan:
     temporary: tuple[str, ...]  # earlier runs' leftovers: deleted before this run starts
     foreign: tuple[str, ...]  # not the pipeline's: kept
 
-    @property
-    def staged(self) -> bool:
-        """Whether shards must be staged (there is a previous output to keep until the end)."""
-        return bool(self.previous)
-
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
@@ -281,11 +276,13 @@ def lock_record(run_id: str) -> dict:
 
 
 def read_lock(path: str) -> dict | None:
+    """The lock's record; None when there is no lock, {} when it cannot be read. (Asked first:
+    each store reports a missing object with an exception of its own.)"""
+    if not fs.exists(path):
+        return None
     try:
         record = json.loads(fs.read_bytes(path))
-    except FileNotFoundError:
-        return None
-    except Exception:
+    except Exception:  # vanished since, or not ours to parse: a lock all the same
         return {}
     return record if isinstance(record, dict) else {}
 

@@ -18,27 +18,11 @@ from typing import BinaryIO
 import numpy as np
 
 from pipeline import schema
+from pipeline.common.protowire import length_delimited as _field
 from pipeline.common.tfrecord import frame_record
 from pipeline.core.instance import InstanceBatch
 
-_WIRE_LEN = 2
 _FLOAT_ONE, _FLOAT_ZERO = struct.pack("<f", 1.0), struct.pack("<f", 0.0)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint((number << 3) | _WIRE_LEN) + _varint(len(payload)) + payload
 
 
 def _int64_feature(packed: bytes) -> bytes:
