@@ -29,7 +29,7 @@ DASK = [f"apache-beam[dask]=={BEAM_VERSION}", "dask[distributed]"]
 # OFL 1.1, a 16 MB download) for its Chinese, of which the page embeds the glyphs it shows.
 REPORT = ["matplotlib>=3.7", "noto-cjk-sans-otc>=0.0.1"]
 # Tests run the cloud paths against local stand-ins: an S3 server (moto) and a GCS emulator.
-TEST = ["pytest>=7", "ruff>=0.6", "datasets>=2.16", "bert-tensorflow==1.0.4", "moto[server]>=5",
+TEST = ["pytest>=7", "ruff==0.17.6", "datasets>=2.16", "bert-tensorflow==1.0.4", "moto[server]>=5",
         "gcp-storage-emulator>=2024.1"] + GCP + AWS + DASK
 
 setup(
