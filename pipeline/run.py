@@ -53,6 +53,7 @@ from pipeline.common.paths import is_remote, local_path  # noqa: E402
 from pipeline.common.sizes import megabytes  # noqa: E402
 from pipeline.core.ranges import is_compressed  # noqa: E402
 from pipeline.core.wordpiece import read_vocab  # noqa: E402
+from pipeline.readers.output import warning_messages  # noqa: E402
 from pipeline.tools import progress  # noqa: E402
 from pipeline.writers.manifest import sha256_hex  # noqa: E402
 
@@ -232,20 +233,24 @@ def run(argv: Sequence[str] | None = None) -> dict:
                         megabytes(sum(size for _, size in files)))
     # The model is built (first run) and described before the output is touched.
     identity = ltp_identity(config, build=not only)
-    if only:
-        layout = output_dir.layout(config.output_dir, output_dir.new_run_id(),
-                                   temp_dir=config.temp_dir)
-        p = beam.Pipeline(options=options)
+
+    def build(p: beam.Pipeline, layout: output_dir.Layout) -> None:
         transforms.build(p, config=config, layout=layout, vocab_text=vocab_text,
                          vocab_sha256=sha256_hex(vocab_text.encode("utf-8")),
                          ltp_identity=identity, fs_options=fs.filesystem_options(options))
+
+    if only:
+        p = beam.Pipeline(options=options)
+        build(p, output_dir.layout(config.output_dir, output_dir.new_run_id(),
+                                   temp_dir=config.temp_dir))
         return _build_only(p, options, only, runner)
     p = beam.Pipeline(options=options)  # the runner is made (and checked) here
     run_id = output_dir.new_run_id()
     existed = is_remote(config.output_dir) or os.path.isdir(config.output_dir)
     layout = prepare_output_dir(config, options, run_id, files)
     try:
-        formats = sorted({spec.input_format for f, spec in listed if f.path in dict(files)})
+        reading = {path for path, _ in files}
+        formats = sorted({spec.input_format for f, spec in listed if f.path in reading})
         LOG.info("reading %d file(s), %s (%s format) → %s; max_seq_length=%d, dupe_factor=%d, "
                  "whole-word masking %s", len(files),
                  megabytes(sum(size for _, size in files)), " and ".join(formats),
@@ -253,9 +258,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
                  "on" if config.do_whole_word_mask else "off")
         watch = None
         try:
-            transforms.build(p, config=config, layout=layout, vocab_text=vocab_text,
-                             vocab_sha256=sha256_hex(vocab_text.encode("utf-8")),
-                             ltp_identity=identity, fs_options=fs.filesystem_options(options))
+            build(p, layout)
             watch = None if config.quiet else watch_job(config, layout, files)
             p.run().wait_until_finish()
         except BaseException:
@@ -273,12 +276,11 @@ def run(argv: Sequence[str] | None = None) -> dict:
              time.time() - started, manifest["total_instances"], manifest["num_shards"],
              config.output_dir)
     try:
-        warnings = json.loads(fs.read_bytes(fs.join(config.output_dir, schema.STATS_FILE))
-                              ).get("warnings", [])
+        stats = json.loads(fs.read_bytes(fs.join(config.output_dir, schema.STATS_FILE)))
     except (OSError, ValueError):
-        warnings = []
-    for warning in warnings:
-        LOG.warning("data: %s", warning["message"])
+        stats = None
+    for message in warning_messages(stats):
+        LOG.warning("data: %s", message)
     if manifest["total_instances"] == 0:
         LOG.warning("no instances were made: is the input empty, or are all documents too "
                     "short? See %s/stats.json", config.output_dir)

@@ -91,6 +91,17 @@ class HashingReader(io.RawIOBase):
             pass
 
 
+def warning_messages(stats) -> list[str]:
+    """The messages of stats.json's ``warnings`` (``writers.manifest.data_warnings``): what in
+    the counts says the data is probably not what was meant. Anything else there is skipped,
+    so a damaged stats.json gives fewer messages, never an error."""
+    warnings = stats.get("warnings") if isinstance(stats, dict) else None
+    if not isinstance(warnings, list):
+        return []
+    return [str(w.get("message", w)) if isinstance(w, dict) else str(w) for w in warnings
+            if isinstance(w, (dict, str))]
+
+
 class NotAnOutput(Exception):
     """The directory holds no finished output, or its manifest cannot be used; the message
     says what the directory holds, or (in one line) what is wrong with the manifest."""

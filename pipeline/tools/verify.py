@@ -28,7 +28,14 @@ import numpy as np
 
 from pipeline import schema
 from pipeline.common.sizes import MB, megabytes
-from pipeline.readers.output import HashingReader, NotAnOutput, Output, open_output, open_read
+from pipeline.readers.output import (
+    HashingReader,
+    NotAnOutput,
+    Output,
+    open_output,
+    open_read,
+    warning_messages,
+)
 from pipeline.readers.rows import Spec, check_chunk, fingerprints
 from pipeline.readers.shards import ShardError, read_shard
 from pipeline.tools import cli, console, progress
@@ -236,11 +243,9 @@ def data_warnings(output: Output) -> list[str]:
     """stats.json's warnings about the data (files can be intact and the data still not what
     was meant: ``writers.manifest.data_warnings``); shown, not counted as problems."""
     try:
-        warnings = (output.stats or {}).get("warnings") or []
+        return warning_messages(output.stats)
     except (ValueError, UnicodeDecodeError, OSError):
         return []  # a damaged stats.json is a problem verify reports on its own
-    return [str(w.get("message", w)) if isinstance(w, dict) else str(w) for w in warnings
-            if isinstance(w, (dict, str))]
 
 
 def summary(output: Output, found: Findings, seconds: float) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 
 from pipeline import schema
 from pipeline.common.sizes import megabytes
-from pipeline.readers.output import Output
+from pipeline.readers.output import Output, warning_messages
 from pipeline.readers.shards import ShardError
 from pipeline.tools.inspect import legend_html, page, render_html, select
 from pipeline.tools.report import fonts, plots
@@ -114,9 +114,7 @@ def build(output: Output, t: Tally, *, examples: int = 3, seed: int = 0) -> str:
 
 def _warnings(stats: dict | None) -> str:
     """stats.json's data warnings (``writers.manifest.data_warnings``), first on the page."""
-    warnings = (stats or {}).get("warnings") or []
-    items = "".join(f"<li>{e(str(w.get('message', w)) if isinstance(w, dict) else str(w))}"
-                    f"</li>" for w in warnings if isinstance(w, (dict, str)))
+    items = "".join(f"<li>{e(message)}</li>" for message in warning_messages(stats))
     return (f"<div class='warn'><b>The data may not be what was meant:</b><ul>{items}</ul>"
             f"</div>") if items else ""
 
