@@ -25,6 +25,18 @@ FEATURES = (
     ("next_sentence_labels", "int64", "one"),
 )
 FEATURE_NAMES = tuple(name for name, _, _ in FEATURES)
+# The masked-LM features of static data; dynamic data has none of them.
+MASK_FEATURES = ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights")
+# Dynamic data's per-token whole-word boundaries: 1 where a masking group (a whole word, or a
+# piece right after [CLS]/[SEP]) starts, 0 inside a word, on [CLS]/[SEP] and on padding.
+WORD_STARTS = "word_starts"
+WORD_STARTS_FEATURE = (WORD_STARTS, "int64", "seq")
+
+# What manifest key ``masking`` says (absent in older manifests: static):
+#   static   masks drawn once by the pipeline and stored (Google's data, masked_lm_* features)
+#   dynamic  no masks stored; ``word_starts`` instead; the trainers mask every epoch anew with
+#            pipeline.core.masking from (run seed, epoch, the instance's index)
+MASKING_MODES = ("static", "dynamic")
 
 # NSP labels, as in Google's data: 0 = B really follows A, 1 = B is random.
 NSP_IS_NEXT = 0
@@ -51,9 +63,27 @@ def sentence_task(manifest: dict) -> str:
     return task
 
 
-def features(next_sentence: str = "nsp"):
-    """FEATURES as written for ``next_sentence`` (without the label for "none")."""
-    return tuple(f for f in FEATURES if next_sentence != "none" or f[0] != LABEL_FEATURE)
+def masking_mode(manifest: dict) -> str:
+    """The manifest's masking mode (manifests written before it existed: "static")."""
+    mode = (manifest.get("masking") or {}).get("mode", "static")
+    if mode not in MASKING_MODES:
+        raise ValueError(f"manifest masking mode {mode!r} is not one of {MASKING_MODES}")
+    return mode
+
+
+def features(next_sentence: str = "nsp", masking: str = "static"):
+    """FEATURES as written for ``next_sentence`` (without the label for "none") and
+    ``masking`` (dynamic: ``word_starts`` after ``segment_ids``, no masked_lm_*)."""
+    out = []
+    for f in FEATURES:
+        if next_sentence == "none" and f[0] == LABEL_FEATURE:
+            continue
+        if masking == "dynamic" and f[0] in MASK_FEATURES:
+            continue
+        out.append(f)
+        if masking == "dynamic" and f[0] == "segment_ids":
+            out.append(WORD_STARTS_FEATURE)
+    return tuple(out)
 
 # Files under --output_dir.
 TFRECORD_DIR = "tfrecord"
@@ -115,33 +145,36 @@ def feature_length(kind: str, max_seq_length: int, max_predictions_per_seq: int)
 
 
 def tf_feature_spec(max_seq_length: int, max_predictions_per_seq: int,
-                    next_sentence: str = "nsp") -> dict:
+                    next_sentence: str = "nsp", masking: str = "static") -> dict:
     """Exactly google-research/bert run_pretraining's ``name_to_features`` (without the label
-    for ``next_sentence="none"``)."""
+    for ``next_sentence="none"``; ``word_starts`` instead of masked_lm_* for dynamic data)."""
     import tensorflow as tf  # deferred: only TF users pay for the import
 
     dtypes = {"int64": tf.int64, "float32": tf.float32}
     return {
         name: tf.io.FixedLenFeature([feature_length(kind, max_seq_length, max_predictions_per_seq)],
                                     dtypes[dtype])
-        for name, dtype, kind in features(next_sentence)
+        for name, dtype, kind in features(next_sentence, masking)
     }
 
 
-def arrow_schema(next_sentence: str = "nsp"):
-    """Arrow schema of the Parquet shards: unpadded lists, scalar label (none for "none")."""
+def arrow_schema(next_sentence: str = "nsp", masking: str = "static"):
+    """Arrow schema of the Parquet shards: unpadded lists, scalar label (none for "none");
+    ``word_starts`` instead of masked_lm_* for dynamic data."""
     import pyarrow as pa
 
     columns = [
         ("input_ids", pa.list_(pa.int32())),
         ("input_mask", pa.list_(pa.int8())),
         ("segment_ids", pa.list_(pa.int8())),
+        (WORD_STARTS, pa.list_(pa.int8())),
         ("masked_lm_positions", pa.list_(pa.int32())),
         ("masked_lm_ids", pa.list_(pa.int32())),
         ("masked_lm_weights", pa.list_(pa.float32())),
         (LABEL_FEATURE, pa.int64()),
     ]
-    return pa.schema([c for c in columns if next_sentence != "none" or c[0] != LABEL_FEATURE])
+    names = {name for name, _, _ in features(next_sentence, masking)}
+    return pa.schema([c for c in columns if c[0] in names])
 
 
 # manifest.json, written last under --output_dir. Keys trainers rely on (all top level):
@@ -152,6 +185,9 @@ def arrow_schema(next_sentence: str = "nsp"):
 #                          "sha256": hex digest of the file}, ...], "parquet": [...]},
 #   tfrecord_compression ("" or "GZIP", as tf.data names it),
 #   next_sentence ("nsp", "sop" or "none": see SENTENCE_TASKS; absent in older manifests),
+#   masking ({"mode": "static" or "dynamic" (MASKING_MODES), masked_lm_prob,
+#             max_predictions_per_seq, whole_word, mask_id, ngram_lengths, ngram_weights}:
+#            pipeline.core.masking.MaskingConfig; absent in older manifests: static),
 #   config (every pipeline option), versions, ltp_model, created_unix.
 MANIFEST_REQUIRED_KEYS = ("format_version", "max_seq_length", "max_predictions_per_seq",
                           "vocab_size", "do_lower_case", "vocab_file", "total_instances",

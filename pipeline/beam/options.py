@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.common.sizes import MB
+from pipeline.core.masking import parse_ngram
 from pipeline.core.text import FORMATS
 
 RESOURCES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -78,13 +79,27 @@ class JobConfig:
     max_seq_length: int = _flag(128, "tokens per instance, [CLS] and [SEP] included", type=int)
     max_predictions_per_seq: int = _flag(20, "most masked positions per instance", type=int)
     masked_lm_prob: float = _flag(0.15, "share of tokens masked", type=float)
-    dupe_factor: int = _flag(10, "passes over the input, each with other draws", type=int)
+    dupe_factor: int | None = _flag(
+        None, "passes over the input, each with other draws. Default: 10 with static "
+        "masking, 1 with --masking=dynamic (the trainers draw a new mask every epoch)",
+        type=int)
     short_seq_prob: float = _flag(0.1, "share of documents aiming at a shorter length",
                                   type=float)
     random_seed: int = _flag(12345, "every draw derives from it and stable keys", type=int)
     do_whole_word_mask: bool = _flag(
         True, "mask whole words: LTP words for Chinese, ## groups for Latin text",
         type=str2bool)
+    masking: str = _flag(
+        "static", "static: masks drawn here and stored (Google's data; every dupe pass "
+        "stored); dynamic: no masks stored, a word_starts feature instead, and this "
+        "project's trainers (or its Hugging Face collator) draw a new whole-word mask "
+        "every epoch", choices=("static", "dynamic"))
+    ngram_masking: str = _flag(
+        "1", "span lengths in whole words for n-gram masking, e.g. 1,2,3,4 (MacBERT); "
+        "spans stay inside a segment and never overlap. Default 1: Google's single words")
+    ngram_weights: str | None = _flag(
+        None, "the probability of each --ngram_masking length, summing to 1, e.g. "
+        "0.4,0.3,0.2,0.1 (MacBERT), or 'harmonic' (1/n, Model Garden's). Default: harmonic")
     normalize: str = _flag(
         None, "none: the text as given (Google's); nfkc_punct: NFKC, then curly quotes, dashes, "
         "ellipses and box drawing the vocabulary lacks become their ASCII forms (no [UNK] for "
@@ -153,12 +168,25 @@ class JobConfig:
         if isinstance(formats, str):
             formats = tuple(f.strip() for f in formats.split(",") if f.strip())
         values["output_formats"] = tuple(formats)
+        if values["dupe_factor"] is None:
+            values["dupe_factor"] = 1 if values["masking"] == "dynamic" else 10
+        lengths, weights = parse_ngram(values["ngram_masking"], values["ngram_weights"])
+        values["ngram_masking"] = ",".join(map(str, lengths))
+        values["ngram_weights"] = ",".join(f"{w:.6g}" for w in weights)
         for switch in ("overwrite", "exact_google_draws", "quiet", "verbose", "break_lock",
                        "allow_many_shards", "strict"):
             values[switch] = bool(values[switch])
         config = cls(**values)
         config.validate()
         return config
+
+    @property
+    def ngram_lengths(self) -> tuple[int, ...]:
+        return parse_ngram(self.ngram_masking, self.ngram_weights)[0]
+
+    @property
+    def ngram_weight_values(self) -> tuple[float, ...]:
+        return parse_ngram(self.ngram_masking, self.ngram_weights)[1]
 
     @property
     def range_bytes(self) -> int:
@@ -187,7 +215,12 @@ class JobConfig:
             (self.tokenize_batch_size >= 1, "--tokenize_batch_size must be >= 1"),
             (self.max_predictions_per_seq <= self.max_seq_length,
              "--max_predictions_per_seq cannot exceed --max_seq_length"),
+            (not self.exact_google_draws or (self.masking == "static"
+                                             and self.ngram_masking == "1"),
+             "--exact_google_draws reproduces Google's static single-word masking only: it "
+             "cannot be combined with --masking=dynamic or --ngram_masking"),
         ]
+        parse_ngram(self.ngram_masking, self.ngram_weights)
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)

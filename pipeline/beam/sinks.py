@@ -66,9 +66,9 @@ class WriteShardDoFn(beam.DoFn):
     def __init__(self, *, output_dir: str, pieces_dir: str, num_shards: int, seed: int,
                  formats, max_seq_length: int, max_predictions_per_seq: int, gzip: bool,
                  parquet_compression: str, next_sentence: str,
-                 filesystem_options: dict[str, object]):
+                 filesystem_options: dict[str, object], masking: str = "static"):
         self._dir, self._pieces, self._n = output_dir, pieces_dir, num_shards
-        self._task = next_sentence
+        self._task, self._masking = next_sentence, masking
         self._formats, self._seed = tuple(formats), seed
         self._lengths = (max_seq_length, max_predictions_per_seq)
         self._gzip, self._pq = gzip, parquet_compression
@@ -122,14 +122,14 @@ class WriteShardDoFn(beam.DoFn):
             f = stack.enter_context(self._counted(rel, summary, "tfrecord"))
             records = TFRecordSink(f, gzip=self._gzip)
             stack.callback(records.close)
-            with_label = self._task != "none"
+            with_label, dynamic = self._task != "none", self._masking == "dynamic"
             writers.append(lambda b: b is not None and records.write_all(
-                serialize_batch(b, *self._lengths, with_label=with_label)))
+                serialize_batch(b, *self._lengths, with_label=with_label, dynamic=dynamic)))
         if "parquet" in self._formats:
             rel = schema.shard_path("parquet", index, self._n)
             f = stack.enter_context(self._counted(rel, summary, "parquet"))
             table = ParquetSink(f, compression=None if self._pq == "none" else self._pq,
-                                next_sentence=self._task)
+                                next_sentence=self._task, masking=self._masking)
             stack.callback(table.close)
             writers.append(table.write)
         return writers
@@ -179,7 +179,7 @@ class DataWarningsError(ValueError):
 
 def write_outputs(element, *, layout: Layout, config: dict, vocab_text: str,
                   vocab_sha256: str, ltp_model: dict,
-                  filesystem_options: dict[str, object]) -> dict:
+                  filesystem_options: dict[str, object], masking: dict) -> dict:
     """(_, [shard summary]) → removes this run's piece files; with a staged run, swaps the
     previous output for the new shards (``output_dir.swap_in``); writes vocab.txt, stats.json
     (the shards' statistics summed), then manifest.json (last: its presence means the output
@@ -206,6 +206,7 @@ def write_outputs(element, *, layout: Layout, config: dict, vocab_text: str,
     manifest = build_manifest(config=config, shards=shards,
                               vocab_size=len(vocab_text.rstrip("\n").split("\n")),
                               vocab_sha256=vocab_sha256, ltp_model=ltp_model,
+                              masking=masking,
                               tfrecord_compression="GZIP" if config["compression"] == "gzip"
                               else "")
     manifest["run_id"] = layout.run_id

@@ -98,7 +98,8 @@ class WriteShards(beam.PTransform):
                     max_seq_length=c.max_seq_length,
                     max_predictions_per_seq=c.max_predictions_per_seq,
                     gzip=c.compression == "gzip", parquet_compression=c.parquet_compression,
-                    next_sentence=c.next_sentence, filesystem_options=self._fs)))
+                    next_sentence=c.next_sentence, masking=c.masking,
+                    filesystem_options=self._fs)))
 
 
 def build(p: beam.Pipeline, *, config: JobConfig, layout: Layout, vocab_text: str,
@@ -123,5 +124,7 @@ def build(p: beam.Pipeline, *, config: JobConfig, layout: Layout, vocab_text: st
             | "Once" >> beam.GroupByKey()
             | "Write manifest" >> beam.Map(
                 sinks.write_outputs, layout=layout, config=dataclasses.asdict(config),
+                masking={"mode": config.masking,
+                         **dofns.range_config(config, vocab).instance.masking.to_manifest()},
                 vocab_text=vocab_text, vocab_sha256=vocab_sha256, ltp_model=ltp_identity,
                 filesystem_options=fs_options))

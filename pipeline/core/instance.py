@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipeline import schema
+from pipeline.core.masking import MaskingConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,23 @@ class InstanceConfig:
     mask_id: int = 103
     # What the second segment and the label are: schema.SENTENCE_TASKS ("nsp", "sop", "none").
     next_sentence: str = "nsp"
+    # schema.MASKING_MODES: "static" masks here; "dynamic" writes word starts, trainers mask.
+    masking_mode: str = "static"
+    # N-gram whole-word masking (core.masking): span lengths in words and their weights.
+    ngram_lengths: tuple[int, ...] = (1,)
+    ngram_weights: tuple[float, ...] = (1.0,)
+
+    @property
+    def dynamic(self) -> bool:
+        return self.masking_mode == "dynamic"
+
+    @property
+    def masking(self) -> MaskingConfig:
+        return MaskingConfig(
+            max_predictions_per_seq=self.max_predictions_per_seq,
+            masked_lm_prob=self.masked_lm_prob, vocab_size=self.vocab_size,
+            mask_id=self.mask_id, whole_word=self.do_whole_word_mask,
+            ngram_lengths=self.ngram_lengths, ngram_weights=self.ngram_weights)
 
     @property
     def has_pair(self) -> bool:
@@ -51,6 +69,9 @@ class InstanceConfig:
             raise ValueError("short_seq_prob must be in [0, 1]")
         if self.vocab_size <= 0:
             raise ValueError("vocab_size must be positive")
+        if self.masking_mode not in schema.MASKING_MODES:
+            raise ValueError(f"masking_mode must be one of {schema.MASKING_MODES}")
+        self.masking  # noqa: B018  validates the masking settings
 
 
 
@@ -124,18 +145,23 @@ class InstanceBatch:
     else int32; positions as uint16.
     """
 
-    __slots__ = ("tokens", "lengths", "num_a", "positions", "labels", "num_pred", "pair_label")
+    __slots__ = ("tokens", "lengths", "num_a", "positions", "labels", "num_pred", "pair_label",
+                 "word_starts")
 
-    def __init__(self, tokens, lengths, num_a, positions, labels, num_pred, pair_label):
+    def __init__(self, tokens, lengths, num_a, positions, labels, num_pred, pair_label,
+                 word_starts=()):
         self.tokens, self.labels = np.asarray(tokens), np.asarray(labels)
         self.lengths = np.asarray(lengths, dtype=np.int32)
         self.num_a = np.asarray(num_a, dtype=np.int32)
         self.positions = np.asarray(positions, dtype=np.uint16)
         self.num_pred = np.asarray(num_pred, dtype=np.int32)
         self.pair_label = np.asarray(pair_label, dtype=np.int8)
+        # Dynamic data (no masks): 1 where a whole word starts, per token; else empty.
+        self.word_starts = np.asarray(word_starts, dtype=np.uint8)
         predictions = int(self.num_pred.sum())
         if (int(self.lengths.sum()) != len(self.tokens) or len(self.positions) != predictions
-                or len(self.labels) != predictions):
+                or len(self.labels) != predictions
+                or len(self.word_starts) not in (0, len(self.tokens))):
             raise ValueError("InstanceBatch columns disagree in length")
 
     def __len__(self) -> int:
@@ -186,11 +212,13 @@ class InstanceBatch:
         """The rows ``rows`` (indices, in that order) as a new batch."""
         rows = np.asarray(rows, dtype=np.int64)
         predictions = _ragged_index(self.prediction_offsets(), rows)
+        tokens = _ragged_index(self.token_offsets(), rows)
         return InstanceBatch(
-            tokens=self.tokens[_ragged_index(self.token_offsets(), rows)],
+            tokens=self.tokens[tokens],
             lengths=self.lengths[rows], num_a=self.num_a[rows],
             positions=self.positions[predictions], labels=self.labels[predictions],
-            num_pred=self.num_pred[rows], pair_label=self.pair_label[rows])
+            num_pred=self.num_pred[rows], pair_label=self.pair_label[rows],
+            word_starts=self.word_starts[tokens] if len(self.word_starts) else ())
 
     @staticmethod
     def concat(batches: Sequence["InstanceBatch"]) -> "InstanceBatch":

@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pipeline.core import masking
 from pipeline.core.instance import InstanceBatch, InstanceConfig
 from pipeline.core.pairs import Pair, count_labels, flatten_documents, plan_document
 from pipeline.core.seeds import stable_seed
@@ -100,74 +101,9 @@ def _lay_out(tokens: np.ndarray, flags: np.ndarray, pairs, config: InstanceConfi
     return _Layout(ids, np.where(candidate, flags[source], 0), candidate, length, num_a, b_col)
 
 
-class _Groups(NamedTuple):
-    """Candidate masking groups per row: a whole word, or a single token."""
-    of_token: np.ndarray  # [rows, width]: the group of each candidate token (-1 before any)
-    count: np.ndarray  # [rows]: groups per row
-    size: np.ndarray  # [rows, max groups]: tokens per group (0: no such group)
-
-
-def _groups(layout: _Layout, config: InstanceConfig) -> _Groups:
-    """A group starts at a word start (whole-word masking) or at every token; it never
-    continues across [SEP]: the first token after [CLS]/[SEP] starts one whatever its flag."""
-    candidate = layout.candidate
-    if config.do_whole_word_mask:
-        col = np.arange(candidate.shape[1])[None, :]
-        starts = candidate & (((layout.flags & WORD_START) != 0) | (col == 1)
-                              | (layout.b_col == 0))
-    else:
-        starts = candidate
-    of_token = np.cumsum(starts, axis=1) - 1
-    count = starts.sum(axis=1)
-    rows = len(count)
-    width = max(int(count.max()) if rows else 0, 1)
-    flat = (np.arange(rows)[:, None] * width + of_token)[candidate]
-    size = np.bincount(flat, minlength=rows * width).reshape(rows, width)
-    return _Groups(of_token, count, size)
-
-
-def _choose_groups(groups: _Groups, length: np.ndarray, config: InstanceConfig,
-                   rng: np.random.Generator) -> np.ndarray:
-    """[rows, max groups] bool: the groups to mask. Groups in the order of uniform random keys
-    (a uniform permutation, as Google's shuffle), each taken while it fits the budget
-    min(max_predictions, max(1, round(n * masked_lm_prob))); one that would overshoot is
-    skipped and a later, shorter one may still fit: Google's loop."""
-    rows, width = groups.size.shape
-    keys = rng.random((rows, width))
-    keys[np.arange(width)[None, :] >= groups.count[:, None]] = 2.0  # no such group: last
-    order = np.argsort(keys, axis=1, kind="stable")
-    sorted_size = np.take_along_axis(groups.size, order, axis=1)
-    budget = np.minimum(config.max_predictions_per_seq,
-                        np.maximum(1, np.rint(length * config.masked_lm_prob).astype(np.int64)))
-    count = np.zeros(rows, dtype=np.int64)
-    taken = np.zeros((rows, width), dtype=bool)
-    for t in range(width):
-        size = sorted_size[:, t]
-        fits = (size > 0) & (count + size <= budget)
-        count += np.where(fits, size, 0)
-        taken[:, t] = fits
-        if t % 8 == 7 and not ((count < budget) & (groups.count > t + 1)).any():
-            break
-    chosen = np.zeros((rows, width), dtype=bool)
-    np.put_along_axis(chosen, order, taken, axis=1)
-    return chosen
-
-
-def _replace(ids: np.ndarray, chosen: np.ndarray, config: InstanceConfig,
-             rng: np.random.Generator):
-    """Each chosen token: [MASK] with p 0.8, kept with 0.1, a uniformly random id with 0.1.
-    Changes ``ids`` in place; returns (rows, positions, labels), positions ascending per row."""
-    pos_row, pos_col = np.nonzero(chosen)  # row-major: positions ascending within a row
-    labels = ids[pos_row, pos_col]
-    draw = rng.random(len(pos_row))
-    replaced = np.where(draw < 0.8, config.mask_id, labels)
-    random_ids = rng.integers(0, config.vocab_size, size=len(pos_row))
-    ids[pos_row, pos_col] = np.where(draw >= 0.9, random_ids, replaced)
-    return pos_row, pos_col, labels
-
-
-def _count(stats: Counter, config: InstanceConfig, layout: _Layout, groups: _Groups,
-           chosen_groups: np.ndarray, chosen: np.ndarray, label: np.ndarray) -> None:
+def _count(stats: Counter, config: InstanceConfig, layout: _Layout, masked: masking.Masked,
+           label: np.ndarray) -> None:
+    groups, chosen = masked.groups, masked.chosen
     rows, width = groups.size.shape
     r = np.arange(rows)[:, None]
     chosen_cjk = chosen & ((layout.flags & CJK) != 0)
@@ -175,34 +111,52 @@ def _count(stats: Counter, config: InstanceConfig, layout: _Layout, groups: _Gro
     stats["masked_cjk_tokens"] += int(chosen_cjk.sum())
     group_cjk = np.bincount((r * width + groups.of_token)[chosen_cjk],
                             minlength=rows * width).reshape(rows, width)
-    multichar = chosen_groups & (groups.size > 1) & (group_cjk == groups.size)
+    multichar = masked.chosen_groups & (groups.size > 1) & (group_cjk == groups.size)
     stats["masked_cjk_multichar_words"] += int(multichar.sum())
     stats["masked_cjk_tokens_in_multichar_words"] += int(groups.size[multichar].sum())
+    if not config.masking.unigram:
+        for words, times in zip(*np.unique(masked.spans, return_counts=True)):
+            stats[f"masked_spans:{int(words)}"] += int(times)
     stats["instances"] += rows
     count_labels(stats, config, label)
     for length, times in zip(*np.unique(layout.length, return_counts=True)):
         stats[f"seq_length:{int(length)}"] += int(times)
 
 
+def layout_rows(layout: _Layout, config: InstanceConfig) -> masking.Rows:
+    """The laid-out pairs as masking sees them (segment 1 from B's first token on)."""
+    return masking.Rows(ids=layout.ids, candidate=layout.candidate,
+                        word_start=(layout.flags & WORD_START) != 0,
+                        segment=(layout.b_col >= 0).astype(np.int8), length=layout.length)
+
+
 def _assemble(tokens: np.ndarray, flags: np.ndarray, pairs, config: InstanceConfig,
               rng: np.random.Generator, stats: Counter) -> InstanceBatch:
-    """Pairs → truncated, laid out, masked instances (the draws: truncation, group keys,
-    80/10/10 choices, random ids, in that order)."""
+    """Pairs → truncated, laid out instances, masked (static) or with their word starts
+    (dynamic). The draws: truncation, then masking's (``masking.mask_rows``)."""
     label = pairs[4]
     layout = _lay_out(tokens, flags, pairs, config, rng)
-    groups = _groups(layout, config)
-    chosen_groups = _choose_groups(groups, layout.length, config, rng)
-    rows = len(label)
-    chosen = layout.candidate & chosen_groups[np.arange(rows)[:, None],
-                                              np.maximum(groups.of_token, 0)]
-    _, positions, labels = _replace(layout.ids, chosen, config, rng)
-    _count(stats, config, layout, groups, chosen_groups, chosen, label)
+    rows = layout_rows(layout, config)
     id_dtype = InstanceBatch.id_dtype(config.vocab_size)
     valid = np.arange(config.max_seq_length)[None, :] < layout.length[:, None]
+    if config.dynamic:
+        starts = masking.group_starts(rows)
+        stats["instances"] += len(label)
+        count_labels(stats, config, label)
+        for length, times in zip(*np.unique(layout.length, return_counts=True)):
+            stats[f"seq_length:{int(length)}"] += int(times)
+        empty = np.zeros(0, dtype=np.int64)
+        return InstanceBatch(
+            tokens=layout.ids[valid].astype(id_dtype), lengths=layout.length,
+            num_a=layout.num_a + 2, positions=empty, labels=empty.astype(id_dtype),
+            num_pred=np.zeros(len(label), dtype=np.int32), pair_label=label,
+            word_starts=starts[valid].astype(np.uint8))
+    masked = masking.mask_rows(rows, config.masking, masking.SequentialDraws(rng))
+    _count(stats, config, layout, masked, label)
     return InstanceBatch(
         tokens=layout.ids[valid].astype(id_dtype), lengths=layout.length,
-        num_a=layout.num_a + 2, positions=positions, labels=labels.astype(id_dtype),
-        num_pred=chosen.sum(axis=1),
+        num_a=layout.num_a + 2, positions=masked.positions[1],
+        labels=masked.labels.astype(id_dtype), num_pred=masked.chosen.sum(axis=1),
         pair_label=label)
 
 

@@ -115,7 +115,8 @@ def build_stats(counters: Counter) -> dict:
 
 
 def build_manifest(*, config: Mapping, shards: Iterable[Mapping], vocab_size: int,
-                   vocab_sha256: str, ltp_model: Mapping, tfrecord_compression: str) -> dict:
+                   vocab_sha256: str, ltp_model: Mapping, tfrecord_compression: str,
+                   masking: Mapping | None = None) -> dict:
     """The manifest trainers read (keys documented in ``pipeline.schema``)."""
     shards = sorted(shards, key=lambda s: s["index"])
     per_format: dict[str, list[dict]] = {}
@@ -139,8 +140,11 @@ def build_manifest(*, config: Mapping, shards: Iterable[Mapping], vocab_size: in
         "tfrecord_compression": tfrecord_compression,
         # What next_sentence_labels means, or that there is none (schema.SENTENCE_TASKS).
         "next_sentence": config.get("next_sentence", "nsp"),
+        # How masks are made: {"mode": static|dynamic, the core.masking settings}.
+        "masking": dict(masking or {"mode": "static"}),
         "features": [{"name": n, "dtype": d, "length": k}
-                     for n, d, k in schema.features(config.get("next_sentence", "nsp"))],
+                     for n, d, k in schema.features(config.get("next_sentence", "nsp"),
+                                                    (masking or {}).get("mode", "static"))],
         "ltp_model": dict(ltp_model),
         "config": dict(config),
         "versions": versions(),

@@ -21,10 +21,12 @@ def _list_array(offsets: np.ndarray, flat: np.ndarray, value_type: pa.DataType) 
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type))
 
 
-def batch_to_table(batch: InstanceBatch, next_sentence: str = "nsp") -> pa.Table:
+def batch_to_table(batch: InstanceBatch, next_sentence: str = "nsp",
+                   masking: str = "static") -> pa.Table:
     """The batch's columns as Arrow list arrays (offsets + flat values: no per-row objects);
-    no label column for ``next_sentence="none"``."""
-    arrow = schema.arrow_schema(next_sentence)
+    no label column for ``next_sentence="none"``; ``word_starts`` for masked_lm_* with
+    ``masking="dynamic"``."""
+    arrow = schema.arrow_schema(next_sentence, masking)
     types = {f.name: f.type for f in arrow}
     n = batch.lengths
     # Arrow's list offsets are int32.
@@ -38,10 +40,17 @@ def batch_to_table(batch: InstanceBatch, next_sentence: str = "nsp") -> pa.Table
         "input_ids": (seq_off, batch.tokens.astype(np.int32)),
         "input_mask": (seq_off, np.ones(total_n, dtype=np.int8)),
         "segment_ids": (seq_off, segment),
-        "masked_lm_positions": (pred_off, batch.positions.astype(np.int32)),
-        "masked_lm_ids": (pred_off, batch.labels.astype(np.int32)),
-        "masked_lm_weights": (pred_off, np.ones(total_m, dtype=np.float32)),
     }
+    if masking == "dynamic":
+        if len(batch.word_starts) != total_n:
+            raise ValueError("dynamic data needs the word starts of every token")
+        columns[schema.WORD_STARTS] = (seq_off, batch.word_starts.astype(np.int8))
+    else:
+        columns.update({
+            "masked_lm_positions": (pred_off, batch.positions.astype(np.int32)),
+            "masked_lm_ids": (pred_off, batch.labels.astype(np.int32)),
+            "masked_lm_weights": (pred_off, np.ones(total_m, dtype=np.float32)),
+        })
     arrays = [_list_array(*columns[name], types[name].value_type) for name in columns]
     if next_sentence != "none":
         arrays.append(pa.array(batch.pair_label.astype(np.int64)))
@@ -52,14 +61,15 @@ class ParquetSink:
     """A Parquet shard written chunk by chunk: each ``write`` adds row groups."""
 
     def __init__(self, sink: BinaryIO, *, compression: str | None = "snappy",
-                 row_group_size: int = ROW_GROUP_SIZE, next_sentence: str = "nsp"):
-        self._writer = pq.ParquetWriter(sink, schema.arrow_schema(next_sentence),
+                 row_group_size: int = ROW_GROUP_SIZE, next_sentence: str = "nsp",
+                 masking: str = "static"):
+        self._writer = pq.ParquetWriter(sink, schema.arrow_schema(next_sentence, masking),
                                         compression=compression)
-        self._rows, self._task = row_group_size, next_sentence
+        self._rows, self._task, self._masking = row_group_size, next_sentence, masking
 
     def write(self, batch: InstanceBatch | None) -> None:
         if batch is not None and len(batch):
-            self._writer.write_table(batch_to_table(batch, self._task),
+            self._writer.write_table(batch_to_table(batch, self._task, self._masking),
                                      row_group_size=self._rows)
 
     def close(self) -> None:

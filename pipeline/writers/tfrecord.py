@@ -34,7 +34,7 @@ def _float_feature(packed: bytes) -> bytes:
 
 
 # Pre-encoded map-entry keys: field 1 of the entry is the feature name.
-_KEYS = {name: _field(1, name.encode()) for name in schema.FEATURE_NAMES}
+_KEYS = {name: _field(1, name.encode()) for name in schema.FEATURE_NAMES + (schema.WORD_STARTS,)}
 
 
 def _entry(name: str, feature: bytes) -> bytes:
@@ -80,15 +80,19 @@ class _Prefixes(dict):
 
 
 def serialize_batch(batch: InstanceBatch, max_seq_length: int,
-                    max_predictions_per_seq: int, *, with_label: bool = True) -> list[bytes]:
+                    max_predictions_per_seq: int, *, with_label: bool = True,
+                    dynamic: bool = False) -> list[bytes]:
     """The serialized ``tf.train.Example`` of every row of ``batch``, padded to fixed lengths.
 
     Features come in ``schema.FEATURES`` order with the values of ``Instance.padded_features``
     (``next_sentence_labels`` only ``with_label``: data without sentence pairs has none)
     (tests parse the bytes with TensorFlow). Ids and labels are varint-encoded for the whole
     batch with numpy; masks, segments, weights and padding are slices of prepared strings, so
-    a record is one join of a dozen byte strings.
+    a record is one join of a dozen byte strings. ``dynamic``: the features of
+    ``schema.features(..., "dynamic")`` (``word_starts`` for masked_lm_*).
     """
+    if dynamic:
+        return _serialize_dynamic(batch, max_seq_length, with_label=with_label)
     seq, pred = max_seq_length, max_predictions_per_seq
     if len(batch) and (batch.lengths.max() > seq or batch.num_pred.max() > pred):
         raise ValueError(f"an instance exceeds max_seq_length={seq} / "
@@ -129,6 +133,45 @@ def serialize_batch(batch: InstanceBatch, max_seq_length: int,
         if head is None:
             head = example_head[len(body)] = _field(1, b"\0" * len(body))[:-len(body)]
         records.append(head + body)  # Example.features = 1
+    return records
+
+
+def _serialize_dynamic(batch: InstanceBatch, max_seq_length: int, *,
+                       with_label: bool) -> list[bytes]:
+    """Dynamic data's Examples: input_ids, input_mask, segment_ids, word_starts (one byte per
+    value: each is 0 or 1), next_sentence_labels."""
+    seq = max_seq_length
+    if len(batch) and batch.lengths.max() > seq:
+        raise ValueError(f"an instance exceeds max_seq_length={seq}")
+    if len(batch.word_starts) != len(batch.tokens):
+        raise ValueError("dynamic data needs the word starts of every token")
+    ids, id_starts = _varints(batch.tokens)
+    id_at = id_starts[batch.token_offsets()].tolist()
+    starts = batch.word_starts.tobytes()
+    token_at = batch.token_offsets().tolist()
+    zeros, ones = b"\0" * seq, b"\1" * seq
+    ids_prefix = _Prefixes("input_ids")
+    mask_prefix = _Prefixes("input_mask")[seq]
+    segment_prefix = _Prefixes("segment_ids")[seq]
+    starts_prefix = _Prefixes(schema.WORD_STARTS)[seq]
+    label_entries = ([_entry(schema.LABEL_FEATURE, _int64_feature(bytes((v,)))) for v in (0, 1)]
+                     if with_label else [b"", b""])
+    example_head = {}
+    records = []
+    rows = zip(batch.lengths.tolist(), batch.num_a.tolist(), batch.pair_label.tolist())
+    for row, (n, num_a, nsp) in enumerate(rows):
+        a, b = id_at[row], id_at[row + 1]
+        pad_s = zeros[:seq - n]
+        body = b"".join((
+            ids_prefix[b - a + seq - n], ids[a:b], pad_s,
+            mask_prefix, ones[:n], pad_s,
+            segment_prefix, zeros[:num_a], ones[:n - num_a], pad_s,
+            starts_prefix, starts[token_at[row]:token_at[row + 1]], pad_s,
+            label_entries[nsp]))
+        head = example_head.get(len(body))
+        if head is None:
+            head = example_head[len(body)] = _field(1, b"\0" * len(body))[:-len(body)]
+        records.append(head + body)
     return records
 
 
