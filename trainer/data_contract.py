@@ -13,6 +13,7 @@ import dataclasses
 import json
 
 from pipeline import schema
+from pipeline.core.masking import MaskingConfig
 from trainer.config import ModelConfig
 from trainer.storage import join, read_text
 
@@ -35,8 +36,10 @@ def read_manifest(data_dir: str) -> dict:
     schema.validate_manifest(manifest, source=path)
     try:
         schema.sentence_task(manifest)
+        schema.masking_mode(manifest)
     except ValueError as e:
-        raise ValueError(f"{path}: {e}: data of a sentence task this trainer does not know "
+        raise ValueError(f"{path}: {e}: data of a sentence task or masking mode this trainer does "
+                         "not know "
                          "(written by a newer pipeline?)") from None
     return manifest
 
@@ -130,6 +133,20 @@ class DataSpec:
     vocab_file: str
     tfrecord_compression: str
     next_sentence: str
+    # Dynamic data (manifest masking mode "dynamic"): how the trainers mask it every epoch
+    # (pipeline.core.masking.mask_dynamic); None for static data, whose masks are stored.
+    masking: MaskingConfig | None = None
+
+    @property
+    def dynamic(self) -> bool:
+        return self.masking is not None
+
+    def index_offsets(self, fmt: str) -> list[int]:
+        """The stable index of each shard's first instance: instances of the shards before it,
+        in manifest order. Instance k of shard i has index offsets[i] + k (the same for both
+        formats: shard i of each holds the same rows in the same order)."""
+        sizes = self.sizes(fmt)
+        return [sum(sizes[:i]) for i in range(len(sizes))]
 
     def paths(self, fmt: str) -> list[str]:
         return shard_paths(self.data_dir, self.manifest, fmt)
@@ -155,4 +172,11 @@ def load_data_dir(data_dir: str, model_config: ModelConfig, *,
         vocab_size=int(manifest["vocab_size"]), do_lower_case=bool(manifest["do_lower_case"]),
         vocab_file=vocab_path(data_dir, manifest),
         tfrecord_compression=manifest.get("tfrecord_compression", "") or "",
-        next_sentence=schema.sentence_task(manifest))
+        next_sentence=schema.sentence_task(manifest), masking=masking_config(manifest))
+
+
+def masking_config(manifest: dict) -> MaskingConfig | None:
+    """The dynamic-masking settings of a manifest; None for static data."""
+    if schema.masking_mode(manifest) != "dynamic":
+        return None
+    return MaskingConfig.from_manifest(manifest["masking"], int(manifest["vocab_size"]))
