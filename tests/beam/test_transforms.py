@@ -147,6 +147,18 @@ def test_presets_load_and_name_a_real_vocab(name):
     assert ("chinese" in config.vocab_file) == name.startswith("zh")
 
 
+def test_macbert_preset_is_ngram_sop_and_dynamic():
+    import os
+
+    from tests.realdata import REPO
+    config = JobConfig.from_options(PipelineOptions(expand_config(
+        [f"--config={os.path.join(REPO, 'configs', 'data', 'zh-macbert.yaml')}"])))
+    assert (config.next_sentence, config.masking, config.dupe_factor) == ("sop", "dynamic", 1)
+    assert config.ngram_lengths == (1, 2, 3, 4)
+    assert config.ngram_weight_values == (0.4, 0.3, 0.2, 0.1)
+    assert (config.max_seq_length, config.max_predictions_per_seq) == (512, 80)
+
+
 def test_progress_metrics_are_reported(tmp_path, small_ltp_model_dir):
     from apache_beam.metrics.metric import MetricsFilter
 
