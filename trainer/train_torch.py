@@ -20,7 +20,9 @@ The flags are trainer/train_tpu.py's (``trainer/flags.py``); rerunning the same 
 from output_dir's newest complete checkpoint that loads, e.g. after a preemption
 (``trainer/run_setup.py`` states the rule). Shards that differ from their manifest (size,
 sha256) are refused before the first step unless --skip_data_check. --output_dir must be local
-(``torch.save`` writes local files); --tpu is refused (TPUs are the TF trainer's).
+(``torch.save`` writes local files); --tpu is refused (TPUs are the TF trainer's). Data made with
+``--masking=dynamic`` is masked anew every epoch from (seed, epoch, instance), held-out data with
+epoch 0's masks (``trainer/pt/data.py``; docs/training.md, "Dynamic masking").
 
 TensorFlow is never imported. On CPUs each process takes its share of the CPUs it may use and
 OpenMP threads sleep at barriers instead of spinning (``OMP_WAIT_POLICY=PASSIVE`` unless the

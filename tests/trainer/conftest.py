@@ -258,3 +258,22 @@ LEARNING_STEPS_TF = 500
 LEARNING_RATE = 2e-3
 LEARNING_WARMUP = 50
 MLM_MARGIN = 0.02
+
+
+@pytest.fixture(scope="session")
+def real_dynamic_shards(tmp_path_factory) -> str:
+    """The real pipeline's ``--masking=dynamic`` output (``word_starts``, no stored masks; LTP
+    whole words) of the first 120 documents of the People's Daily sample: 4 shards, seq 64,
+    10 predictions, NSP. Returns the output dir."""
+    from pipeline.run import run
+
+    root = tmp_path_factory.mktemp("real_dynamic_shards")
+    corpus = os.path.join(REPO, "pipeline", "resources", "sample", "peoples_daily_sample.txt")
+    with open(corpus, encoding="utf-8") as f:
+        docs = [d for d in f.read().split("\n\n") if d.strip()][:120]
+    text = root / "corpus.txt"
+    text.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    out = str(root / "data")
+    run([f"--input={text}", f"--output_dir={out}", "--masking=dynamic", "--max_seq_length=64",
+         "--max_predictions_per_seq=10", "--num_shards=4", "--quiet"])
+    return out

@@ -21,6 +21,15 @@ worker->reader mapping is rotated by ``batches_consumed % W`` to make the first 
 resume come from the reader that was next. "Exact" thus means: with the same shards, seed,
 batch_size, shuffle_buffer, world size and worker count, the resumed run sees the same examples
 in the same batches in the same order as an uninterrupted run (``tests/trainer`` checks this).
+
+Dynamic masking. Dynamic data (``DataSpec.masking`` set: the shards hold ``word_starts``, no
+masks) is masked here, block by block, with ``pipeline.core.masking.mask_dynamic``: the mask of
+an instance is a function of (seed, epoch, its stable index) alone, the index being its shard's
+``DataSpec.index_offsets`` entry plus its row in the file (computed before any permutation).
+So an instance gets the same mask in an epoch whatever the world size, the DataLoader workers,
+the batch it lands in or a resume, and a new mask in the next epoch; the batches have the
+static data's keys and shapes. Held-out streams (``StreamConfig.mask_epoch`` 0) always draw the
+masks of epoch 0: every evaluation scores the same masks.
 """
 from __future__ import annotations
 
@@ -35,6 +44,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline import schema
+from pipeline.core.masking import MaskingConfig, mask_dynamic
 from trainer.storage import is_remote, local_path, open_binary
 
 IGNORE_INDEX = -100  # torch CrossEntropyLoss / transformers: position carries no MLM label
@@ -42,8 +52,14 @@ IGNORE_INDEX = -100  # torch CrossEntropyLoss / transformers: position carries n
 
 @dataclasses.dataclass(frozen=True)
 class StreamConfig:
-    """Static facts of one stream. Lengths and the sentence task come from the manifest
-    (``DataSpec``): "none" data has no ``next_sentence_labels`` column to read."""
+    """Static facts of one stream. Lengths, the sentence task and the masking come from the
+    manifest (``DataSpec``): "none" data has no ``next_sentence_labels`` column to read.
+
+    masking: dynamic data's settings (``DataSpec.masking``), None for static data (masks read
+    from the shards). index_offsets: with masking, the stable index of each path's first row
+    (``DataSpec.index_offsets``). mask_epoch: the epoch whose masks are drawn; None = the epoch
+    being read (training), 0 for held-out data (every evaluation scores the same masks).
+    """
 
     paths: tuple[str, ...]
     batch_size: int
@@ -54,6 +70,24 @@ class StreamConfig:
     repeat: bool = True   # training: endless epochs; eval: one pass, partial last batch kept
     shuffle: bool = True
     next_sentence: str = "nsp"
+    masking: MaskingConfig | None = None
+    index_offsets: tuple[int, ...] = ()
+    mask_epoch: int | None = None
+
+    def __post_init__(self):
+        if self.masking is None:
+            return
+        if len(self.index_offsets) != len(self.paths):
+            raise ValueError(f"dynamic data needs one index offset per shard: "
+                             f"{len(self.index_offsets)} for {len(self.paths)} paths")
+        if self.masking.max_predictions_per_seq != self.max_predictions_per_seq:
+            raise ValueError(f"masking max_predictions_per_seq "
+                             f"{self.masking.max_predictions_per_seq} != stream "
+                             f"max_predictions_per_seq {self.max_predictions_per_seq}")
+
+    @property
+    def masking_mode(self) -> str:
+        return "static" if self.masking is None else "dynamic"
 
 
 def epoch_file_order(num_files: int, *, seed: int, epoch: int) -> list[int]:
@@ -108,7 +142,9 @@ def decode_block(table: pa.Table, *, max_seq_length: int,
 
     Shapes: [n, max_seq_length] for input_ids/attention_mask/token_type_ids/labels,
     [n, max_predictions] for masked_lm_*, [n] for next_sentence_label (only when the table
-    has the label column: not for next_sentence "none" data).
+    has the label column: not for next_sentence "none" data). Dynamic data (a
+    ``word_starts`` column, no masks): input_ids/attention_mask/token_type_ids, word_starts
+    [n, max_seq_length] and the label; ``mask_block`` makes the rest.
     """
     table = table.combine_chunks()
     def col(name):
@@ -121,14 +157,38 @@ def decode_block(table: pa.Table, *, max_seq_length: int,
         "input_ids": pad_lists(col("input_ids"), s, np.int64),
         "attention_mask": pad_lists(col("input_mask"), s, np.int64),
         "token_type_ids": pad_lists(col("segment_ids"), s, np.int64),
-        "masked_lm_positions": pad_lists(col("masked_lm_positions"), p, np.int64),
-        "masked_lm_ids": pad_lists(col("masked_lm_ids"), p, np.int64),
-        "masked_lm_weights": pad_lists(col("masked_lm_weights"), p, np.float32),
     }
+    dynamic = schema.WORD_STARTS in table.column_names
+    if dynamic:
+        out[schema.WORD_STARTS] = pad_lists(col(schema.WORD_STARTS), s, np.int8)
+    else:
+        out["masked_lm_positions"] = pad_lists(col("masked_lm_positions"), p, np.int64)
+        out["masked_lm_ids"] = pad_lists(col("masked_lm_ids"), p, np.int64)
+        out["masked_lm_weights"] = pad_lists(col("masked_lm_weights"), p, np.float32)
     if schema.LABEL_FEATURE in table.column_names:
         out["next_sentence_label"] = table.column(schema.LABEL_FEATURE).to_numpy().astype(np.int64)
+    if not dynamic:
+        out["labels"] = mlm_labels(out["masked_lm_positions"], out["masked_lm_ids"],
+                                   out["masked_lm_weights"], max_seq_length=s)
+    return out
+
+
+def mask_block(block: dict[str, np.ndarray], index: np.ndarray, *, epoch: int, seed: int,
+               config: MaskingConfig) -> dict[str, np.ndarray]:
+    """A decoded dynamic block (rows with ``word_starts``) masked for ``epoch``: the features
+    and shapes of a static block. ``index``: each row's stable index (``mask_dynamic``)."""
+    masked = mask_dynamic(block["input_ids"], block["attention_mask"], block["token_type_ids"],
+                          block[schema.WORD_STARTS], index, epoch=epoch, seed=seed,
+                          config=config)
+    out = {"input_ids": masked["input_ids"], "attention_mask": block["attention_mask"],
+           "token_type_ids": block["token_type_ids"]}
+    for name in ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights"):
+        out[name] = masked[name]
+    if "next_sentence_label" in block:
+        out["next_sentence_label"] = block["next_sentence_label"]
     out["labels"] = mlm_labels(out["masked_lm_positions"], out["masked_lm_ids"],
-                               out["masked_lm_weights"], max_seq_length=s)
+                               out["masked_lm_weights"],
+                               max_seq_length=block["input_ids"].shape[1])
     return out
 
 
@@ -170,11 +230,14 @@ class ShardReader:
         return reader_files(order, reader=self.reader, num_readers=self.num_readers)
 
     def blocks(self, epoch: int, skip: int) -> Iterator[dict[str, np.ndarray]]:
-        """Decoded, permuted blocks of ``epoch``, starting after ``skip`` examples."""
+        """Decoded, permuted blocks of ``epoch``, starting after ``skip`` examples; dynamic
+        data masked for ``epoch`` (or ``mask_epoch``), each row by its stable index."""
         c = self.config
         block_rows = c.shuffle_buffer if c.shuffle and c.shuffle_buffer > 0 else 1024
+        mask_epoch = epoch if c.mask_epoch is None else c.mask_epoch
         for f in self.epoch_files(epoch):
             sizes = self.row_group_sizes(f)
+            group_start = np.cumsum([0, *sizes[:-1]])  # row of each row group's first row
             for g in block_permutation(len(sizes), seed=c.seed, keys=(epoch, f), shuffle=c.shuffle):
                 if skip >= sizes[g]:  # skip whole row groups from metadata alone
                     skip -= sizes[g]
@@ -187,14 +250,22 @@ class ShardReader:
                                          max_predictions=c.max_predictions_per_seq)
                     perm = block_permutation(table.num_rows, seed=c.seed,
                                              keys=(epoch, f, int(g), k), shuffle=c.shuffle)
-                    yield {name: a[perm[skip:]] for name, a in block.items()}
+                    rows = perm[skip:]
+                    block = {name: a[rows] for name, a in block.items()}
+                    if c.masking is not None:
+                        # Rows of the file before the permutation: the stable index.
+                        index = c.index_offsets[f] + int(group_start[g]) + k * block_rows + rows
+                        block = mask_block(block, index, epoch=mask_epoch, seed=c.seed,
+                                           config=c.masking)
+                    yield block
                     skip = 0
 
     def _row_group_blocks(self, file_index: int, group: int, block_rows: int) -> Iterator[pa.Table]:
         """Exactly ``block_rows``-row tables (last one shorter), whatever pyarrow's batching."""
         pending: list[pa.RecordBatch] = []
         have = 0
-        columns = [name for name, _, _ in schema.features(self.config.next_sentence)]
+        columns = [name for name, _, _ in schema.features(self.config.next_sentence,
+                                                          self.config.masking_mode)]
         with self._open(file_index) as pf:
             for batch in pf.iter_batches(batch_size=block_rows, row_groups=[group],
                                          columns=columns):

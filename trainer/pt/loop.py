@@ -7,7 +7,8 @@ and checks data and configs into a ``run_setup.Run``. The run directory follows
 rank 0) and to TensorBoard event files under ``output_dir/tensorboard/<split>``
 (``trainer.event_file``: neither TensorFlow nor the tensorboard package is imported). The
 data's sentence task (``DataSpec.next_sentence``) picks the columns read, the loss (masked-LM
-only for "none") and the metric names.
+only for "none") and the metric names; dynamic data (``DataSpec.masking``) is masked by the
+data stream (``trainer/pt/data.py``), so the model sees the same batches as for static data.
 """
 from __future__ import annotations
 
@@ -61,11 +62,16 @@ class TensorBoard:
 
 
 def stream_config(spec, config: TrainConfig, *, train: bool) -> StreamConfig:
+    """The stream of ``spec``'s Parquet shards. Dynamic data is masked by the stream with the
+    run's seed: training data for the epoch being read, held-out data always for epoch 0."""
     return StreamConfig(paths=tuple(spec.paths(schema.PARQUET_DIR)),
                         batch_size=config.batch_size, max_seq_length=spec.max_seq_length,
                         max_predictions_per_seq=spec.max_predictions_per_seq, seed=config.seed,
                         shuffle_buffer=config.shuffle_buffer, repeat=train, shuffle=train,
-                        next_sentence=spec.next_sentence)
+                        next_sentence=spec.next_sentence, masking=spec.masking,
+                        index_offsets=(tuple(spec.index_offsets(schema.PARQUET_DIR))
+                                       if spec.dynamic else ()),
+                        mask_epoch=None if train else 0)
 
 
 def train_batches(spec, config: TrainConfig, ctx: DistContext,
@@ -112,7 +118,8 @@ def eval_batches(spec, config: TrainConfig, ctx: DistContext) -> int:
 def evaluate(pretrainer: Pretrainer, spec, config: TrainConfig, ctx: DistContext, *,
              steps: int) -> dict[str, float]:
     """``metrics.eval_keys`` over ``steps`` full batches per rank of the held-out shards, read
-    in file order from the start: the same examples at every evaluation."""
+    in file order from the start: the same examples at every evaluation. Dynamic held-out
+    data is masked with epoch 0's masks (``stream_config``): the same masks too."""
     dataset = ShardDataset(stream_config(spec, config, train=False), rank=ctx.rank,
                            world_size=ctx.world_size)
     was_training = pretrainer.training
