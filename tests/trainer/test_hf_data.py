@@ -16,8 +16,6 @@ from trainer.config import ModelConfig
 from trainer.hf_data import MaskingEpochCallback, PretrainingCollator, PretrainingDataset
 from trainer.pt.data import IGNORE_INDEX, ShardDataset, StreamConfig
 
-
-
 SEED = 11
 
 
