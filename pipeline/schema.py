@@ -103,6 +103,10 @@ LOCK_FILE = ".bert-wwm.lock"
 OUTPUT_FILES = (MANIFEST_FILE, STATS_FILE, VOCAB_FILE)
 OUTPUT_DIRS = (TFRECORD_DIR, PARQUET_DIR, PIECES_DIR, STAGING_DIR)
 MANIFEST_FORMAT_VERSION = 1
+# Outputs with length bins (``--length_bins``) are written as version 2, so code that predates
+# bins refuses them instead of reading shards of several lengths as one.
+BINNED_FORMAT_VERSION = 2
+FORMAT_VERSIONS = (MANIFEST_FORMAT_VERSION, BINNED_FORMAT_VERSION)
 
 # How a path the manifest names (vocab_file, shard paths) may not look. The manifest travels
 # with the data (copied from a bucket, a colleague, an archive): none of its paths may make a
@@ -129,14 +133,22 @@ def shard_name(index: int, num_shards: int, suffix: str) -> str:
     return f"part-{index:05d}-of-{num_shards:05d}{suffix}"
 
 
-def shard_path(fmt: str, index: int, num_shards: int, *, gzip: bool = False) -> str:
+def bin_dir(bound: int) -> str:
+    """A length bin's directory under tfrecord/ and parquet/: ``len-0128``."""
+    return f"len-{bound:04d}"
+
+
+def shard_path(fmt: str, index: int, num_shards: int, *, gzip: bool = False,
+               bound: int | None = None) -> str:
     """A shard's path relative to the output directory, e.g.
-    ``parquet/part-00000-of-00004.parquet``."""
+    ``parquet/part-00000-of-00004.parquet``, or ``tfrecord/len-0128/part-...`` in the length
+    bin of ``bound``."""
+    sub = f"{bin_dir(bound)}/" if bound is not None else ""
     if fmt == "tfrecord":
         suffix = ".tfrecord.gz" if gzip else ".tfrecord"
-        return f"{TFRECORD_DIR}/{shard_name(index, num_shards, suffix)}"
+        return f"{TFRECORD_DIR}/{sub}{shard_name(index, num_shards, suffix)}"
     if fmt == "parquet":
-        return f"{PARQUET_DIR}/{shard_name(index, num_shards, '.parquet')}"
+        return f"{PARQUET_DIR}/{sub}{shard_name(index, num_shards, '.parquet')}"
     raise ValueError(f"unknown shard format {fmt!r}")
 
 
@@ -188,6 +200,9 @@ def arrow_schema(next_sentence: str = "nsp", masking: str = "static"):
 #   masking ({"mode": "static" or "dynamic" (MASKING_MODES), masked_lm_prob,
 #             max_predictions_per_seq, whole_word, mask_id, ngram_lengths, ngram_weights}:
 #            pipeline.core.masking.MaskingConfig; absent in older manifests: static),
+#   bins (format_version 2 only, --length_bins): [{"bound", "max_predictions_per_seq",
+#         "instances", "shards": {fmt: [...]}}], one per bin in increasing bound order, each a
+#         Google-format dataset padded to its bound; the top-level "shards" lists all of them,
 #   config (every pipeline option), versions, ltp_model, created_unix.
 MANIFEST_REQUIRED_KEYS = ("format_version", "max_seq_length", "max_predictions_per_seq",
                           "vocab_size", "do_lower_case", "vocab_file", "total_instances",
@@ -199,7 +214,17 @@ def validate_manifest(manifest: dict, source: str = "manifest.json") -> dict:
     missing = [k for k in MANIFEST_REQUIRED_KEYS if k not in manifest]
     if missing:
         raise ValueError(f"{source} lacks {missing}: not written by this pipeline, or truncated")
-    if manifest["format_version"] != MANIFEST_FORMAT_VERSION:
+    if manifest["format_version"] not in FORMAT_VERSIONS:
         raise ValueError(f"{source} has format_version {manifest['format_version']}, "
-                         f"this code reads {MANIFEST_FORMAT_VERSION}")
+                         f"this code reads {' and '.join(map(str, FORMAT_VERSIONS))}")
+    if (manifest["format_version"] == BINNED_FORMAT_VERSION) != bool(manifest.get("bins")):
+        raise ValueError(f"{source}: format_version {manifest['format_version']} "
+                         f"{'without' if manifest.get('bins') is None else 'with'} length bins")
     return manifest
+
+
+def length_bins(manifest: dict) -> list[dict]:
+    """The manifest's length bins (``--length_bins``), [] for an unbinned output. Each:
+    {"bound": its max_seq_length, "max_predictions_per_seq", "instances",
+     "shards": {"tfrecord": [shard entries], "parquet": [...]}} (no shards: an empty bin)."""
+    return list(manifest.get("bins") or [])

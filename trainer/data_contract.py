@@ -37,6 +37,8 @@ def read_manifest(data_dir: str) -> dict:
     try:
         schema.sentence_task(manifest)
         schema.masking_mode(manifest)
+        if schema.length_bins(manifest):
+            raise ValueError("length bins (--length_bins) are not read by this trainer yet")
     except ValueError as e:
         raise ValueError(f"{path}: {e}: data of a sentence task or masking mode this trainer does "
                          "not know "

@@ -179,6 +179,7 @@ class MakeInstancesDoFn(beam.DoFn):
                               job.ltp_model if job.do_whole_word_mask else None, job.user_dict,
                               job.normalize)
         self._pieces, self._shards, self._fs = pieces_dir, job.num_shards, filesystem_options
+        self._bounds = job.bin_bounds
         self._on_change, self._range_bytes = job.on_input_change, job.range_bytes
         self._shared = shared.Shared()
         self._state = None
@@ -220,7 +221,7 @@ class MakeInstancesDoFn(beam.DoFn):
         if size > 2 * self._range_bytes and not is_compressed(path) and stats["documents"]:
             stats["ranges_over_twice_range_mb"] += 1  # a document without a boundary for MBs
         name = piece_name(key, size, len(batch))
-        data, classes = encode_piece(batch, self._shards)
+        data, classes = encode_piece(batch, self._shards, bounds=self._bounds)
         fs.write_atomic(fs.join(self._pieces, name), data)
         Metrics.distribution(NAMESPACE, "range_documents").update(stats["documents"])
         Metrics.counter(NAMESPACE, "bytes_read").inc(size)
@@ -228,6 +229,8 @@ class MakeInstancesDoFn(beam.DoFn):
         LOG.debug("range %s@%d: %d documents, %d instances", source, start,
                   stats["documents"], len(batch))
         yield {"key": key, "id": piece_id(key), "path": name, "rows": len(batch),
+               "bin_rows": [sum(rows for blocks in per_class for _, _, rows in blocks)
+                            for per_class in classes],
                "classes": classes, "stats": stats}
 
 
@@ -274,24 +277,38 @@ def source_name(path: str, base: str) -> str:
     return path
 
 
-def piece_offsets(sizes: list[tuple[tuple, int]]) -> dict[tuple, int]:
-    """(piece key, rows) of every piece → {key: offset of its first row in the global sequence}.
+def piece_offsets(sizes: list[tuple[tuple, list[int]]]) -> tuple[dict[tuple, list[int]],
+                                                                  list[int]]:
+    """(piece key, rows per length bin) of every piece → ({key: offset of its first row of
+    each bin in that bin's global sequence}, instances per bin).
 
-    Pieces in key order, each piece's rows in order, make one global sequence of instances;
-    instance ``g`` of it goes to shard ``g % num_shards`` (Google's round-robin), so shard sizes
-    differ by at most one.
+    Pieces in key order, each piece's rows of a bin in order, make one global sequence of the
+    bin's instances; instance ``g`` of it goes to the bin's shard ``g % num_shards`` (Google's
+    round-robin), so shard sizes within a bin differ by at most one. Without bins there is one
+    bin.
     """
-    offsets, total = {}, 0
+    offsets: dict[tuple, list[int]] = {}
+    totals: list[int] = []
     for key, rows in sorted(sizes):
-        offsets[key] = total
-        total += rows
-    return offsets
+        totals += [0] * (len(rows) - len(totals))
+        offsets[key] = list(totals[:len(rows)])
+        for b, n in enumerate(rows):
+            totals[b] += n
+    return offsets, totals
 
 
-def assign_classes(piece: dict, offset: int, num_shards: int):
-    """A piece's classes → (shard, (piece key, path, blocks)). Row ``i`` of a piece starting at
-    global offset ``o`` is in class ``i % num_shards`` and belongs to shard
-    ``(o + i) % num_shards``: class ``c`` goes whole to shard ``(c + o) % num_shards``."""
-    for c, blocks in enumerate(piece["classes"]):
-        if blocks:
-            yield (c + offset) % num_shards, (piece["key"], piece["path"], blocks)
+def shard_key(bin_index: int, shard: int, num_shards: int) -> int:
+    """The job-wide index of a bin's shard (its GroupByKey key): bins after one another."""
+    return bin_index * num_shards + shard
+
+
+def assign_classes(piece: dict, offsets: list[int], num_shards: int):
+    """A piece's classes → (shard key, (piece key, path, blocks)). Row ``i`` of a bin of a
+    piece starting at the bin's global offset ``o`` is in class ``i % num_shards`` and belongs
+    to the bin's shard ``(o + i) % num_shards``: class ``c`` goes whole to shard
+    ``(c + o) % num_shards``."""
+    for b, (per_class, offset) in enumerate(zip(piece["classes"], offsets)):
+        for c, blocks in enumerate(per_class):
+            if blocks:
+                yield (shard_key(b, (c + offset) % num_shards, num_shards),
+                       (piece["key"], piece["path"], blocks))

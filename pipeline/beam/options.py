@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.common.sizes import MB
+from pipeline.core.bins import parse_bins
 from pipeline.core.masking import parse_ngram
 from pipeline.core.text import FORMATS
 
@@ -100,6 +101,12 @@ class JobConfig:
     ngram_weights: str | None = _flag(
         None, "the probability of each --ngram_masking length, summing to 1, e.g. "
         "0.4,0.3,0.2,0.1 (MacBERT), or 'harmonic' (1/n, Model Garden's). Default: harmonic")
+    length_bins: str | None = _flag(
+        None, "sequence-length bins, e.g. 64,128,256: each instance goes to the first bin "
+        "whose bound holds its tokens (the last bin ends at --max_seq_length), and each bin "
+        "gets --num_shards shards of its own, padded to its bound, under tfrecord/len-NNNN/ "
+        "and parquet/len-NNNN/. The instances are those of the job without bins. Default: "
+        "no bins")
     normalize: str = _flag(
         None, "none: the text as given (Google's); nfkc_punct: NFKC, then curly quotes, dashes, "
         "ellipses and box drawing the vocabulary lacks become their ASCII forms (no [UNK] for "
@@ -181,6 +188,11 @@ class JobConfig:
         return config
 
     @property
+    def bin_bounds(self) -> tuple[int, ...]:
+        """The length bins' bounds, the last = max_seq_length; () without bins."""
+        return parse_bins(self.length_bins, self.max_seq_length)
+
+    @property
     def ngram_lengths(self) -> tuple[int, ...]:
         return parse_ngram(self.ngram_masking, self.ngram_weights)[0]
 
@@ -221,6 +233,7 @@ class JobConfig:
              "cannot be combined with --masking=dynamic or --ngram_masking"),
         ]
         parse_ngram(self.ngram_masking, self.ngram_weights)
+        parse_bins(self.length_bins, self.max_seq_length)
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)

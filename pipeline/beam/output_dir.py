@@ -45,8 +45,10 @@ RUN_PREFIX = "run-"
 _RUN = r"run-[0-9]{8}-[0-9]{6}-[0-9a-f]{8}"
 _TMP = rf"(?:{fs.TEMPORARY_PREFIX})?"  # fs.atomic_writer's temporary names
 _SHARD = r"part-[0-9]{5}-of-[0-9]{5}"
-_SHARDS = (rf"(?:{schema.TFRECORD_DIR}/{_TMP}{_SHARD}\.tfrecord(?:\.gz)?"
-           rf"|{schema.PARQUET_DIR}/{_TMP}{_SHARD}\.parquet)")
+_BIN_NAME = r"len-[0-9]{4,}"  # a length bin's directory (schema.bin_dir)
+_BIN = rf"(?:{_BIN_NAME}/)?"
+_SHARDS = (rf"(?:{schema.TFRECORD_DIR}/{_BIN}{_TMP}{_SHARD}\.tfrecord(?:\.gz)?"
+           rf"|{schema.PARQUET_DIR}/{_BIN}{_TMP}{_SHARD}\.parquet)")
 _FILES = "|".join(re.escape(name) for name in schema.OUTPUT_FILES)
 # A finished output's own files (what a previous run left as its result).
 _RESULT = re.compile(rf"(?:{_TMP}(?:{_FILES})|{_SHARDS})")
@@ -423,8 +425,7 @@ def discard_run(layout: Layout) -> None:
         written = list_below(layout.shard_root)
         fs.delete_files([fs.join(layout.shard_root, rel) for rel in written
                          if re.fullmatch(_SHARDS, rel)])
-        for sub in (schema.TFRECORD_DIR, schema.PARQUET_DIR):
-            _remove_empty_dirs(fs.join(layout.shard_root, sub), levels=1)
+        _remove_empty_shard_dirs(layout.shard_root)
         if layout.staged:
             _remove_empty_dirs(layout.shard_root, levels=2)
     except Exception as e:  # the run's own error matters more; leftovers go at the next run
@@ -434,6 +435,23 @@ def discard_run(layout: Layout) -> None:
 def remove_if_empty(output_dir: str) -> None:
     """rmdir an output directory left empty (a run that failed before writing anything)."""
     _remove_empty_dirs(output_dir, levels=1)
+
+
+def _remove_empty_shard_dirs(root: str, *, keep_formats: bool = False) -> None:
+    """rmdir the empty length-bin directories (``tfrecord/len-0128``) under ``root``, then
+    its empty ``tfrecord/`` and ``parquet/`` unless ``keep_formats`` (local disks only)."""
+    if is_remote(root):
+        return
+    for sub in (schema.TFRECORD_DIR, schema.PARQUET_DIR):
+        directory = os.path.join(local_path(root), sub)
+        if not os.path.isdir(directory) or os.path.islink(directory):
+            continue
+        for name in os.listdir(directory):
+            path = os.path.join(directory, name)
+            if re.fullmatch(_BIN_NAME, name) and not os.path.islink(path):
+                _remove_empty_dirs(path, levels=1)
+        if not keep_formats:
+            _remove_empty_dirs(directory, levels=1)
 
 
 def _remove_empty_dirs(directory: str, levels: int) -> None:
@@ -470,6 +488,6 @@ def swap_in(output_dir: str, *, staging: str, previous: Iterable[str],
         parent = target.rsplit("/", 1)[0]
         fs.make_dirs(parent)
         fs.rename(fs.join(staging, rel), target)
-    for sub in (schema.TFRECORD_DIR, schema.PARQUET_DIR):
-        _remove_empty_dirs(fs.join(staging, sub), levels=1)
+    _remove_empty_shard_dirs(staging)
+    _remove_empty_shard_dirs(output_dir, keep_formats=True)
     _remove_empty_dirs(staging, levels=2)

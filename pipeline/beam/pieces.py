@@ -4,7 +4,8 @@ bytes (:func:`encode_piece`) and reading them back (:func:`read_blocks`).
 
 Instances never cross a Beam shuffle (on DirectRunner a shuffle holds everything in memory): a
 range writes its instances here, and only this small index travels on. The rows of a piece are
-already in random order; row ``i`` belongs to class ``i % num_shards``, and each class is stored
+already in random order; row ``i`` belongs to class ``i % num_shards`` (with length bins: the
+``i``-th row of its bin, in its bin's classes), and each class is stored
 contiguously in blocks of at most ``BLOCK_ROWS`` rows, so a shard reads exactly its class of
 every piece, one block at a time. The format is private to one job (written and read by the same
 code): each block is an ``InstanceBatch`` pickled with the highest protocol.
@@ -24,6 +25,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from pipeline.core.bins import bin_of
 from pipeline.core.instance import InstanceBatch
 from pipeline.core.seeds import stable_hash64
 
@@ -55,20 +57,29 @@ def parse_piece_name(name: str) -> tuple[int, int] | None:
     return (int(match.group("bytes")), int(match.group("rows"))) if match else None
 
 
-def encode_piece(batch: InstanceBatch, num_shards: int,
-                 block_rows: int = BLOCK_ROWS) -> tuple[bytes, list[list[Block]]]:
-    """The piece's bytes and, per class, its blocks."""
+def encode_piece(batch: InstanceBatch, num_shards: int, block_rows: int = BLOCK_ROWS,
+                 bounds: tuple[int, ...] = ()) -> tuple[bytes, list[list[list[Block]]]]:
+    """The piece's bytes and, per length bin (one without ``bounds``) and class, its blocks.
+    The rows of a bin keep their order; the ``j``-th of them is in class ``j % num_shards``."""
     sink = io.BytesIO()
-    classes: list[list[Block]] = []
-    for c in range(num_shards):
-        rows = np.arange(c, len(batch), num_shards)
-        blocks: list[Block] = []
-        for start in range(0, len(rows), block_rows):
-            part = batch.take(rows[start:start + block_rows])
-            data = pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
-            blocks.append((sink.tell(), len(data), len(part)))
-            sink.write(data)
-        classes.append(blocks)
+    if bounds:
+        of_row = bin_of(batch.lengths, bounds)
+        bins = [np.flatnonzero(of_row == b) for b in range(len(bounds))]
+    else:
+        bins = [np.arange(len(batch))]
+    classes: list[list[list[Block]]] = []
+    for rows_of_bin in bins:
+        per_class: list[list[Block]] = []
+        for c in range(num_shards):
+            rows = rows_of_bin[c::num_shards]
+            blocks: list[Block] = []
+            for start in range(0, len(rows), block_rows):
+                part = batch.take(rows[start:start + block_rows])
+                data = pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
+                blocks.append((sink.tell(), len(data), len(part)))
+                sink.write(data)
+            per_class.append(blocks)
+        classes.append(per_class)
     return sink.getvalue(), classes
 
 

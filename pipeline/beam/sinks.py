@@ -66,11 +66,15 @@ class WriteShardDoFn(beam.DoFn):
     def __init__(self, *, output_dir: str, pieces_dir: str, num_shards: int, seed: int,
                  formats, max_seq_length: int, max_predictions_per_seq: int, gzip: bool,
                  parquet_compression: str, next_sentence: str,
-                 filesystem_options: dict[str, object], masking: str = "static"):
+                 filesystem_options: dict[str, object], masking: str = "static",
+                 bins: tuple[tuple[int, int], ...] = ()):
         self._dir, self._pieces, self._n = output_dir, pieces_dir, num_shards
         self._task, self._masking = next_sentence, masking
         self._formats, self._seed = tuple(formats), seed
         self._lengths = (max_seq_length, max_predictions_per_seq)
+        # (bound, max_predictions_per_seq) per length bin; shard key k is shard k % n of bin
+        # k // n, padded to that bin's lengths.
+        self._bins = tuple(bins)
         self._gzip, self._pq = gzip, parquet_compression
         self._fs = filesystem_options
 
@@ -88,6 +92,10 @@ class WriteShardDoFn(beam.DoFn):
                 classes.append(value)
             elif kind == "stats":
                 stats.update(value)
+        if index < 0:  # statistics only (stats_key): no shard
+            yield {"index": index, "instances": 0, "paths": {}, "bytes": {}, "sha256": {},
+                   "stats": stats}
+            return
         # Sources in piece-key order, whatever order the shuffle delivered them in.
         sources = [(path, blocks) for _, path, blocks in sorted(classes, key=lambda c: c[0])]
         counts = [sum(rows for _, _, rows in blocks) for _, blocks in sources]
@@ -95,6 +103,8 @@ class WriteShardDoFn(beam.DoFn):
         order = rng.permutation(np.repeat(np.arange(len(sources), dtype=np.int32), counts))
         summary = {"index": index, "instances": len(order), "paths": {}, "bytes": {},
                    "sha256": {}, "stats": stats}
+        if self._bins:
+            summary["bin"] = index // self._n
         with contextlib.ExitStack() as stack:
             streams = [stack.enter_context(fs.open_read(fs.join(self._pieces, path)))
                        for path, _ in sources]
@@ -117,16 +127,21 @@ class WriteShardDoFn(beam.DoFn):
     def _writers(self, index: int, stack: contextlib.ExitStack, summary: dict):
         """One function per format taking the next chunk (None: an empty shard)."""
         writers = []
+        shard, bound, lengths = index, None, self._lengths
+        if self._bins:
+            shard = index % self._n
+            bound, predictions = self._bins[index // self._n]
+            lengths = (bound, predictions)
         if "tfrecord" in self._formats:
-            rel = schema.shard_path("tfrecord", index, self._n, gzip=self._gzip)
+            rel = schema.shard_path("tfrecord", shard, self._n, gzip=self._gzip, bound=bound)
             f = stack.enter_context(self._counted(rel, summary, "tfrecord"))
             records = TFRecordSink(f, gzip=self._gzip)
             stack.callback(records.close)
             with_label, dynamic = self._task != "none", self._masking == "dynamic"
             writers.append(lambda b: b is not None and records.write_all(
-                serialize_batch(b, *self._lengths, with_label=with_label, dynamic=dynamic)))
+                serialize_batch(b, *lengths, with_label=with_label, dynamic=dynamic)))
         if "parquet" in self._formats:
-            rel = schema.shard_path("parquet", index, self._n)
+            rel = schema.shard_path("parquet", shard, self._n, bound=bound)
             f = stack.enter_context(self._counted(rel, summary, "parquet"))
             table = ParquetSink(f, compression=None if self._pq == "none" else self._pq,
                                 next_sentence=self._task, masking=self._masking)
@@ -166,6 +181,12 @@ class _CountingWriter(io.RawIOBase):
         return n
 
 
+def stats_key(piece_id: int, num_shards: int) -> int:
+    """The GroupByKey key a piece's statistics travel under: negative (no shard has it), one
+    of ``num_shards`` so the summing is spread."""
+    return -1 - piece_id % num_shards
+
+
 def sum_stats(counters) -> Counter:
     total = Counter()
     for c in counters:
@@ -179,7 +200,8 @@ class DataWarningsError(ValueError):
 
 def write_outputs(element, *, layout: Layout, config: dict, vocab_text: str,
                   vocab_sha256: str, ltp_model: dict,
-                  filesystem_options: dict[str, object], masking: dict) -> dict:
+                  filesystem_options: dict[str, object], masking: dict,
+                  bins: tuple[tuple[int, int], ...] = ()) -> dict:
     """(_, [shard summary]) → removes this run's piece files; with a staged run, swaps the
     previous output for the new shards (``output_dir.swap_in``); writes vocab.txt, stats.json
     (the shards' statistics summed), then manifest.json (last: its presence means the output
@@ -187,7 +209,8 @@ def write_outputs(element, *, layout: Layout, config: dict, vocab_text: str,
     manifest."""
     fs.use_options(filesystem_options)
     _, summaries = element
-    shards = [{k: v for k, v in s.items() if k != "stats"} for s in summaries]
+    shards = [{k: v for k, v in s.items() if k != "stats"} for s in summaries
+              if s["index"] >= 0]
     stats = sum_stats(s["stats"] for s in summaries)
     output_dir = layout.output_dir
     stats_doc = build_stats(stats)
@@ -206,7 +229,7 @@ def write_outputs(element, *, layout: Layout, config: dict, vocab_text: str,
     manifest = build_manifest(config=config, shards=shards,
                               vocab_size=len(vocab_text.rstrip("\n").split("\n")),
                               vocab_sha256=vocab_sha256, ltp_model=ltp_model,
-                              masking=masking,
+                              masking=masking, bins=bins,
                               tfrecord_compression="GZIP" if config["compression"] == "gzip"
                               else "")
     manifest["run_id"] = layout.run_id

@@ -27,6 +27,7 @@ import apache_beam as beam
 from pipeline.beam import dofns, pieces, sinks
 from pipeline.beam.options import JobConfig
 from pipeline.beam.output_dir import Layout
+from pipeline.core.bins import max_predictions
 
 
 class MakeInstances(beam.PTransform):
@@ -52,21 +53,32 @@ class MakeInstances(beam.PTransform):
 
 
 def _offsets(grouped):
-    """(_, [(piece key, rows)]) → (piece id, global offset of its first row) per piece."""
+    """(_, [(piece key, rows per bin)]) → (piece id, global offsets of its first row of each
+    bin) per piece."""
     _, sizes = grouped
-    for key, offset in dofns.piece_offsets(list(sizes)).items():
-        yield pieces.piece_id(key), offset
+    for key, offsets in dofns.piece_offsets(list(sizes))[0].items():
+        yield pieces.piece_id(key), offsets
+
+
+def _bin_markers(grouped, num_shards: int):
+    """One marker per shard of every length bin that holds instances, so each of its shards
+    is written even if it gets none; an empty bin gets no shards."""
+    _, sizes = grouped
+    for b, total in enumerate(dofns.piece_offsets(list(sizes))[1]):
+        if total:
+            for s in range(num_shards):
+                yield dofns.shard_key(b, s, num_shards), ("marker", None)
 
 
 def _assign(joined, num_shards: int):
-    """(piece id, {"piece": [index], "offset": [offset]}) → (shard, ("class", class of the
-    piece)) for each of its classes, and its statistics to one shard (any one: they are
-    summed)."""
+    """(piece id, {"piece": [index], "offset": [offsets]}) → (shard key, ("class", class of the
+    piece)) for each of its classes; its statistics go to a key of their own (negative: no
+    shard), summed there."""
     piece_id, parts = joined
-    (piece,), (offset,) = parts["piece"], parts["offset"]
-    for shard, source in dofns.assign_classes(piece, offset, num_shards):
+    (piece,), (offsets,) = parts["piece"], parts["offset"]
+    for shard, source in dofns.assign_classes(piece, offsets, num_shards):
         yield shard, ("class", source)
-    yield piece_id % num_shards, ("stats", piece["stats"])
+    yield sinks.stats_key(piece_id, num_shards), ("stats", piece["stats"])
 
 
 class WriteShards(beam.PTransform):
@@ -78,17 +90,20 @@ class WriteShards(beam.PTransform):
 
     def expand(self, pieces):
         c = self._config
-        offsets = (pieces
-                   | "Piece sizes" >> beam.Map(lambda p: (0, (p["key"], p["rows"])))
-                   | "All sizes" >> beam.GroupByKey()
-                   | "Offsets" >> beam.FlatMap(_offsets))
+        sizes = (pieces
+                 | "Piece sizes" >> beam.Map(lambda p: (0, (p["key"], p["bin_rows"])))
+                 | "All sizes" >> beam.GroupByKey())
+        offsets = sizes | "Offsets" >> beam.FlatMap(_offsets)
         keyed = pieces | "By piece" >> beam.Map(lambda p: (p["id"], p))
         assigned = ({"piece": keyed, "offset": offsets}
                     | "Join offsets" >> beam.CoGroupByKey()
                     | "Assign classes" >> beam.FlatMap(_assign, num_shards=c.num_shards))
-        # One marker per shard, so a shard that gets no instance is still written.
-        markers = (pieces.pipeline | "Shard indexes" >> beam.Create(
-            [(i, ("marker", None)) for i in range(c.num_shards)]))
+        if c.bin_bounds:  # the shards of bins that hold instances
+            markers = sizes | "Shard markers" >> beam.FlatMap(_bin_markers,
+                                                             num_shards=c.num_shards)
+        else:  # every shard, even if the job made no piece at all
+            markers = (pieces.pipeline | "Shard indexes" >> beam.Create(
+                [(i, ("marker", None)) for i in range(c.num_shards)]))
         return ((assigned, markers)
                 | "With markers" >> beam.Flatten()
                 | "Group by shard" >> beam.GroupByKey()
@@ -99,7 +114,14 @@ class WriteShards(beam.PTransform):
                     max_predictions_per_seq=c.max_predictions_per_seq,
                     gzip=c.compression == "gzip", parquet_compression=c.parquet_compression,
                     next_sentence=c.next_sentence, masking=c.masking,
-                    filesystem_options=self._fs)))
+                    bins=bin_specs(c), filesystem_options=self._fs)))
+
+
+def bin_specs(config: JobConfig) -> tuple[tuple[int, int], ...]:
+    """(bound, max_predictions_per_seq) of each length bin; () without bins."""
+    return tuple((bound, max_predictions(bound, config.max_predictions_per_seq,
+                                         config.masked_lm_prob))
+                 for bound in config.bin_bounds)
 
 
 def build(p: beam.Pipeline, *, config: JobConfig, layout: Layout, vocab_text: str,
@@ -124,6 +146,7 @@ def build(p: beam.Pipeline, *, config: JobConfig, layout: Layout, vocab_text: st
             | "Once" >> beam.GroupByKey()
             | "Write manifest" >> beam.Map(
                 sinks.write_outputs, layout=layout, config=dataclasses.asdict(config),
+                bins=bin_specs(config),
                 masking={"mode": config.masking,
                          **dofns.range_config(config, vocab).instance.masking.to_manifest()},
                 vocab_text=vocab_text, vocab_sha256=vocab_sha256, ltp_model=ltp_identity,

@@ -116,17 +116,35 @@ def build_stats(counters: Counter) -> dict:
 
 def build_manifest(*, config: Mapping, shards: Iterable[Mapping], vocab_size: int,
                    vocab_sha256: str, ltp_model: Mapping, tfrecord_compression: str,
-                   masking: Mapping | None = None) -> dict:
-    """The manifest trainers read (keys documented in ``pipeline.schema``)."""
+                   masking: Mapping | None = None,
+                   bins: Iterable[tuple[int, int]] = ()) -> dict:
+    """The manifest trainers read (keys documented in ``pipeline.schema``). ``bins``:
+    (bound, max_predictions_per_seq) of each length bin; the shards' summaries then say their
+    bin (``"bin"``), and a bin without shards is listed as empty."""
     shards = sorted(shards, key=lambda s: s["index"])
-    per_format: dict[str, list[dict]] = {}
-    for shard in shards:
-        for fmt, path in shard["paths"].items():
-            per_format.setdefault(fmt, []).append(
-                {"path": path, "instances": shard["instances"], "bytes": shard["bytes"][fmt],
-                 "sha256": shard["sha256"][fmt]})
+    bins = list(bins)
+
+    def entries(of_shards) -> dict[str, list[dict]]:
+        per_format: dict[str, list[dict]] = {}
+        for shard in of_shards:
+            for fmt, path in shard["paths"].items():
+                per_format.setdefault(fmt, []).append(
+                    {"path": path, "instances": shard["instances"],
+                     "bytes": shard["bytes"][fmt], "sha256": shard["sha256"][fmt]})
+        return per_format
+
+    per_format = entries(shards)
+    extra = {}
+    if bins:
+        extra["bins"] = []
+        for b, (bound, predictions) in enumerate(bins):
+            mine = [s for s in shards if s.get("bin") == b]
+            extra["bins"].append({"bound": bound, "max_predictions_per_seq": predictions,
+                                  "instances": sum(s["instances"] for s in mine),
+                                  "shards": entries(mine)})
     return {
-        "format_version": schema.MANIFEST_FORMAT_VERSION,
+        "format_version": (schema.BINNED_FORMAT_VERSION if bins
+                           else schema.MANIFEST_FORMAT_VERSION),
         "max_seq_length": config["max_seq_length"],
         "max_predictions_per_seq": config["max_predictions_per_seq"],
         "vocab_size": vocab_size,
@@ -145,6 +163,7 @@ def build_manifest(*, config: Mapping, shards: Iterable[Mapping], vocab_size: in
         "features": [{"name": n, "dtype": d, "length": k}
                      for n, d, k in schema.features(config.get("next_sentence", "nsp"),
                                                     (masking or {}).get("mode", "static"))],
+        **extra,
         "ltp_model": dict(ltp_model),
         "config": dict(config),
         "versions": versions(),

@@ -31,8 +31,21 @@ def test_a_piece_reads_back_by_shard_class():
     batch = InstanceBatch.from_instances([
         Instance(input_ids=[2, 4, 3], num_a=3, masked_lm_positions=[1],
                  masked_lm_ids=[5 + i], next_sentence_label=0) for i in range(10)])
-    data, classes = pieces.encode_piece(batch, 3, block_rows=2)
+    data, (classes,) = pieces.encode_piece(batch, 3, block_rows=2)
     assert [sum(rows for _, _, rows in blocks) for blocks in classes] == [4, 3, 3]
     for c, blocks in enumerate(classes):
         rows = InstanceBatch.concat(list(pieces.read_blocks(io.BytesIO(data), blocks)))
         assert rows.labels.tolist() == batch.take(np.arange(c, 10, 3)).labels.tolist()
+
+
+def test_a_piece_with_length_bins_keeps_each_bins_rows_in_order():
+    lengths = [3, 9, 4, 12, 5, 16, 7]
+    batch = InstanceBatch.from_instances([
+        Instance(input_ids=[2] * n, num_a=n, masked_lm_positions=[], masked_lm_ids=[],
+                 next_sentence_label=0) for n in lengths])
+    data, classes = pieces.encode_piece(batch, 2, block_rows=1, bounds=(4, 8, 16))
+    got = [[[len(ids) for part in pieces.read_blocks(io.BytesIO(data), blocks)
+             for ids in (i.input_ids for i in part.instances())] for blocks in per_class]
+           for per_class in classes]
+    # bin <= 4: rows of 3, 4 tokens; <= 8: 5, 7; <= 16: 9, 12, 16; class = rank in bin % 2.
+    assert got == [[[3], [4]], [[5], [7]], [[9, 16], [12]]]

@@ -49,7 +49,8 @@ def test_shard_plan_reads_every_instance_once_sizes_within_one(shards):
         files[name], classes = encode_piece(batch, shards, block_rows=256)
         pieces.append({"key": ("src", 100 * (len(sizes) - k)), "path": name,
                        "rows": len(batch), "classes": classes})
-    offsets = dofns.piece_offsets([(p["key"], p["rows"]) for p in pieces])
+    offsets, totals = dofns.piece_offsets([(p["key"], [p["rows"]]) for p in pieces])
+    assert totals == [sum(sizes)]
     by_shard = {s: [] for s in range(shards)}
     for piece in pieces:
         for shard, (key, path, blocks) in dofns.assign_classes(piece, offsets[piece["key"]],
