@@ -151,7 +151,9 @@ def test_help_shows_the_defaults(capsys):
     print_help()
     text = " ".join(capsys.readouterr().out.split())
     text = text[text.index("options:"):]  # the flags' help, past the usage line
-    for flag, default in (("--dupe_factor", "10"), ("--num_shards", "4"),
+    after = text[text.index("--dupe_factor "):]
+    assert "Default: 10 with static masking, 1 with --masking=dynamic" in after[:400]
+    for flag, default in (("--num_shards", "4"),
                           ("--output_dir", "output"), ("--max_seq_length", "128"),
                           ("--range_mb", "1.0"), ("--on_input_change", "fail")):
         after = text[text.index(f"{flag} "):]

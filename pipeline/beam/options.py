@@ -104,7 +104,8 @@ class JobConfig:
     length_bins: str | None = _flag(
         None, "sequence-length bins, e.g. 64,128,256: each instance goes to the first bin "
         "whose bound holds its tokens (the last bin ends at --max_seq_length), and each bin "
-        "gets --num_shards shards of its own, padded to its bound, under tfrecord/len-NNNN/ "
+        "gets shards of its own (as many as --num_shards=N says), padded to its bound, under "
+        "tfrecord/len-NNNN/ "
         "and parquet/len-NNNN/. The instances are those of the job without bins. Default: "
         "no bins")
     normalize: str = _flag(

@@ -163,6 +163,22 @@ _VALUES = {
     "config": (lambda v: isinstance(v, dict), "an object"),
     "ltp_model": (lambda v: isinstance(v, dict), "an object"),
     "versions": (lambda v: isinstance(v, dict), "an object"),
+    "masking": (lambda v: isinstance(v, dict) and v.get("mode", "static") in
+                schema.MASKING_MODES, f"an object whose mode is one of "
+                                      f"{', '.join(schema.MASKING_MODES)}"),
+}
+# What dynamic data's ``masking`` must hold: the trainers mask with these settings
+# (``pipeline.core.masking.MaskingConfig.from_manifest``).
+_NUMBER = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number")
+_DYNAMIC_MASKING_VALUES = {
+    "masked_lm_prob": (lambda v: _NUMBER[0](v) and 0 <= v <= 1, "a number from 0 to 1"),
+    "max_predictions_per_seq": _whole(0, MAX_LENGTH),
+    "whole_word": (lambda v: isinstance(v, bool), "true or false"),
+    "mask_id": _whole(0, MAX_VOCAB),
+    "ngram_lengths": (lambda v: isinstance(v, list) and bool(v) and all(
+        _whole(1, MAX_LENGTH)[0](n) for n in v), "a non-empty array of whole numbers >= 1"),
+    "ngram_weights": (lambda v: isinstance(v, list) and bool(v) and all(
+        _NUMBER[0](w) and w >= 0 for w in v), "a non-empty array of numbers >= 0"),
 }
 _SHARD_VALUES = {
     "instances": _whole(0),
@@ -192,6 +208,18 @@ def _manifest_problems(m: dict) -> Iterator[str]:
     for key, (test, what) in _VALUES.items():
         if key in m and not test(m[key]):
             yield f"{key} is {_show(m[key])}: it must be {what}"
+    masking = m.get("masking")
+    if isinstance(masking, dict) and masking.get("mode") == "dynamic":
+        for key, (test, what) in _DYNAMIC_MASKING_VALUES.items():
+            if key not in masking:
+                yield f"masking lacks {key} (dynamic data: the trainers mask with it)"
+            elif not test(masking[key]):
+                yield f"masking.{key} is {_show(masking[key])}: it must be {what}"
+        lengths, weights = masking.get("ngram_lengths"), masking.get("ngram_weights")
+        if isinstance(lengths, list) and isinstance(weights, list) and \
+                len(lengths) != len(weights):
+            yield (f"masking has {len(weights)} ngram_weights for {len(lengths)} "
+                   f"ngram_lengths")
     yield from _path_problems("vocab_file", m["vocab_file"])
     shards = m["shards"]
     if not isinstance(shards, dict):
@@ -265,6 +293,22 @@ class Output:
         return schema.sentence_task(self.manifest)
 
     @property
+    def masking(self) -> str:
+        """static or dynamic (``schema.masking_mode``; older manifests: static)."""
+        return schema.masking_mode(self.manifest)
+
+    @property
+    def dynamic(self) -> bool:
+        return self.masking == "dynamic"
+
+    def index_offsets(self, fmt: str) -> list[int]:
+        """The stable index of each shard's first instance: the instances of the shards
+        before it, in manifest order (instance k of shard i has index offsets[i] + k, the
+        same in both formats; the trainers' dynamic masks are keyed by it)."""
+        sizes = [entry["instances"] for entry in self.shards(fmt)]
+        return [sum(sizes[:i]) for i in range(len(sizes))]
+
+    @property
     def formats(self) -> list[str]:
         return [fmt for fmt in FORMATS if self.manifest["shards"].get(fmt)]
 
@@ -288,15 +332,16 @@ class Output:
         return json.loads(self.read(schema.STATS_FILE))
 
     def dtypes(self) -> dict[str, str]:
-        """The features the shards must hold (name → dtype), label absent for "none"."""
-        return {name: dtype for name, dtype, _ in schema.features(self.task)}
+        """The features the shards must hold (name → dtype), label absent for "none",
+        ``word_starts`` instead of masked_lm_* for dynamic data."""
+        return {name: dtype for name, dtype, _ in schema.features(self.task, self.masking)}
 
     def lengths(self) -> dict[str, int]:
         """Fixed TFRecord length of every feature."""
         m = self.manifest
         return {name: schema.feature_length(kind, m["max_seq_length"],
                                             m["max_predictions_per_seq"])
-                for name, _, kind in schema.features(self.task)}
+                for name, _, kind in schema.features(self.task, self.masking)}
 
 
 def open_output(root: str) -> Output:

@@ -7,7 +7,10 @@ vocabulary and 0 in the padding; ``[CLS] A [SEP] B [SEP]`` (``[CLS] A [SEP]`` fo
 next_sentence "none") with ``segment_ids`` 0 over ``[CLS] A [SEP]`` and 1 over ``B [SEP]``;
 masked positions inside the tokens, strictly increasing and never 0 (0 is padding), their
 targets real tokens (never [CLS], [SEP] or [PAD]); ``masked_lm_weights`` exactly 1.0 where a
-prediction is and 0.0 elsewhere; the label 0 or 1 (absent for "none").
+prediction is and 0.0 elsewhere; the label 0 or 1 (absent for "none"). Dynamic data
+(manifest masking mode "dynamic") has no masked_lm_* features but ``word_starts``: 0 or 1,
+0 over the padding and on [CLS] and every [SEP], 1 on the token right after [CLS] and after
+segment 0's [SEP] (a masking group always starts there: ``pipeline.core.masking.group_starts``).
 
 Every check runs on whole chunks with numpy; a problem names the record and the field.
 """
@@ -34,6 +37,11 @@ class Spec:
     sep_id: int
     pad_id: int
     task: str
+    masking: str = "static"
+
+    @property
+    def dynamic(self) -> bool:
+        return self.masking == "dynamic"
 
     @classmethod
     def of(cls, output: Output) -> "Spec":
@@ -48,14 +56,15 @@ class Spec:
                    vocab_size=len(vocab) if has_vocab else m["vocab_size"],
                    cls_id=ids.get(schema.CLS, -1),
                    sep_id=ids.get(schema.SEP, -1), pad_id=ids.get(schema.PAD, 0),
-                   task=output.task)
+                   task=output.task, masking=output.masking)
 
 
 @dataclasses.dataclass
 class Rows:
     """Valid instances, unpadded and column-wise: row k is record ``records[k]`` of the shard,
     with ``lengths[k]`` tokens (``num_a[k]`` of them in segment 0: [CLS] A [SEP]) and
-    ``num_pred[k]`` predictions; ``label`` is None for next_sentence "none"."""
+    ``num_pred[k]`` predictions (none in dynamic data); ``label`` is None for next_sentence
+    "none"; ``word_starts`` (dynamic data only, else None) is per token, like ``tokens``."""
     records: np.ndarray
     tokens: np.ndarray
     lengths: np.ndarray
@@ -64,6 +73,7 @@ class Rows:
     targets: np.ndarray
     num_pred: np.ndarray
     label: np.ndarray | None
+    word_starts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -75,13 +85,16 @@ class Rows:
         return np.concatenate([[0], np.cumsum(self.num_pred)]).astype(np.int64)
 
     def row(self, k: int) -> dict:
-        """Row k as plain lists: record, input_ids, num_a, positions, targets, label."""
+        """Row k as plain lists: record, input_ids, num_a, positions, targets, label,
+        word_starts (None for static data)."""
         t, p = self.token_offsets(), self.prediction_offsets()
         return {"record": int(self.records[k]),
                 "input_ids": self.tokens[t[k]:t[k + 1]].tolist(), "num_a": int(self.num_a[k]),
                 "positions": self.positions[p[k]:p[k + 1]].tolist(),
                 "targets": self.targets[p[k]:p[k + 1]].tolist(),
-                "label": None if self.label is None else int(self.label[k])}
+                "label": None if self.label is None else int(self.label[k]),
+                "word_starts": None if self.word_starts is None else
+                self.word_starts[t[k]:t[k + 1]].tolist()}
 
 
 class _Report:
@@ -132,7 +145,7 @@ def _unpad(chunk: Chunk, spec: Spec, report: _Report) -> dict[str, np.ndarray]:
     """TFRecord: fixed lengths, padding and weights checked; the real values extracted."""
     seq, pred = spec.max_seq_length, spec.max_predictions_per_seq
     lengths = {name: schema.feature_length(kind, seq, pred)
-               for name, _, kind in schema.features(spec.task)}
+               for name, _, kind in schema.features(spec.task, spec.masking)}
     for name, length in lengths.items():
         counts = chunk.columns[name].counts
         wrong = np.flatnonzero((counts != length) & ~report.bad)
@@ -145,14 +158,28 @@ def _unpad(chunk: Chunk, spec: Spec, report: _Report) -> dict[str, np.ndarray]:
         offsets = np.concatenate([[0], np.cumsum(column.counts)])
         grid[name] = column.values[offsets[good][:, None] + np.arange(length)]
     mask, ids, segments = grid["input_mask"], grid["input_ids"], grid["segment_ids"]
-    positions, targets = grid["masked_lm_positions"], grid["masked_lm_ids"]
-    weights = grid["masked_lm_weights"]
     n = (mask == 1).sum(axis=1)
     real = np.arange(seq) < n[:, None]
     report.rows(good[~(mask == real).all(axis=1)], "input_mask",
                 "not 1 over the tokens then 0 over the padding")
     report.rows(good[((ids != 0) & ~real).any(axis=1)], "input_ids", "non-zero padding")
     report.rows(good[((segments != 0) & ~real).any(axis=1)], "segment_ids", "non-zero padding")
+    if spec.dynamic:
+        starts = grid[schema.WORD_STARTS]
+        report.rows(good[((starts != 0) & ~real).any(axis=1)], schema.WORD_STARTS,
+                    "non-zero padding")
+        keep = ~report.bad[good]
+        flat = {"rows": good[keep], "lengths": n[keep],
+                "num_pred": np.zeros(int(keep.sum()), dtype=np.int64),
+                "input_ids": ids[keep][real[keep]], "segment_ids": segments[keep][real[keep]],
+                schema.WORD_STARTS: starts[keep][real[keep]],
+                "masked_lm_positions": np.zeros(0, np.int64),
+                "masked_lm_ids": np.zeros(0, np.int64)}
+        if schema.LABEL_FEATURE in grid:
+            flat["label"] = grid[schema.LABEL_FEATURE][keep, 0]
+        return flat
+    positions, targets = grid["masked_lm_positions"], grid["masked_lm_ids"]
+    weights = grid["masked_lm_weights"]
     m = (positions != 0).sum(axis=1)
     predicted = np.arange(pred) < m[:, None]
     report.rows(good[~((positions != 0) == predicted).all(axis=1)], "masked_lm_positions",
@@ -175,24 +202,37 @@ def _unpad(chunk: Chunk, spec: Spec, report: _Report) -> dict[str, np.ndarray]:
 def _unpadded(chunk: Chunk, spec: Spec, report: _Report) -> dict[str, np.ndarray]:
     """Parquet: list lengths consistent and within the limits, masks and weights all 1."""
     cols = chunk.columns
-    n, m = cols["input_ids"].counts, cols["masked_lm_positions"].counts
-    for name, want in (("input_mask", n), ("segment_ids", n), ("masked_lm_ids", m),
-                       ("masked_lm_weights", m)):
+    n = cols["input_ids"].counts
+    if spec.dynamic:  # no predictions stored: word_starts per token instead
+        m = np.zeros(chunk.size, dtype=np.int64)
+        lists = (("input_mask", n), ("segment_ids", n), (schema.WORD_STARTS, n))
+        limits = (("input_ids", n, spec.max_seq_length),)
+        ones = (("input_mask", 1),)
+        kept = ("input_ids", "segment_ids", schema.WORD_STARTS)
+    else:
+        m = cols["masked_lm_positions"].counts
+        lists = (("input_mask", n), ("segment_ids", n), ("masked_lm_ids", m),
+                 ("masked_lm_weights", m))
+        limits = (("input_ids", n, spec.max_seq_length),
+                  ("masked_lm_positions", m, spec.max_predictions_per_seq))
+        ones = (("input_mask", 1), ("masked_lm_weights", 1.0))
+        kept = ("input_ids", "segment_ids", "masked_lm_positions", "masked_lm_ids")
+    for name, want in lists:
         for r in np.flatnonzero((cols[name].counts != want) & ~report.bad).tolist():
             report.rows([r], name, f"{cols[name].counts[r]} values for "
                                    f"{want[r]} {'tokens' if want is n else 'predictions'}")
-    for name, counts, limit in (("input_ids", n, spec.max_seq_length),
-                                ("masked_lm_positions", m, spec.max_predictions_per_seq)):
+    for name, counts, limit in limits:
         for r in np.flatnonzero((counts > limit) & ~report.bad).tolist():
             report.rows([r], name, f"{counts[r]} values, more than the limit {limit}")
-    for name, want in (("input_mask", 1), ("masked_lm_weights", 1.0)):
+    for name, want in ones:
         column = cols[name]
         rows = np.repeat(np.arange(chunk.size), column.counts)
         report.values(rows, column.values != want, column.values, name,
                       f"{{value}} at {{at}}; every value must be {want}")
     good = np.flatnonzero(~report.bad)
-    flat = {"rows": good, "lengths": n[good], "num_pred": m[good]}
-    for name in ("input_ids", "segment_ids", "masked_lm_positions", "masked_lm_ids"):
+    flat = {"rows": good, "lengths": n[good], "num_pred": m[good],
+            "masked_lm_positions": np.zeros(0, np.int64), "masked_lm_ids": np.zeros(0, np.int64)}
+    for name in kept:
         column = cols[name]
         flat[name] = column.values[np.repeat(~report.bad, column.counts)]
     if schema.LABEL_FEATURE in cols:
@@ -233,6 +273,7 @@ def _check_instances(flat: dict[str, np.ndarray], spec: Spec, report: _Report) -
                 "input_ids", "does not start with [CLS]")
     report.rows(good[ok & known & (ids[np.minimum(last, len(ids) - 1)] != spec.sep_id)],
                 "input_ids", "does not end with [SEP]")
+    split = None  # rows with two valid segments (None for single-segment data)
     if spec.task == "none":
         report.rows(good[ok & (ones > 0)], "segment_ids",
                     "segment 1 in single-segment data (next_sentence none)")
@@ -255,6 +296,11 @@ def _check_instances(flat: dict[str, np.ndarray], spec: Spec, report: _Report) -
     report.values(pred_row, (targets < 0) | (targets >= v) | special, targets, "masked_lm_ids",
                   "target {value} (prediction {at}) is outside the vocabulary or a special "
                   "token ([CLS], [SEP], [PAD] are never predicted)")
+    word_starts = flat.get(schema.WORD_STARTS)
+    if word_starts is not None and len(word_starts):
+        _check_word_starts(word_starts.astype(np.int64), token_row,
+                           (good, starts, n, num_a, ok, split),
+                           report)
     label = flat.get("label")
     if label is not None:
         report.values(good, (label != 0) & (label != 1), label, schema.LABEL_FEATURE,
@@ -263,10 +309,34 @@ def _check_instances(flat: dict[str, np.ndarray], spec: Spec, report: _Report) -
     return Rows(records=good[keep] + report.first, tokens=ids[np.repeat(keep, n)],
                 lengths=n[keep], num_a=num_a[keep], positions=positions[np.repeat(keep, m)],
                 targets=targets[np.repeat(keep, m)], num_pred=m[keep],
-                label=None if label is None else label[keep].astype(np.int64))
+                label=None if label is None else label[keep].astype(np.int64),
+                word_starts=None if word_starts is None else
+                word_starts.astype(np.int64)[np.repeat(keep, n)])
 
 
-_FIELDS = ("input_ids", "segments", "masked_lm_positions", "masked_lm_ids", "label")
+def _check_word_starts(word_starts: np.ndarray, token_row: np.ndarray, layout: tuple,
+                       report: _Report) -> None:
+    """Dynamic data's ``word_starts``: 0 or 1; 0 on [CLS] and every [SEP]; 1 right after
+    [CLS] and after segment 0's [SEP] (``split``: the rows whose two segments are valid;
+    None for single-segment data)."""
+    good, starts, n, num_a, ok, split = layout
+    report.values(token_row, (word_starts != 0) & (word_starts != 1), word_starts,
+                  schema.WORD_STARTS, "{value} at {at}: word starts are 0 or 1")
+    top = len(word_starts) - 1
+    at = lambda offsets: word_starts[np.clip(offsets, 0, top)]  # noqa: E731
+    special = (at(starts) != 0) | (at(starts + n - 1) != 0)
+    after = at(starts + 1) != 1
+    if split is not None:
+        special |= split & (at(starts + num_a - 1) != 0)
+        after |= split & (at(starts + num_a) != 1)
+    report.rows(good[ok & special], schema.WORD_STARTS,
+                "not 0 on [CLS] or a [SEP] (no word starts there)")
+    report.rows(good[ok & after], schema.WORD_STARTS,
+                "0 right after [CLS] or segment 0's [SEP] (a word always starts there)")
+
+
+_FIELDS = ("input_ids", "segments", "masked_lm_positions", "masked_lm_ids", "label",
+           schema.WORD_STARTS)  # the last: dynamic data only
 
 
 def fingerprints(rows: Rows) -> dict[str, np.ndarray]:
@@ -280,6 +350,8 @@ def fingerprints(rows: Rows) -> dict[str, np.ndarray]:
     out["masked_lm_ids"] = _row_hash(rows.targets, p, 4)
     label = rows.label if rows.label is not None else np.full(len(rows), -1)
     out["label"] = _mix(label.astype(np.int64).view(np.uint64) + np.uint64(5 << 40))
+    if rows.word_starts is not None:
+        out[schema.WORD_STARTS] = _row_hash(rows.word_starts, t, 6)
     return out
 
 

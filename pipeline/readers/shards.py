@@ -111,7 +111,7 @@ def _parquet_chunks(output, relative, chunk_records, on_bytes) -> Iterator[Chunk
             parquet = pq.ParquetFile(source)
         except (pa.ArrowException, OSError, ValueError) as e:
             raise ShardError(None, f"not a readable Parquet file: {e}") from e
-        wanted = schema.arrow_schema(output.task)
+        wanted = schema.arrow_schema(output.task, output.masking)
         found = parquet.schema_arrow
         missing = [f.name for f in wanted if f.name not in found.names]
         if missing:

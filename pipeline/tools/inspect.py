@@ -4,17 +4,27 @@
     python -m pipeline.inspect --output_dir output --seed 1 --n 3      # 3 at random
     python -m pipeline.inspect --output_dir output --record 122 --format parquet
     python -m pipeline.inspect --output_dir gs://bucket/data --html sample.html
+    python -m pipeline.inspect --output_dir dynamic_out --epoch 3 --train_seed 42
+    python -m pipeline.inspect --output_dir output --json --n 100 > sample.jsonl
 
-Each instance: where it is (file, record), its lengths, the sentence label in words, the text
-as ``[CLS] A [SEP] B [SEP]`` with every masked group (adjacent masked positions: for Chinese
-the characters of one word) shown as «what the model must predict→what the input holds»,
-and a table of the groups: positions, targets, and per token [MASK], kept or the random
-replacement. ``--html`` writes the same as a page with colours.
+Each instance: where it is (file, record, stable index), its lengths, the sentence label in
+words, the text as ``[CLS] A [SEP] B [SEP]`` with every masked group (adjacent masked
+positions: for Chinese the characters of one word) shown as «what the model must
+predict→what the input holds», and a table of the groups: positions, targets, and per token
+[MASK], kept or the random replacement. ``--html`` writes the same as a page with colours.
+
+Dynamic data (``--masking=dynamic``) stores no masks: its instances show unmasked, words
+(``word_starts``) separated by ``|``; with ``--epoch N`` they show masked exactly as the
+trainers mask them in epoch N (``pipeline.core.masking.mask_dynamic`` with the training
+run's seed, ``--train_seed``, and each instance's stable index). ``--json`` prints one JSON
+object per instance instead: the features as the format stores them (for dynamic data with
+``--epoch``, masked as the trainers see them), ``tokens`` and ``index``.
 """
 from __future__ import annotations
 
 import dataclasses
 import html
+import json
 import sys
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -22,6 +32,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from pipeline import schema
+from pipeline.core.masking import MaskingConfig, mask_dynamic
 from pipeline.readers.output import NotAnOutput, Output, open_output
 from pipeline.readers.rows import Spec, check_chunk
 from pipeline.readers.shards import ShardError, read_shard
@@ -36,6 +47,11 @@ LABELS = {
 LEGEND = ("«target→input» is a masked group (adjacent masked positions; for Chinese the "
           "characters of one word): what the model must predict → what the input holds, "
           "token by token: [MASK], the token kept, or a random replacement")
+WORD_SEP = "|"
+WORDS_LEGEND = ("dynamic data: no masks are stored, the trainers draw them every epoch "
+                "(--epoch N shows epoch N's); words (word_starts: what whole-word masking "
+                f"takes together) are separated by {WORD_SEP}")
+DEFAULT_TRAIN_SEED = 12345  # the trainers' --seed default
 
 
 @dataclasses.dataclass
@@ -44,6 +60,7 @@ class Token:
     kind: str  # "special", "plain", or for a masked position "mask", "kept", "random"
     target: str | None = None
     group: int = 0  # 1-based group number of a masked position
+    word_start: bool | None = None  # dynamic data shown unmasked: a word starts here
 
 
 @dataclasses.dataclass
@@ -60,6 +77,13 @@ class View:
     task: str
     predictions_limit: int
     ids: dict
+    index: int = -1  # the instance's stable index in the dataset
+    note: str = ""  # how dynamic data is shown ("" for static data)
+
+    @property
+    def words(self) -> bool:
+        """Dynamic data shown unmasked: words, no masked groups."""
+        return any(t.word_start is not None for t in self.tokens)
 
     def label_text(self) -> str:
         if self.label is None:
@@ -72,12 +96,30 @@ class View:
         return {k: kinds.count(k) for k in ("mask", "kept", "random")}
 
 
+def _token(vocab: Sequence[str], i: int) -> str:
+    return vocab[i] if 0 <= i < len(vocab) else f"<id {i}>"
+
+
 def view(row: dict, vocab: Sequence[str], *, file: str, spec: Spec) -> View:
-    """A checked row (``Rows.row``) → what to show."""
+    """A checked row (``Rows.row``, with its ``index``; dynamic data masked by
+    :func:`mask_for_epoch` has ``epoch``) → what to show."""
     ids, num_a = row["input_ids"], row["num_a"]
-    token = lambda i: vocab[i] if 0 <= i < len(vocab) else f"<id {i}>"  # noqa: E731
+    token = lambda i: _token(vocab, i)  # noqa: E731
     tokens = [Token(token(i), "special" if token(i) in (schema.CLS, schema.SEP) else "plain")
               for i in ids]
+    starts = row.get("word_starts")
+    note, keys = "", ("input_ids", "positions", "targets", "word_starts")
+    if spec.dynamic and row.get("epoch") is not None:
+        note = (f"dynamic: epoch {row['epoch']}'s masks as the trainers draw them (training "
+                f"seed {row['train_seed']})")
+    elif starts is not None:
+        keys = ("input_ids", "word_starts")
+        for t, start in zip(tokens, starts):
+            t.word_start = bool(start)
+        words = _words(tokens)
+        several = sum(len(w) > 1 for w in words if w[0].kind != "special")
+        note = (f"dynamic, no masks stored: {sum(w[0].kind != 'special' for w in words)} "
+                f"words, {several} of 2+ tokens (--epoch N shows the trainers' masks)")
     groups: list[list[int]] = []
     for position, target in zip(row["positions"], row["targets"]):
         if not groups or groups[-1][-1] != position - 1:
@@ -93,7 +135,20 @@ def view(row: dict, vocab: Sequence[str], *, file: str, spec: Spec) -> View:
                 tokens=tokens, length=len(ids), max_length=spec.max_seq_length,
                 label=row["label"], task=spec.task,
                 predictions_limit=spec.max_predictions_per_seq,
-                ids={k: row[k] for k in ("input_ids", "positions", "targets")})
+                ids={k: row[k] for k in keys if row.get(k) is not None},
+                index=row.get("index", -1), note=note)
+
+
+def _words(tokens: list[Token]) -> list[list[Token]]:
+    """Dynamic data's words: a word starts at every word start; [CLS] and [SEP] stand
+    alone."""
+    words: list[list[Token]] = []
+    for t in tokens:
+        if t.kind == "special" or t.word_start or not words or words[-1][0].kind == "special":
+            words.append([t])
+        else:
+            words[-1].append(t)
+    return words
 
 
 def _wide(ch: str) -> bool:
@@ -135,7 +190,10 @@ def _pieces(tokens: list[Token]) -> Iterator[tuple]:
 
 
 def segment_text(tokens: list[Token]) -> str:
-    """A segment's input as text, each masked group as «targets→inputs»."""
+    """A segment's input as text, each masked group as «targets→inputs» (dynamic data shown
+    unmasked: its words separated by ``WORD_SEP``)."""
+    if any(t.word_start is not None for t in tokens):
+        return words_text(tokens)
     out, last = "", None
     for kind, run in _pieces(tokens):
         # Spaces as the text reads: a group by its targets.
@@ -146,6 +204,19 @@ def segment_text(tokens: list[Token]) -> str:
             out += " "
         out += text
         last = words[-1]
+    return out
+
+
+def words_text(tokens: list[Token]) -> str:
+    """Unmasked dynamic data as text: the tokens of a word joined as they read, words joined
+    by ``WORD_SEP``, [CLS] and [SEP] by spaces."""
+    out, last_special = "", True
+    for word in _words(tokens):
+        special = word[0].kind == "special"
+        if out:
+            out += " " if special or last_special else WORD_SEP
+        out += join_tokens([t.text for t in word])
+        last_special = special
     return out
 
 
@@ -177,14 +248,22 @@ def render_text(v: View, *, show_ids: bool = False) -> str:
         sizes = f"[CLS] + A {a} + [SEP] + B {b} + [SEP]"
     else:
         sizes = f"[CLS] + {len(v.segments[0]) - 2} + [SEP]"
-    lines = [f"── {v.file}, record {v.record} " + "─" * max(4, 60 - len(v.file)),
+    where = f"── {v.file}, record {v.record}" + (f" (index {v.index})" if v.index >= 0 else "")
+    lines = [where + " " + "─" * max(4, 72 - len(where)),
              f"length {v.length} of {v.max_length}: {sizes}, {pad} padding",
-             f"label  {v.label_text()}",
-             f"masked {m} of at most {v.predictions_limit} in {len(v.groups)} groups: "
-             f"{c['mask']} [MASK], {c['kept']} kept, {c['random']} random"]
+             f"label  {v.label_text()}"]
+    if v.note:
+        lines.append(f"masking {v.note}")
+    if not v.words:
+        lines.append(f"masked {m} of at most {v.predictions_limit} in {len(v.groups)} groups: "
+                     f"{c['mask']} [MASK], {c['kept']} kept, {c['random']} random")
     names = ("A", "B") if len(v.segments) == 2 else ("text",)
     for name, seg in zip(names, v.segments):
         lines.append(f"{name + ':':<6} {segment_text(seg)}")
+    if v.words:
+        if show_ids:
+            lines.extend(f"  {k}: {vals}" for k, vals in v.ids.items())
+        return "\n".join(lines)
     lines.append("  group  positions  target        input")
     for g, positions in enumerate(v.groups, 1):
         toks = [v.tokens[p] for p in positions]
@@ -208,18 +287,32 @@ ruby rt{font-size:12px;color:#7a1020}.mask{background:#f7c4c4}.kept{background:#
 .random{background:#ffd59e}table{border-collapse:collapse;font-size:13px;margin:6px 0}
 td,th{border:1px solid #e1e4ea;padding:2px 8px;text-align:left}th{background:#f4f5f8}
 .legend span{padding:1px 6px;margin-right:6px;border-radius:3px}
+.word{border-bottom:2px solid #7d8fb3;margin:0 2px;padding:0 1px}
 """
 
 
 def render_html(v: View) -> str:
     e = html.escape
     c = v.counts()
-    parts = [f'<div class="inst"><div class="meta"><b>{e(v.file)}</b>, record {v.record} · '
-             f'length {v.length} of {v.max_length} · label {e(v.label_text())} · masked '
-             f'{sum(c.values())} in {len(v.groups)} groups ({c["mask"]} [MASK], {c["kept"]} '
-             f'kept, {c["random"]} random)</div><div class="seq">']
+    masked = (f'masked {sum(c.values())} in {len(v.groups)} groups ({c["mask"]} [MASK], '
+              f'{c["kept"]} kept, {c["random"]} random)')
+    where = f", index {v.index}" if v.index >= 0 else ""
+    parts = [f'<div class="inst"><div class="meta"><b>{e(v.file)}</b>, record {v.record}'
+             f'{where} · length {v.length} of {v.max_length} · label {e(v.label_text())} · '
+             + (f"masking {e(v.note)}" if v.words else masked + (
+                 f" · masking {e(v.note)}" if v.note else "")) + '</div><div class="seq">']
     for name, seg in zip("AB", v.segments):
         parts.append(f'<span class="seg seg{name}" title="segment {name}">')
+        if v.words:
+            for word in _words(seg):
+                if word[0].kind == "special":
+                    parts.append(f'<span class="sp">{e(word[0].text)}</span>')
+                else:
+                    parts.append('<span class="word">' + "".join(
+                        f'<span class="sp">{e(t.text)}</span>' if t.text == schema.UNK
+                        else e(_bare(t.text)) for t in word) + "</span>")
+            parts.append("</span> ")
+            continue
         for kind, run in _pieces(seg):
             if kind == "text":
                 parts.extend(f'<span class="sp">{e(t.text)}</span>' if t.kind == "special"
@@ -230,6 +323,8 @@ def render_html(v: View) -> str:
                          f'</rt></ruby>' for t in run)
             parts.append("</span>")
         parts.append("</span> ")
+    if v.words:
+        return "".join(parts) + "</div></div>"
     parts.append('</div><table><tr><th>group</th><th>positions</th><th>target</th>'
                  '<th>input</th></tr>')
     for g, positions in enumerate(v.groups, 1):
@@ -241,7 +336,13 @@ def render_html(v: View) -> str:
     return "".join(parts)
 
 
-def legend_html() -> str:
+def legend_html(words: bool = False) -> str:
+    """The legend; ``words``: for dynamic data shown unmasked."""
+    if words:
+        return ('<p class="legend">Dynamic data: no masks are stored, the trainers draw them '
+                'every epoch. Each word (<code>word_starts</code>: what whole-word masking '
+                'takes together) is underlined; segment A <span class="segA">blue</span>, B '
+                '<span class="segB">yellow</span>.</p>')
     return ('<p class="legend">Masked groups are boxed, the target above each token: '
             '<span class="mask">[MASK]</span><span class="kept">kept</span>'
             '<span class="random">random replacement</span>; segment A '
@@ -256,9 +357,22 @@ def page(title: str, body: str, css: str = "") -> str:
 
 
 def select(output: Output, fmt: str, shard: int, *, n: int, seed: int | None,
-           records: Sequence[int]) -> tuple:
+           records: Sequence[int], epoch: int | None = None,
+           train_seed: int = DEFAULT_TRAIN_SEED) -> tuple:
     """(views, problems) of the chosen records of one shard: ``records`` if given, else ``n``
-    at random with ``seed``, else the first ``n``."""
+    at random with ``seed``, else the first ``n``. Dynamic data with ``epoch``: masked as the
+    trainers mask it in that epoch (:func:`mask_for_epoch`)."""
+    rows, problems = select_rows(output, fmt, shard, n=n, seed=seed, records=records)
+    if epoch is not None:
+        mask_for_epoch(output, rows, epoch=epoch, train_seed=train_seed)
+    spec, vocab, path = Spec.of(output), output.vocab, output.shards(fmt)[shard]["path"]
+    return [view(row, vocab, file=path, spec=spec) for row in rows], problems
+
+
+def select_rows(output: Output, fmt: str, shard: int, *, n: int, seed: int | None,
+                records: Sequence[int]) -> tuple[list[dict], list]:
+    """(rows, problems) of the chosen records (as :func:`select`): each row as
+    ``readers.rows.Rows.row`` gives it, with its stable ``index`` in the dataset."""
     entry = output.shards(fmt)[shard]
     count = entry["instances"]
     if records:
@@ -270,22 +384,105 @@ def select(output: Output, fmt: str, shard: int, *, n: int, seed: int | None,
                                                            replace=False).tolist())
     else:
         wanted = list(range(min(n, count)))
-    spec, vocab = Spec.of(output), output.vocab
-    views, problems, want = [], [], set(wanted)
+    spec = Spec.of(output)
+    offset = output.index_offsets(fmt)[shard]
+    rows, problems, want = [], [], set(wanted)
     if not want:
-        return views, problems
+        return rows, problems
     chunks = read_shard(output, fmt, entry["path"])
     try:
         for chunk in chunks:
-            rows, found = check_chunk(chunk, spec)
+            checked, found = check_chunk(chunk, spec)
             problems.extend(p for p in found if p[0] in want)
-            views.extend(view(rows.row(k), vocab, file=entry["path"], spec=spec)
-                         for k in np.flatnonzero(np.isin(rows.records, wanted)).tolist())
+            for k in np.flatnonzero(np.isin(checked.records, wanted)).tolist():
+                row = checked.row(k)
+                row["index"] = offset + row["record"]
+                rows.append(row)
             if chunk.first + chunk.size > wanted[-1]:
                 break
     finally:
         chunks.close()
-    return views, problems
+    return rows, problems
+
+
+def masking_config(output: Output) -> MaskingConfig:
+    """The settings the trainers mask dynamic data with (the manifest's ``masking``)."""
+    m = output.manifest
+    return MaskingConfig.from_manifest(m["masking"], m["vocab_size"])
+
+
+def padded(rows: Sequence[dict], spec: Spec) -> dict[str, np.ndarray]:
+    """Rows (``Rows.row``) as the fixed-length [n, max_seq_length] arrays the trainers read:
+    input_ids, input_mask, segment_ids and (dynamic data) word_starts, padded with 0."""
+    shape = (len(rows), spec.max_seq_length)
+    out = {name: np.zeros(shape, dtype=np.int64) for name in
+           ("input_ids", "input_mask", "segment_ids", schema.WORD_STARTS)}
+    for i, row in enumerate(rows):
+        length = len(row["input_ids"])
+        out["input_ids"][i, :length] = row["input_ids"]
+        out["input_mask"][i, :length] = 1
+        out["segment_ids"][i, row["num_a"]:length] = 1
+        if row.get("word_starts") is not None:
+            out[schema.WORD_STARTS][i, :length] = row["word_starts"]
+    return out
+
+
+def mask_for_epoch(output: Output, rows: list[dict], *, epoch: int,
+                   train_seed: int = DEFAULT_TRAIN_SEED) -> None:
+    """Dynamic data's rows masked in place exactly as the trainers mask them in ``epoch`` of
+    a run with ``--seed train_seed``: ``pipeline.core.masking.mask_dynamic`` on the padded
+    rows, keyed by each row's stable index. Sets input_ids (masked), positions, targets, and
+    ``epoch``/``train_seed``."""
+    if not rows:
+        return
+    arrays = padded(rows, Spec.of(output))
+    masked = mask_dynamic(arrays["input_ids"], arrays["input_mask"], arrays["segment_ids"],
+                          arrays[schema.WORD_STARTS],
+                          np.array([row["index"] for row in rows], dtype=np.int64),
+                          epoch=epoch, seed=train_seed, config=masking_config(output))
+    for i, row in enumerate(rows):
+        predicted = int((masked["masked_lm_weights"][i] != 0).sum())
+        row["input_ids"] = masked["input_ids"][i, :len(row["input_ids"])].tolist()
+        row["positions"] = masked["masked_lm_positions"][i, :predicted].tolist()
+        row["targets"] = masked["masked_lm_ids"][i, :predicted].tolist()
+        row["epoch"], row["train_seed"] = epoch, train_seed
+
+
+def as_stored(row: dict, fmt: str, spec: Spec, vocab: Sequence[str]) -> dict:
+    """One row as a JSON object: the features as ``fmt`` stores them (TFRecord: fixed
+    lengths, 0-padded, the label a 1-element list; Parquet: unpadded lists, the label a
+    number; dynamic data masked by :func:`mask_for_epoch`: masked_lm_* added, as a static
+    output of the format holds them), then ``tokens`` (the vocabulary string of each
+    input_ids value) and ``index`` (the stable index in the dataset)."""
+    length, num_a = len(row["input_ids"]), row["num_a"]
+    predicted = len(row["positions"])
+    values = {"input_ids": list(row["input_ids"]), "input_mask": [1] * length,
+              "segment_ids": [0] * num_a + [1] * (length - num_a),
+              schema.WORD_STARTS: row.get("word_starts"),
+              "masked_lm_positions": list(row["positions"]),
+              "masked_lm_ids": list(row["targets"]),
+              "masked_lm_weights": [1.0] * predicted}
+    names = {name for name, _, _ in schema.features(spec.task, spec.masking)}
+    if spec.dynamic and row.get("epoch") is not None:
+        names.update(schema.MASK_FEATURES)
+    order = [name for name, _, _ in schema.features(spec.task)]
+    order.insert(order.index("segment_ids") + 1, schema.WORD_STARTS)
+    out = {}
+    for name in order:
+        if name not in names:
+            continue
+        if name == schema.LABEL_FEATURE:
+            out[name] = [row["label"]] if fmt == "tfrecord" else row["label"]
+            continue
+        value = values[name]
+        if fmt == "tfrecord":
+            width = spec.max_predictions_per_seq if name in schema.MASK_FEATURES else \
+                spec.max_seq_length
+            value = value + [0.0 if name == "masked_lm_weights" else 0] * (width - len(value))
+        out[name] = value
+    out["tokens"] = [_token(vocab, i) for i in out["input_ids"]]
+    out["index"] = row["index"]
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -295,17 +492,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shard", type=int, default=0, help="shard index (default 0)")
     parser.add_argument("--n", type=int, default=5, help="how many instances (default 5)")
     parser.add_argument("--seed", type=int, default=None,
-                        help="pick --n instances at random with this seed (default: the first)")
+                        help="pick --n instances at random with this seed (default: the first; "
+                             "not the masks' seed: see --train_seed)")
     parser.add_argument("--record", type=int, action="append", default=[],
                         help="show this record of the shard (repeatable)")
     parser.add_argument("--ids", action="store_true", help="also print the raw ids")
     parser.add_argument("--html", default=None, help="also write the instances to this page")
+    parser.add_argument("--epoch", type=int, default=None,
+                        help="dynamic data: show the masks the trainers draw in this epoch "
+                             "(0, 1, ...)")
+    parser.add_argument("--train_seed", type=int, default=None,
+                        help=f"with --epoch: the training run's --seed (default "
+                             f"{DEFAULT_TRAIN_SEED}, the trainers' default)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per instance: its features as stored "
+                             "(dynamic data with --epoch: masked as the trainers see them), "
+                             "tokens and index")
     args, _ = cli.parse_tool_args(parser, argv)
+    if args.epoch is not None and args.epoch < 0:
+        parser.error(f"--epoch {args.epoch}: epochs count from 0")
+    if args.train_seed is not None and args.epoch is None:
+        parser.error("--train_seed goes with --epoch (it picks whose masks to show)")
+    train_seed = DEFAULT_TRAIN_SEED if args.train_seed is None else args.train_seed
     try:
         output = open_output(args.output_dir)
     except NotAnOutput as e:
         print(e, file=sys.stderr)
         return 1
+    if args.epoch is not None and not output.dynamic:
+        print(f"--epoch: {args.output_dir} holds static data: its masks were drawn once by the "
+              f"pipeline and are stored, the same in every epoch (--epoch is for "
+              f"--masking=dynamic output)", file=sys.stderr)
+        return 2
     fmt = args.format or (output.formats or ["tfrecord"])[0]
     shards = output.shards(fmt)
     if not shards:
@@ -317,8 +535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{len(shards) - 1})", file=sys.stderr)
         return 1
     try:
-        views, problems = select(output, fmt, args.shard, n=args.n, seed=args.seed,
-                                 records=args.record)
+        rows, problems = select_rows(output, fmt, args.shard, n=args.n, seed=args.seed,
+                                     records=args.record)
     except Exception as e:  # a bad --record, or a shard that cannot be read on
         where = f" (record {e.record})" if isinstance(e, ShardError) and e.record is not None \
             else ""
@@ -327,17 +545,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{shards[args.shard]['path']}{where}: {what}; python -m pipeline.verify checks "
               f"the whole output", file=sys.stderr)
         return 1
-    m = output.manifest
-    print(f"{args.output_dir}: {m['total_instances']:,} instances in {len(shards)} {fmt} "
-          f"shards; next_sentence {output.task}, max_seq_length {m['max_seq_length']}, "
-          f"max_predictions_per_seq {m['max_predictions_per_seq']}, vocabulary "
-          f"{len(output.vocab):,} tokens\n{LEGEND}\n")
-    for v in views:
-        print(render_text(v, show_ids=args.ids) + "\n")
-    for record, field, message in problems:
-        print(f"record {record} is not valid: {field + ': ' if field else ''}{message}")
+    if args.epoch is not None:
+        mask_for_epoch(output, rows, epoch=args.epoch, train_seed=train_seed)
+    spec, vocab, path = Spec.of(output), output.vocab, shards[args.shard]["path"]
+    views = [view(row, vocab, file=path, spec=spec) for row in rows]
+    invalid = [f"{path}, record {record} is not valid: {field + ': ' if field else ''}"
+               f"{message}" for record, field, message in problems]
+    if args.json:
+        for row in rows:
+            print(json.dumps(as_stored(row, fmt, spec, vocab), ensure_ascii=False))
+        for line in invalid:
+            print(line, file=sys.stderr)
+    else:
+        m = output.manifest
+        masking = "" if not output.dynamic else (
+            f", masking dynamic (shown: epoch {args.epoch}, training seed {train_seed})"
+            if args.epoch is not None else ", masking dynamic (shown unmasked)")
+        legend = WORDS_LEGEND if output.dynamic and args.epoch is None else LEGEND
+        print(f"{args.output_dir}: {m['total_instances']:,} instances in {len(shards)} {fmt} "
+              f"shards; next_sentence {output.task}, max_seq_length {m['max_seq_length']}, "
+              f"max_predictions_per_seq {m['max_predictions_per_seq']}, vocabulary "
+              f"{len(output.vocab):,} tokens{masking}\n{legend}\n")
+        for v in views:
+            print(render_text(v, show_ids=args.ids) + "\n")
+        for line in invalid:
+            print(line)
     if args.html:
-        body = (f"<h1>{html.escape(args.output_dir)}</h1>{legend_html()}"
+        words = output.dynamic and args.epoch is None
+        body = (f"<h1>{html.escape(args.output_dir)}</h1>{legend_html(words)}"
                 + "".join(render_html(v) for v in views))
         with open(args.html, "w", encoding="utf-8") as f:
             f.write(page(f"inspect {args.output_dir}", body))

@@ -7,10 +7,12 @@ uncorrupted and what the manifest says they are?
 Every shard is read whole: each file listed is present and nothing extra lies among them;
 size and sha256 as recorded when the file was written; TFRecord framing with both CRCs of
 every record; each shard's instance count; the schema (features, dtypes, fixed lengths, no
-label for next_sentence "none"); every instance valid (``pipeline.readers.rows``: ids inside
-the vocabulary, masked positions inside the sequence, strictly increasing and never 0, weights
-1.0 exactly where a prediction is, labels 0 or 1, ...); and the TFRecord and Parquet shards
-holding the same instances in the same order. Exit code 0 with a one-line summary, 1 with the
+label for next_sentence "none"; ``word_starts`` instead of masked_lm_* for dynamic data);
+every instance valid (``pipeline.readers.rows``: ids inside the vocabulary, masked positions
+inside the sequence, strictly increasing and never 0, weights 1.0 exactly where a prediction
+is, labels 0 or 1, word starts 0 or 1 and 0 on [CLS]/[SEP] and padding, ...); dynamic data's
+masking settings against the vocabulary; and the TFRecord and Parquet shards holding the
+same instances in the same order. Exit code 0 with a one-line summary, 1 with the
 list of what is wrong (file, record, field), 2 for a bad command line.
 """
 from __future__ import annotations
@@ -116,10 +118,34 @@ def check_manifest(output: Output, found: Findings) -> None:
                                         f"vocab_size {m['vocab_size']}")
     if schema.STATS_FILE not in output.files:
         found.add(schema.STATS_FILE, None, "", "missing")
-    want = [{"name": n, "dtype": d, "length": k} for n, d, k in schema.features(output.task)]
+    want = [{"name": n, "dtype": d, "length": k}
+            for n, d, k in schema.features(output.task, output.masking)]
     if "features" in m and m["features"] != want:
         found.add(MANIFEST, None, "features", f"do not match the schema for next_sentence "
-                                              f"{output.task!r}")
+                                              f"{output.task!r}, masking {output.masking!r}")
+    if output.dynamic:
+        check_dynamic_masking(output, found)
+
+
+def check_dynamic_masking(output: Output, found: Findings) -> None:
+    """Dynamic data: the settings the trainers will mask with agree with the data (their
+    types were checked on opening: ``readers.output.usable_manifest``)."""
+    m, masking = output.manifest, output.manifest["masking"]
+    mask_id = output.vocab.index(schema.MASK) if schema.MASK in output.vocab else None
+    if mask_id is None:
+        found.add(m.get("vocab_file", schema.VOCAB_FILE), None, "",
+                  f"no {schema.MASK} token: dynamic data cannot be masked")
+    elif masking["mask_id"] != mask_id:
+        found.add(MANIFEST, None, "masking", f"mask_id {masking['mask_id']} is not "
+                                             f"{schema.MASK} (id {mask_id} in the vocabulary)")
+    if masking["max_predictions_per_seq"] != m["max_predictions_per_seq"]:
+        found.add(MANIFEST, None, "masking", f"max_predictions_per_seq "
+                                             f"{masking['max_predictions_per_seq']}, the "
+                                             f"manifest's is {m['max_predictions_per_seq']}")
+    lengths, weights = masking["ngram_lengths"], masking["ngram_weights"]
+    if lengths != sorted(set(lengths)) or abs(sum(weights) - 1.0) > 1e-6:
+        found.add(MANIFEST, None, "masking", "ngram_lengths must increase and ngram_weights "
+                                             "sum to 1")
 
 
 def check_shard(output: Output, fmt: str, entry: dict, spec: Spec, found: Findings,
@@ -255,7 +281,9 @@ def summary(output: Output, found: Findings, seconds: float) -> str:
     return (f"OK: {output.root}: {counts} shards, {m['total_instances']:,} instances each "
             f"format, {megabytes(found.bytes_read)} read in {seconds:.1f} s "
             f"({rate:.1f} MB/s); files, sizes, sha256, CRCs, schema and every instance as the "
-            f"manifest says" + ("".join(f"; {n}" for n in found.notes)))
+            f"manifest says" + ("; masking dynamic: word_starts checked, no masks stored"
+                                if output.dynamic else "")
+            + ("".join(f"; {n}" for n in found.notes)))
 
 
 def report_problems(found: Findings, *, limit: int) -> str:

@@ -96,13 +96,14 @@ def build(output: Output, t: Tally, *, examples: int = 3, seed: int = 0) -> str:
     head = (f"<h1>Data report: {e(output.root)}</h1><p class='sub'>written "
             f"{created:%Y-%m-%d %H:%M} UTC by bert-wwm-pipeline "
             f"{e(str(m.get('versions', {}).get('bert-wwm-pipeline')))} · next_sentence "
-            f"{output.task} · {m['num_shards'] if 'num_shards' in m else '?'} shards in "
+            f"{output.task} · masking {output.masking} · "
+            f"{m['num_shards'] if 'num_shards' in m else '?'} shards in "
             f"{', '.join(output.formats)} · counted from the {t.fmt} shards"
             + (f" (a sample: the first records of each shard, {t.instances:,} instances)"
                if t.sampled else "") + "</p>")
     sections = [_warnings(stats), _glance(output, t, counts, derived),
-                _figures(output, t, stats),
-                _words(t, counts, derived), _vocabulary(output, t, counts, derived),
+                _figures(output, t, stats), _masking(output, counts),
+                _words(output, t, counts, derived), _vocabulary(output, t, counts, derived),
                 _inputs(output, counts, stats), _repairs(counts), _shards(output, t),
                 _config(output), _examples(output, t.fmt, examples, seed)]
     title, body = f"report {output.root}", head + "".join(sections)
@@ -123,7 +124,7 @@ def _glance(output: Output, t: Tally, counts: dict, derived: dict) -> str:
     size = sum(output.files.get(s["path"], 0) for f in output.formats for s in output.shards(f))
     cards = [("documents", counts.get("documents")), ("sentences", counts.get("sentences")),
              ("tokens", counts.get("tokens")), ("instances", output.manifest["total_instances"]),
-             ("masked tokens", counts.get("masked_tokens")),
+             ("masked tokens", "none stored" if output.dynamic else counts.get("masked_tokens")),
              ("[UNK] rate", None if derived.get("unk_rate") is None
               else f"{100 * derived['unk_rate']:.2f}%"),
              ("whole-word share", None if derived.get(
@@ -161,21 +162,67 @@ def _figures(output: Output, t: Tally, stats: dict | None) -> str:
                                title=f"{output.task.upper()} labels", ylabel="instances",
                                colors=(plots.GREEN, plots.ORANGE), percent_of=t.labels.sum()))
     mean = (np.arange(len(t.predictions)) * t.predictions).sum() / max(1, t.instances)
+    which = "" if t.epoch is None else f"; epoch {t.epoch} masks"  # dynamic data
     figs.append(plots.histogram(t.predictions, title=f"Masked tokens per instance (mean "
-                                                     f"{mean:.2f})", xlabel="predictions",
+                                                     f"{mean:.2f}{which})", xlabel="predictions",
                                 color=plots.GREEN, mark=m["max_predictions_per_seq"],
                                 mark_label="max_predictions_per_seq"))
     figs.append(plots.bars({f"size {k}" if k < 6 else "6+": v for k, v in _grouped(
-        t.group_sizes).items()}, title="Masked groups by size (adjacent masked tokens)",
+        t.group_sizes).items()}, title=f"Masked groups by size (adjacent masked tokens{which})",
         ylabel="groups", colors=[plots.BLUE] * 7, percent_of=t.group_sizes.sum()))
     held = t.input_at_masked
     figs.append(plots.bars({"[MASK]": held["mask"], "kept": held["kept"],
                             "random": held["random"]},
-                           title="What the input holds at masked positions (80/10/10)",
+                           title=f"What the input holds at masked positions (80/10/10{which})",
                            ylabel="masked tokens", colors=(plots.RED, plots.GREEN, plots.ORANGE),
                            percent_of=sum(held.values())))
     imgs = "".join(f"<img alt='figure' src='{src}'>" for src in figs)
-    return f"<h2>Instances</h2><div class='figs'>{imgs}</div>"
+    note = "" if t.epoch is None else (
+        f"<p class='note'>Dynamic data stores no masks: the masking figures count the masks "
+        f"the trainers draw in epoch {t.epoch} of a run with --seed {t.train_seed} (their "
+        f"default); every epoch draws new ones with the same settings.</p>")
+    return f"<h2>Instances</h2>{note}<div class='figs'>{imgs}</div>"
+
+
+def _masking(output: Output, counts: dict) -> str:
+    """The masking mode and its settings (the manifest's ``masking``; older manifests: the
+    job's flags), and the share of n-gram spans by length if stats.json counts them."""
+    m = output.manifest
+    settings = m.get("masking")
+    config = m.get("config", {})
+    if isinstance(settings, dict):
+        rows = [["mode", e(output.masking) + (
+            " (no masks stored: the trainers draw them every epoch from the run's seed, the "
+            "epoch and each instance's index)" if output.dynamic else
+            " (masks drawn once by the pipeline, stored in the shards)")]]
+        rows += [[f"<code>{e(k)}</code>", e(", ".join(map(str, v))) if isinstance(v, list)
+                  else _value(v)] for k, v in settings.items() if k != "mode"]
+    else:
+        rows = [["mode", "static (this manifest predates the masking record)"]]
+        rows += [[f"<code>--{e(k)}</code>", _value(config[k])]
+                 for k in ("masked_lm_prob", "do_whole_word_mask") if k in config]
+    spans = {int(k.split(":", 1)[1]): int(v) for k, v in counts.items()
+             if k.startswith("masked_spans:") and k.split(":", 1)[1].isdigit()}
+    span_html = ""
+    if spans:
+        total = sum(spans.values())
+        lengths = settings.get("ngram_lengths", []) if isinstance(settings, dict) else []
+        weights = settings.get("ngram_weights", []) if isinstance(settings, dict) else []
+        asked = dict(zip(lengths, weights))
+        top = max(spans.values()) or 1
+        span_rows = [[f"{n} word{'s' if n > 1 else ''}", f"{spans[n]:,}",
+                      _share(spans[n], total),
+                      "–" if n not in asked else f"{100 * float(asked[n]):.1f}%",
+                      f"<span class='bar' style='width:{int(160 * spans[n] / top)}px'></span>"]
+                     for n in sorted(spans)]
+        mean = sum(n * c for n, c in spans.items()) / total if total else 0.0
+        span_html = (f"<h3>Masked spans by length</h3><p class='note'>{total:,} spans masked "
+                     f"(stats.json <code>masked_spans:N</code>), {mean:.2f} words each on "
+                     f"average; the weights asked for, beside them (a span cut at its "
+                     f"segment's end or by the budget counts at the length it was masked "
+                     f"with).</p>"
+                     + _table(span_rows, ["span", "spans", "share", "weight", ""]))
+    return "<h2>Masking</h2>" + _table(rows) + span_html
 
 
 def _grouped(sizes: np.ndarray) -> dict[int, int]:
@@ -184,7 +231,17 @@ def _grouped(sizes: np.ndarray) -> dict[int, int]:
     return out
 
 
-def _words(t: Tally, counts: dict, derived: dict) -> str:
+def _words(output: Output, t: Tally, counts: dict, derived: dict) -> str:
+    if output.dynamic:
+        return ("<h2>Whole-word masking</h2><p class='note'>For Chinese the characters of one "
+                "LTP word are masked together. Dynamic data stores each word's start "
+                "(<code>word_starts</code>) instead of masks, so the pipeline counted no "
+                f"masked words; in the masks of epoch {t.epoch} counted here, "
+                f"{int(t.group_sizes[2:].sum()):,} of {int(t.group_sizes.sum()):,} masked "
+                f"groups hold 2+ tokens.</p>" + _table(
+                    [["words (LTP and WordPiece) in the text", f"{counts.get('words', 0):,}"],
+                     ["of them of 2+ tokens",
+                      f"{counts.get('multi_piece_words', 0):,}"]]))
     share = derived.get("masked_cjk_in_whole_multichar_words_share")
     rows = [["masked Chinese characters", f"{counts.get('masked_cjk_tokens', 0):,}"],
             ["of them in a multi-character word masked whole",
@@ -286,5 +343,5 @@ def _examples(output: Output, fmt: str, n: int, seed: int) -> str:
         return (f"<h2>Examples</h2><p class='note'>Shard 0 cannot be read: "
                 f"{e(error.message)}</p>")
     return (f"<h2>Examples</h2><p class='note'>{n} instances of shard 0 at random (python -m "
-            f"pipeline.inspect shows more).</p>" + legend_html()
+            f"pipeline.inspect shows more).</p>" + legend_html(output.dynamic)
             + "".join(render_html(v) for v in views))

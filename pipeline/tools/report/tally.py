@@ -4,7 +4,8 @@ One pass over the instances of one format, chunk by chunk, accumulating fixed-si
 sequence, A and B lengths; labels; predictions per instance; sizes of masked groups (adjacent
 masked positions); what the input holds at masked positions ([MASK], kept, random); and the
 frequency of every vocabulary id in the original text (masked positions counted as their
-targets).
+targets). Dynamic data stores no masks: its instances are counted masked as the trainers mask
+them in epoch 0 of a run with the trainers' default seed (``pipeline.core.masking``).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 import numpy as np
 
 from pipeline import schema
+from pipeline.core.masking import MaskingConfig, mask_dynamic
 from pipeline.readers.output import Output
 from pipeline.readers.rows import Rows, Spec, check_chunk
 from pipeline.readers.shards import ShardError, read_shard
@@ -35,6 +37,12 @@ class Tally:
     sampled: bool  # True when --max_instances cut the reading short
     invalid: int  # records that failed the checks (not counted above)
     unreadable: list[str]  # "path: why" for shards that could not be read to the end
+    epoch: int | None = None  # dynamic data: the masks counted are this epoch's ...
+    train_seed: int | None = None  # ... in a run with this --seed (None: static data)
+
+
+# Dynamic data's masks in the report: epoch 0 of a run with the trainers' default --seed.
+DYNAMIC_EPOCH, DYNAMIC_SEED = 0, 12345
 
 
 def tally(output: Output, *, fmt: str | None = None, max_instances: int | None = None,
@@ -52,7 +60,13 @@ def tally(output: Output, *, fmt: str | None = None, max_instances: int | None =
               group_sizes=np.zeros(pred + 1, np.int64),
               input_at_masked={"mask": 0, "kept": 0, "random": 0},
               token_counts=np.zeros(vocab, np.int64), sampled=False, invalid=0, unreadable=[])
+    config = None
+    if spec.dynamic:
+        m = output.manifest
+        config = MaskingConfig.from_manifest(m["masking"], m["vocab_size"])
+        t.epoch, t.train_seed = DYNAMIC_EPOCH, DYNAMIC_SEED
     entries = output.shards(fmt)
+    offsets = output.index_offsets(fmt)
     per_shard = None if not max_instances else -(-max_instances // max(1, len(entries)))
     mask_id = output.vocab.index(schema.MASK) if schema.MASK in output.vocab else -1
     total = sum(output.files.get(e["path"], 0) for e in entries)
@@ -65,7 +79,7 @@ def tally(output: Output, *, fmt: str | None = None, max_instances: int | None =
         if not quiet:
             meter.update(done[0])
 
-    for entry in entries:
+    for entry, offset in zip(entries, offsets):
         if entry["path"] not in output.files:
             t.unreadable.append(f"{entry['path']}: missing")
             continue
@@ -78,6 +92,8 @@ def tally(output: Output, *, fmt: str | None = None, max_instances: int | None =
                     keep = rows.records < per_shard
                     rows = _subset(rows, keep)
                     t.sampled = True
+                if config is not None:
+                    rows = masked(rows, spec, config, offset, epoch=t.epoch, seed=t.train_seed)
                 _add(t, rows, mask_id)
                 if per_shard is not None and chunk.first + chunk.size >= per_shard:
                     break
@@ -90,13 +106,40 @@ def tally(output: Output, *, fmt: str | None = None, max_instances: int | None =
     return t
 
 
+def masked(rows: Rows, spec: Spec, config: MaskingConfig, offset: int, *, epoch: int,
+           seed: int) -> Rows:
+    """Dynamic data's rows masked as the trainers mask them in ``epoch`` (``mask_dynamic`` on
+    the padded rows; the stable index of a record is ``offset`` + its record number)."""
+    if not len(rows):
+        return rows
+    real = np.arange(spec.max_seq_length)[None, :] < rows.lengths[:, None]
+    grid = lambda flat: _padded(flat, real)  # noqa: E731
+    segments = real & (np.arange(spec.max_seq_length)[None, :] >= rows.num_a[:, None])
+    out = mask_dynamic(grid(rows.tokens), real.astype(np.int64), segments.astype(np.int64),
+                       grid(rows.word_starts), offset + rows.records, epoch=epoch, seed=seed,
+                       config=config)
+    predicted = out["masked_lm_weights"] != 0
+    return dataclasses.replace(rows, tokens=out["input_ids"][real],
+                               positions=out["masked_lm_positions"][predicted],
+                               targets=out["masked_lm_ids"][predicted],
+                               num_pred=predicted.sum(axis=1))
+
+
+def _padded(flat: np.ndarray, real: np.ndarray) -> np.ndarray:
+    grid = np.zeros(real.shape, dtype=np.int64)
+    grid[real] = flat
+    return grid
+
+
 def _subset(rows: Rows, keep: np.ndarray) -> Rows:
     return Rows(records=rows.records[keep], tokens=rows.tokens[np.repeat(keep, rows.lengths)],
                 lengths=rows.lengths[keep], num_a=rows.num_a[keep],
                 positions=rows.positions[np.repeat(keep, rows.num_pred)],
                 targets=rows.targets[np.repeat(keep, rows.num_pred)],
                 num_pred=rows.num_pred[keep],
-                label=None if rows.label is None else rows.label[keep])
+                label=None if rows.label is None else rows.label[keep],
+                word_starts=None if rows.word_starts is None else
+                rows.word_starts[np.repeat(keep, rows.lengths)])
 
 
 def _add(t: Tally, rows: Rows, mask_id: int) -> None:
