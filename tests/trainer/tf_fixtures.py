@@ -124,3 +124,24 @@ def run_python(code: str, *, timeout: int = 240) -> str:
     if proc.returncode != 0:
         raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc.stdout
+
+
+def make_dynamic_dir(out_dir: str, *, docs: int = 60, num_shards: int = 3,
+                     max_seq_length: int = 64, max_predictions: int = 10,
+                     extra: tuple = ()) -> str:
+    """The real pipeline's ``--masking=dynamic`` output (``word_starts``, no masks) of the first
+    ``docs`` documents of the People's Daily sample: real whole words from LTP."""
+    from pipeline.run import run
+
+    corpus = os.path.join(REPO, "pipeline", "resources", "sample", "peoples_daily_sample.txt")
+    with open(corpus, encoding="utf-8") as f:
+        chosen = [d for d in f.read().split("\n\n") if d.strip()][:docs]
+    os.makedirs(out_dir, exist_ok=True)
+    text = os.path.join(out_dir, "corpus.txt")
+    with open(text, "w", encoding="utf-8") as f:
+        f.write("\n\n".join(chosen) + "\n")
+    data_dir = os.path.join(out_dir, "data")
+    run([f"--input={text}", f"--output_dir={data_dir}", "--masking=dynamic",
+         f"--max_seq_length={max_seq_length}", f"--max_predictions_per_seq={max_predictions}",
+         f"--num_shards={num_shards}", "--quiet", *extra])
+    return data_dir

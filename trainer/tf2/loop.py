@@ -10,9 +10,10 @@ and eval boundaries. Per step each replica computes its share of the global-batc
 (``model.training_loss``), gradients are summed across replicas, clipped by their global norm
 and applied; so N replicas train exactly like one replica holding the global batch. The data's
 sentence task (``DataSpec.next_sentence``) picks the features parsed, the loss (masked-LM only
-for "none") and the metric names. With ``jit_compile`` the per-replica step is compiled by XLA,
-as a TPU compiles it: on a CPU this is how a test proves the step has static shapes and only
-XLA-compilable ops.
+for "none") and the metric names; dynamic data (``DataSpec.masking``) is masked by the input
+pipeline (``trainer.tf2.data``) into the same features, so the step does not know the
+difference. With ``jit_compile`` the per-replica step is compiled by XLA, as a TPU compiles it:
+on a CPU this is how a test proves the step has static shapes and only XLA-compilable ops.
 
 Outputs under output_dir: ``run_config.json``, ``checkpoints/`` (tf.train.CheckpointManager),
 ``tensorboard/train`` and ``tensorboard/eval`` event files, ``metrics.jsonl``
@@ -150,7 +151,8 @@ class Trainer:
                 shards, batch_size=batch_size, max_seq_length=d.max_seq_length,
                 max_predictions_per_seq=d.max_predictions_per_seq, seed=tc.seed,
                 compression=d.tfrecord_compression, shuffle_buffer=tc.shuffle_buffer,
-                start_example=int(self.data_examples.numpy()), next_sentence=d.next_sentence)
+                start_example=int(self.data_examples.numpy()), next_sentence=d.next_sentence,
+                masking=d.masking)
 
         dist, pipelines = tfdata.distribute(
             self.strategy, d.paths(schema.TFRECORD_DIR), d.sizes(schema.TFRECORD_DIR),
@@ -161,7 +163,8 @@ class Trainer:
     def eval_input(self, data: DataSpec):
         """``eval_input`` of ``data`` for this trainer's strategy and global batch."""
         return eval_input(self.strategy, data, global_batch=self.global_batch,
-                          eval_steps=self.run.train_config.eval_steps)
+                          eval_steps=self.run.train_config.eval_steps,
+                          seed=self.run.train_config.seed)
 
     def _replica_step(self, *batches) -> dict[str, tf.Tensor]:
         """One optimizer update on this replica's micro-batches; returns its loss sums."""
@@ -243,15 +246,17 @@ class Trainer:
 
 
 def eval_input(strategy: tf.distribute.Strategy, data: DataSpec, *, global_batch: int,
-               eval_steps: int):
+               eval_steps: int, seed: int = 0):
     """(distributed one-pass batches of ``data``, steps per evaluation): eval_steps, or fewer
     when one pass of the smallest host's files holds fewer full global batches.
-    run_setup.Refused when that is none: nothing to evaluate."""
+    run_setup.Refused when that is none: nothing to evaluate. Dynamic data is masked as epoch
+    0 with ``seed`` (the run's): the same masks at every evaluation."""
     def make(shards, batch_size):
         return tfdata.eval_dataset(
             shards, batch_size=batch_size, max_seq_length=data.max_seq_length,
             max_predictions_per_seq=data.max_predictions_per_seq,
-            compression=data.tfrecord_compression, next_sentence=data.next_sentence)
+            compression=data.tfrecord_compression, next_sentence=data.next_sentence,
+            masking=data.masking, seed=seed)
 
     files, sizes = data.paths(schema.TFRECORD_DIR), data.sizes(schema.TFRECORD_DIR)
     dist, pipelines = tfdata.distribute(strategy, files, sizes, global_batch_size=global_batch,
@@ -323,7 +328,7 @@ def fit(run: Run, strategy: tf.distribute.Strategy | None = None, *,
     held_out = None
     if run.eval_data is not None:
         held_out = eval_input(strategy, run.eval_data, global_batch=tc.batch_size * replicas,
-                              eval_steps=tc.eval_steps)
+                              eval_steps=tc.eval_steps, seed=tc.seed)
     record = run_setup.run_record(run, trainer="tf2", replicas=replicas)
     run_setup.start_run_dir(run, record, clear=run_setup.check_run_dir(run, record))
     trainer = Trainer(run, strategy, jit_compile=jit_compile)
