@@ -148,6 +148,17 @@ def test_presets_load_and_name_a_real_vocab(name):
     assert ("chinese" in config.vocab_file) == name.startswith("zh")
 
 
+@pytest.mark.parametrize("length,bins", [(128, (32, 64, 96, 128)),
+                                         (512, (64, 128, 192, 256, 320, 384, 448, 512))])
+def test_binned_presets_are_the_phases_with_bins(length, bins):
+    import os
+
+    from tests.realdata import REPO
+    config = JobConfig.from_options(PipelineOptions(expand_config(
+        [f"--config={os.path.join(REPO, 'configs', 'data', f'zh-{length}-bins.yaml')}"])))
+    assert config.max_seq_length == length and config.bin_bounds == bins
+
+
 def test_macbert_preset_is_ngram_sop_and_dynamic():
     import os
 
