@@ -272,9 +272,12 @@ def run(argv: Sequence[str] | None = None) -> dict:
         if not existed:
             output_dir.remove_if_empty(config.output_dir)  # a failed first run leaves nothing
     manifest = json.loads(fs.read_bytes(fs.join(config.output_dir, schema.MANIFEST_FILE)))
-    LOG.info("done in %.1f s: %d instances in %d shard(s) under %s",
+    bins = schema.length_bins(manifest)
+    LOG.info("done in %.1f s: %d instances in %d shard(s)%s under %s",
              time.time() - started, manifest["total_instances"], manifest["num_shards"],
-             config.output_dir)
+             f" in {len(bins)} length bins (" + ", ".join(
+                 f"{schema.bin_dir(b['bound'])}: {b['instances']}" for b in bins)
+             + " instances)" if bins else "", config.output_dir)
     try:
         stats = json.loads(fs.read_bytes(fs.join(config.output_dir, schema.STATS_FILE)))
     except (OSError, ValueError):
@@ -284,6 +287,15 @@ def run(argv: Sequence[str] | None = None) -> dict:
     if manifest["total_instances"] == 0:
         LOG.warning("no instances were made: is the input empty, or are all documents too "
                     "short? See %s/stats.json", config.output_dir)
+    elif bins:  # a bin with fewer instances than --num_shards has empty shards
+        fmt = config.output_formats[0]
+        for b in bins:
+            empty = sum(1 for s in b["shards"].get(fmt, []) if not s["instances"])
+            if empty:
+                LOG.warning("%d of %d shards of length bin %s are empty (the bin holds %d "
+                            "instance(s)): pass a smaller --num_shards, or fewer --length_bins",
+                            empty, len(b["shards"][fmt]), schema.bin_dir(b["bound"]),
+                            b["instances"])
     else:
         empty = sum(1 for s in manifest["shards"][config.output_formats[0]]
                     if not s["instances"])

@@ -185,6 +185,12 @@ _SHARD_VALUES = {
     "bytes": _whole(0),
     "sha256": (lambda v: isinstance(v, str), "a string"),
 }
+_BIN_VALUES = {
+    "bound": _whole(1, MAX_LENGTH),
+    "max_predictions_per_seq": _whole(0, MAX_LENGTH),
+    "instances": _whole(0),
+    "shards": (lambda v: isinstance(v, dict), "an object {format: [shard, ...]}"),
+}
 FORMATS = ("tfrecord", "parquet")
 
 
@@ -221,29 +227,55 @@ def _manifest_problems(m: dict) -> Iterator[str]:
             yield (f"masking has {len(weights)} ngram_weights for {len(lengths)} "
                    f"ngram_lengths")
     yield from _path_problems("vocab_file", m["vocab_file"])
-    shards = m["shards"]
+    yield from _shards_problems("shards", m["shards"])
+    if "bins" in m:
+        yield from _bins_problems(m["bins"])
+
+
+def _shards_problems(where: str, shards) -> Iterator[str]:
+    """A ``shards`` object ({format: [shard entry, ...]}: the top level's, or a bin's)."""
     if not isinstance(shards, dict):
-        yield f"shards is {_json_type(shards)}: it must be an object {{format: [shard, ...]}}"
+        yield f"{where} is {_json_type(shards)}: it must be an object {{format: [shard, ...]}}"
         return
     for fmt in FORMATS:
         entries = shards.get(fmt, [])
         if not isinstance(entries, list):
-            yield f"shards.{fmt} is {_json_type(entries)}: it must be an array of shards"
+            yield f"{where}.{fmt} is {_json_type(entries)}: it must be an array of shards"
             continue
         for i, entry in enumerate(entries):
-            where = f"shards.{fmt}[{i}]"
+            at = f"{where}.{fmt}[{i}]"
             if not isinstance(entry, dict):
-                yield (f"{where} is {_json_type(entry)}: it must be an object {{path, "
+                yield (f"{at} is {_json_type(entry)}: it must be an object {{path, "
                        f"instances, ...}}")
                 continue
             missing = [key for key in ("path", "instances") if key not in entry]
             if missing:
-                yield f"{where} lacks {' and '.join(missing)}"
+                yield f"{at} lacks {' and '.join(missing)}"
             for key, (test, what) in _SHARD_VALUES.items():
                 if key in entry and not test(entry[key]):
-                    yield f"{where}.{key} is {_show(entry[key])}: it must be {what}"
+                    yield f"{at}.{key} is {_show(entry[key])}: it must be {what}"
             if "path" in entry:
-                yield from _path_problems(f"{where}.path", entry["path"])
+                yield from _path_problems(f"{at}.path", entry["path"])
+
+
+def _bins_problems(bins) -> Iterator[str]:
+    """The length bins (format_version 2): what the tools read of each, of the right types.
+    Whether they agree with the shards and each other is ``verify``'s to say."""
+    if not isinstance(bins, list):
+        yield f"bins is {_json_type(bins)}: it must be an array of length bins"
+        return
+    for b, entry in enumerate(bins):
+        where = f"bins[{b}]"
+        if not isinstance(entry, dict):
+            yield f"{where} is {_json_type(entry)}: it must be an object {{bound, ...}}"
+            continue
+        for key, (test, what) in _BIN_VALUES.items():
+            if key not in entry:
+                yield f"{where} lacks {key}"
+            elif not test(entry[key]):
+                yield f"{where}.{key} is {_show(entry[key])}: it must be {what}"
+        if "shards" in entry:
+            yield from _shards_problems(f"{where}.shards", entry["shards"])
 
 
 def _path_problems(where: str, relative) -> Iterator[str]:
@@ -251,6 +283,24 @@ def _path_problems(where: str, relative) -> Iterator[str]:
         check_relative(relative)
     except UnsafePath as e:
         yield f"{where} {e}"
+
+
+@dataclasses.dataclass(frozen=True)
+class LengthBin:
+    """One length bin of a binned output (``--length_bins``, manifest format_version 2): its
+    instances have ``low`` + 1 to ``bound`` tokens ([CLS] and [SEP]s included; ``low`` is the
+    bound of the bin before it, 0 for the first), its TFRecords are padded to ``bound`` and
+    ``max_predictions_per_seq`` (the bin's, not the manifest's top-level one)."""
+    index: int
+    bound: int
+    low: int
+    max_predictions_per_seq: int
+    instances: int
+
+    @property
+    def name(self) -> str:
+        """Its directory under tfrecord/ and parquet/: ``len-0064``."""
+        return schema.bin_dir(self.bound)
 
 
 @dataclasses.dataclass
@@ -279,11 +329,15 @@ class Output:
 
     def named(self) -> Iterator[tuple[str, str]]:
         """(where, relative path) of every file a tool may read: the manifest's vocab_file
-        and shard paths, and stats.json if there is one."""
+        and shard paths (its bins' too), and stats.json if there is one."""
         yield "vocab_file", self.manifest["vocab_file"]
         for fmt in self.formats:
             for i, entry in enumerate(self.shards(fmt)):
                 yield f"shards.{fmt}[{i}].path", entry["path"]
+        for b in range(len(self.bins)):
+            for fmt in FORMATS:
+                for i, entry in enumerate(self.bin_shards(b, fmt)):
+                    yield f"bins[{b}].shards.{fmt}[{i}].path", entry["path"]
         if schema.STATS_FILE in self.files:
             yield "", schema.STATS_FILE
 
@@ -307,6 +361,56 @@ class Output:
         same in both formats; the trainers' dynamic masks are keyed by it)."""
         sizes = [entry["instances"] for entry in self.shards(fmt)]
         return [sum(sizes[:i]) for i in range(len(sizes))]
+
+    @property
+    def binned(self) -> bool:
+        """Written with ``--length_bins`` (manifest format_version 2, ``bins`` listed)."""
+        return bool(self.manifest.get("bins"))
+
+    @functools.cached_property
+    def bins(self) -> list[LengthBin]:
+        """The length bins in manifest order ([] for an unbinned output)."""
+        out, low = [], 0
+        for b, entry in enumerate(schema.length_bins(self.manifest)):
+            out.append(LengthBin(index=b, bound=entry["bound"], low=low,
+                                 max_predictions_per_seq=entry["max_predictions_per_seq"],
+                                 instances=entry["instances"]))
+            low = entry["bound"]
+        return out
+
+    def bin_shards(self, b: int, fmt: str) -> list[dict]:
+        """The shard entries bin ``b`` lists for ``fmt`` (none for an empty bin)."""
+        return list(schema.length_bins(self.manifest)[b]["shards"].get(fmt, []))
+
+    @functools.cached_property
+    def _bin_of_path(self) -> dict[str, int]:
+        return {entry["path"]: b for b in range(len(self.bins)) for fmt in FORMATS
+                for entry in self.bin_shards(b, fmt) if isinstance(entry.get("path"), str)}
+
+    def shard_bin(self, fmt: str, index: int) -> LengthBin | None:
+        """The bin of shard ``index`` of the manifest's top-level ``fmt`` list
+        (:meth:`bin_of_path`)."""
+        return self.bin_of_path(self.shards(fmt)[index]["path"])
+
+    def bin_of_path(self, path: str) -> LengthBin | None:
+        """The bin of the shard at ``path``: the bin that lists it (else the bin whose
+        directory holds it); None when unbinned, or when no bin claims it (``verify`` says
+        so)."""
+        if not self.binned:
+            return None
+        b = self._bin_of_path.get(path)
+        if b is None:
+            parts = path.split("/")
+            b = next((x.index for x in self.bins if len(parts) > 2
+                      and parts[-2] == x.name), None)
+        return None if b is None else self.bins[b]
+
+    @functools.cached_property
+    def listed_sha256(self) -> dict[str, str]:
+        """sha256 → the path of the shard the manifest records it for (a file that holds
+        another shard's bytes was moved or copied)."""
+        return {entry["sha256"]: entry["path"] for fmt in FORMATS
+                for entry in self.shards(fmt) if isinstance(entry.get("sha256"), str)}
 
     @property
     def formats(self) -> list[str]:
@@ -336,11 +440,12 @@ class Output:
         ``word_starts`` instead of masked_lm_* for dynamic data."""
         return {name: dtype for name, dtype, _ in schema.features(self.task, self.masking)}
 
-    def lengths(self) -> dict[str, int]:
-        """Fixed TFRecord length of every feature."""
+    def lengths(self, length_bin: LengthBin | None = None) -> dict[str, int]:
+        """Fixed TFRecord length of every feature (in ``length_bin``: at its lengths)."""
         m = self.manifest
-        return {name: schema.feature_length(kind, m["max_seq_length"],
-                                            m["max_predictions_per_seq"])
+        seq, pred = (m["max_seq_length"], m["max_predictions_per_seq"]) if length_bin is None \
+            else (length_bin.bound, length_bin.max_predictions_per_seq)
+        return {name: schema.feature_length(kind, seq, pred)
                 for name, _, kind in schema.features(self.task, self.masking)}
 
 

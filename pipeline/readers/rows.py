@@ -11,6 +11,8 @@ prediction is and 0.0 elsewhere; the label 0 or 1 (absent for "none"). Dynamic d
 (manifest masking mode "dynamic") has no masked_lm_* features but ``word_starts``: 0 or 1,
 0 over the padding and on [CLS] and every [SEP], 1 on the token right after [CLS] and after
 segment 0's [SEP] (a masking group always starts there: ``pipeline.core.masking.group_starts``).
+A shard of a length bin (binned output) is checked at its bin's lengths (``shard_spec``), and
+every row's length must be inside the bin: more than the bound before it, at most its own.
 
 Every check runs on whole chunks with numpy; a problem names the record and the field.
 """
@@ -21,7 +23,7 @@ import dataclasses
 import numpy as np
 
 from pipeline import schema
-from pipeline.readers.output import Output
+from pipeline.readers.output import LengthBin, Output
 from pipeline.readers.shards import Chunk
 
 Problem = tuple[int, str, str]  # (record in the shard, field, message)
@@ -38,10 +40,31 @@ class Spec:
     pad_id: int
     task: str
     masking: str = "static"
+    # A shard of a length bin (binned output): its instances have ``low`` + 1 to
+    # ``max_seq_length`` (the bin's bound) tokens; ``bin_name`` its directory (len-0064).
+    low: int = 0
+    bin_name: str = ""
 
     @property
     def dynamic(self) -> bool:
         return self.masking == "dynamic"
+
+    @property
+    def binned(self) -> bool:
+        return bool(self.bin_name)
+
+    def in_bin(self, length_bin: LengthBin | None) -> "Spec":
+        """This spec for the shards of ``length_bin``: padded to its bound and its
+        max_predictions_per_seq, lengths above the bound before it (None: unchanged)."""
+        if length_bin is None:
+            return self
+        return dataclasses.replace(self, max_seq_length=length_bin.bound,
+                                   max_predictions_per_seq=length_bin.max_predictions_per_seq,
+                                   low=length_bin.low, bin_name=length_bin.name)
+
+    def bin_range(self) -> str:
+        """``bin len-0064 (33 to 64 tokens)`` for messages."""
+        return f"bin {self.bin_name} ({self.low + 1} to {self.max_seq_length} tokens)"
 
     @classmethod
     def of(cls, output: Output) -> "Spec":
@@ -57,6 +80,12 @@ class Spec:
                    cls_id=ids.get(schema.CLS, -1),
                    sep_id=ids.get(schema.SEP, -1), pad_id=ids.get(schema.PAD, 0),
                    task=output.task, masking=output.masking)
+
+
+def shard_spec(output: Output, fmt: str, index: int, base: Spec | None = None) -> Spec:
+    """What shard ``index`` of the manifest's ``fmt`` list must satisfy: ``base`` (default
+    :meth:`Spec.of`), at its length bin's lengths in a binned output."""
+    return (base or Spec.of(output)).in_bin(output.shard_bin(fmt, index))
 
 
 @dataclasses.dataclass
@@ -146,11 +175,15 @@ def _unpad(chunk: Chunk, spec: Spec, report: _Report) -> dict[str, np.ndarray]:
     seq, pred = spec.max_seq_length, spec.max_predictions_per_seq
     lengths = {name: schema.feature_length(kind, seq, pred)
                for name, _, kind in schema.features(spec.task, spec.masking)}
+    kinds = {name: kind for name, _, kind in schema.features(spec.task, spec.masking)}
     for name, length in lengths.items():
         counts = chunk.columns[name].counts
         wrong = np.flatnonzero((counts != length) & ~report.bad)
+        why = "" if not spec.binned else {
+            "seq": f" (bin {spec.bin_name} is padded to {seq})",
+            "pred": f" (bin {spec.bin_name}'s max_predictions_per_seq)"}.get(kinds[name], "")
         for r in wrong.tolist():
-            report.rows([r], name, f"{counts[r]} values, the schema says {length}")
+            report.rows([r], name, f"{counts[r]} values, the schema says {length}{why}")
     good = np.flatnonzero(~report.bad)
     grid = {}
     for name, length in lengths.items():
@@ -223,7 +256,15 @@ def _unpadded(chunk: Chunk, spec: Spec, report: _Report) -> dict[str, np.ndarray
                                    f"{want[r]} {'tokens' if want is n else 'predictions'}")
     for name, counts, limit in limits:
         for r in np.flatnonzero((counts > limit) & ~report.bad).tolist():
-            report.rows([r], name, f"{counts[r]} values, more than the limit {limit}")
+            if not spec.binned:
+                message = f"{counts[r]} values, more than the limit {limit}"
+            elif name == "input_ids":
+                message = (f"{counts[r]} tokens, more than its {spec.bin_range()} holds: it "
+                           f"belongs in a later bin")
+            else:
+                message = (f"{counts[r]} predictions, more than bin {spec.bin_name}'s "
+                           f"max_predictions_per_seq {limit}")
+            report.rows([r], name, message)
     for name, want in ones:
         column = cols[name]
         rows = np.repeat(np.arange(chunk.size), column.counts)
@@ -264,6 +305,10 @@ def _check_instances(flat: dict[str, np.ndarray], spec: Spec, report: _Report) -
     ones = running[starts + n] - running[starts]
     num_a = n - ones
     last = np.maximum(starts + n - 1, 0)
+    if spec.low:
+        report.values(good, n <= spec.low, n, "input_ids",
+                      f"{{value}} tokens, fewer than its {spec.bin_range()} holds: it belongs "
+                      f"in an earlier bin")
     short = n < (3 if spec.task == "none" else 5)
     report.rows(good[short], "input_ids",
                 "too short to hold [CLS] A [SEP]" + ("" if spec.task == "none" else " B [SEP]"))

@@ -6,6 +6,7 @@
     python -m pipeline.inspect --output_dir gs://bucket/data --html sample.html
     python -m pipeline.inspect --output_dir dynamic_out --epoch 3 --train_seed 42
     python -m pipeline.inspect --output_dir output --json --n 100 > sample.jsonl
+    python -m pipeline.inspect --output_dir binned_out --bin 64 --shard 1
 
 Each instance: where it is (file, record, stable index), its lengths, the sentence label in
 words, the text as ``[CLS] A [SEP] B [SEP]`` with every masked group (adjacent masked
@@ -18,7 +19,9 @@ Dynamic data (``--masking=dynamic``) stores no masks: its instances show unmaske
 trainers mask them in epoch N (``pipeline.core.masking.mask_dynamic`` with the training
 run's seed, ``--train_seed``, and each instance's stable index). ``--json`` prints one JSON
 object per instance instead: the features as the format stores them (for dynamic data with
-``--epoch``, masked as the trainers see them), ``tokens`` and ``index``.
+``--epoch``, masked as the trainers see them), ``tokens`` and ``index``. Binned output
+(``--length_bins``): each instance's length bin is shown (``bin`` in JSON: its bound), its shard
+read at the bin's lengths; ``--bin BOUND`` picks that bin's shards.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ import numpy as np
 from pipeline import schema
 from pipeline.core.masking import MaskingConfig, mask_dynamic
 from pipeline.readers.output import NotAnOutput, Output, open_output
-from pipeline.readers.rows import Spec, check_chunk
+from pipeline.readers.rows import Spec, check_chunk, shard_spec
 from pipeline.readers.shards import ShardError, read_shard
 from pipeline.tools import cli
 
@@ -79,6 +82,7 @@ class View:
     ids: dict
     index: int = -1  # the instance's stable index in the dataset
     note: str = ""  # how dynamic data is shown ("" for static data)
+    bin: str = ""  # binned output: the instance's length bin ("" when unbinned)
 
     @property
     def words(self) -> bool:
@@ -100,9 +104,19 @@ def _token(vocab: Sequence[str], i: int) -> str:
     return vocab[i] if 0 <= i < len(vocab) else f"<id {i}>"
 
 
+def bin_text(spec: Spec) -> str:
+    """A binned shard's length bin in words ("" for an unbinned output)."""
+    if not spec.binned:
+        return ""
+    return (f"{spec.bin_name}: {spec.low + 1} to {spec.max_seq_length} tokens, padded to "
+            f"{spec.max_seq_length}" + ("" if spec.dynamic else
+                                        f", at most {spec.max_predictions_per_seq} predictions"))
+
+
 def view(row: dict, vocab: Sequence[str], *, file: str, spec: Spec) -> View:
     """A checked row (``Rows.row``, with its ``index``; dynamic data masked by
-    :func:`mask_for_epoch` has ``epoch``) → what to show."""
+    :func:`mask_for_epoch` has ``epoch``) → what to show; ``spec``: its shard's
+    (``readers.rows.shard_spec``: a binned output's at its bin's lengths)."""
     ids, num_a = row["input_ids"], row["num_a"]
     token = lambda i: _token(vocab, i)  # noqa: E731
     tokens = [Token(token(i), "special" if token(i) in (schema.CLS, schema.SEP) else "plain")
@@ -136,7 +150,7 @@ def view(row: dict, vocab: Sequence[str], *, file: str, spec: Spec) -> View:
                 label=row["label"], task=spec.task,
                 predictions_limit=spec.max_predictions_per_seq,
                 ids={k: row[k] for k in keys if row.get(k) is not None},
-                index=row.get("index", -1), note=note)
+                index=row.get("index", -1), note=note, bin=bin_text(spec))
 
 
 def _words(tokens: list[Token]) -> list[list[Token]]:
@@ -252,6 +266,8 @@ def render_text(v: View, *, show_ids: bool = False) -> str:
     lines = [where + " " + "─" * max(4, 72 - len(where)),
              f"length {v.length} of {v.max_length}: {sizes}, {pad} padding",
              f"label  {v.label_text()}"]
+    if v.bin:
+        lines.append(f"bin    {v.bin}")
     if v.note:
         lines.append(f"masking {v.note}")
     if not v.words:
@@ -298,7 +314,8 @@ def render_html(v: View) -> str:
               f'{c["kept"]} kept, {c["random"]} random)')
     where = f", index {v.index}" if v.index >= 0 else ""
     parts = [f'<div class="inst"><div class="meta"><b>{e(v.file)}</b>, record {v.record}'
-             f'{where} · length {v.length} of {v.max_length} · label {e(v.label_text())} · '
+             f'{where} · length {v.length} of {v.max_length}'
+             + (f' · bin {e(v.bin)}' if v.bin else '') + f' · label {e(v.label_text())} · '
              + (f"masking {e(v.note)}" if v.words else masked + (
                  f" · masking {e(v.note)}" if v.note else "")) + '</div><div class="seq">']
     for name, seg in zip("AB", v.segments):
@@ -363,9 +380,10 @@ def select(output: Output, fmt: str, shard: int, *, n: int, seed: int | None,
     at random with ``seed``, else the first ``n``. Dynamic data with ``epoch``: masked as the
     trainers mask it in that epoch (:func:`mask_for_epoch`)."""
     rows, problems = select_rows(output, fmt, shard, n=n, seed=seed, records=records)
+    spec, vocab, path = shard_spec(output, fmt, shard), output.vocab, \
+        output.shards(fmt)[shard]["path"]
     if epoch is not None:
-        mask_for_epoch(output, rows, epoch=epoch, train_seed=train_seed)
-    spec, vocab, path = Spec.of(output), output.vocab, output.shards(fmt)[shard]["path"]
+        mask_for_epoch(output, rows, epoch=epoch, train_seed=train_seed, spec=spec)
     return [view(row, vocab, file=path, spec=spec) for row in rows], problems
 
 
@@ -384,7 +402,7 @@ def select_rows(output: Output, fmt: str, shard: int, *, n: int, seed: int | Non
                                                            replace=False).tolist())
     else:
         wanted = list(range(min(n, count)))
-    spec = Spec.of(output)
+    spec = shard_spec(output, fmt, shard)
     offset = output.index_offsets(fmt)[shard]
     rows, problems, want = [], [], set(wanted)
     if not want:
@@ -405,14 +423,20 @@ def select_rows(output: Output, fmt: str, shard: int, *, n: int, seed: int | Non
     return rows, problems
 
 
-def masking_config(output: Output) -> MaskingConfig:
-    """The settings the trainers mask dynamic data with (the manifest's ``masking``)."""
+def masking_config(output: Output, spec: Spec | None = None) -> MaskingConfig:
+    """The settings the trainers mask dynamic data with (the manifest's ``masking``); for
+    a shard of a length bin (``spec`` binned), with the bin's max_predictions_per_seq."""
     m = output.manifest
-    return MaskingConfig.from_manifest(m["masking"], m["vocab_size"])
+    config = MaskingConfig.from_manifest(m["masking"], m["vocab_size"])
+    if spec is not None and spec.binned:
+        config = dataclasses.replace(config,
+                                     max_predictions_per_seq=spec.max_predictions_per_seq)
+    return config
 
 
 def padded(rows: Sequence[dict], spec: Spec) -> dict[str, np.ndarray]:
-    """Rows (``Rows.row``) as the fixed-length [n, max_seq_length] arrays the trainers read:
+    """Rows (``Rows.row``) as the fixed-length [n, max_seq_length] arrays the trainers read
+    (``spec``'s max_seq_length: a length bin's bound in binned output):
     input_ids, input_mask, segment_ids and (dynamic data) word_starts, padded with 0."""
     shape = (len(rows), spec.max_seq_length)
     out = {name: np.zeros(shape, dtype=np.int64) for name in
@@ -428,18 +452,21 @@ def padded(rows: Sequence[dict], spec: Spec) -> dict[str, np.ndarray]:
 
 
 def mask_for_epoch(output: Output, rows: list[dict], *, epoch: int,
-                   train_seed: int = DEFAULT_TRAIN_SEED) -> None:
+                   train_seed: int = DEFAULT_TRAIN_SEED, spec: Spec | None = None) -> None:
     """Dynamic data's rows masked in place exactly as the trainers mask them in ``epoch`` of
     a run with ``--seed train_seed``: ``pipeline.core.masking.mask_dynamic`` on the padded
-    rows, keyed by each row's stable index. Sets input_ids (masked), positions, targets, and
+    rows, keyed by each row's stable index. ``spec``: the rows' shard's (default: the
+    output's; binned output: its bin's, padded to the bound, the bin's
+    max_predictions_per_seq). Sets input_ids (masked), positions, targets, and
     ``epoch``/``train_seed``."""
     if not rows:
         return
-    arrays = padded(rows, Spec.of(output))
+    spec = spec or Spec.of(output)
+    arrays = padded(rows, spec)
     masked = mask_dynamic(arrays["input_ids"], arrays["input_mask"], arrays["segment_ids"],
                           arrays[schema.WORD_STARTS],
                           np.array([row["index"] for row in rows], dtype=np.int64),
-                          epoch=epoch, seed=train_seed, config=masking_config(output))
+                          epoch=epoch, seed=train_seed, config=masking_config(output, spec))
     for i, row in enumerate(rows):
         predicted = int((masked["masked_lm_weights"][i] != 0).sum())
         row["input_ids"] = masked["input_ids"][i, :len(row["input_ids"])].tolist()
@@ -453,7 +480,8 @@ def as_stored(row: dict, fmt: str, spec: Spec, vocab: Sequence[str]) -> dict:
     lengths, 0-padded, the label a 1-element list; Parquet: unpadded lists, the label a
     number; dynamic data masked by :func:`mask_for_epoch`: masked_lm_* added, as a static
     output of the format holds them), then ``tokens`` (the vocabulary string of each
-    input_ids value) and ``index`` (the stable index in the dataset)."""
+    input_ids value) and ``index`` (the stable index in the dataset); in a binned output
+    ``spec`` is the shard's bin's (TFRecord widths are the bin's) and ``bin`` its bound."""
     length, num_a = len(row["input_ids"]), row["num_a"]
     predicted = len(row["positions"])
     values = {"input_ids": list(row["input_ids"]), "input_mask": [1] * length,
@@ -482,14 +510,45 @@ def as_stored(row: dict, fmt: str, spec: Spec, vocab: Sequence[str]) -> dict:
         out[name] = value
     out["tokens"] = [_token(vocab, i) for i in out["input_ids"]]
     out["index"] = row["index"]
+    if spec.binned:
+        out["bin"] = spec.max_seq_length
     return out
+
+
+def pick_shard(output: Output, fmt: str, shard: int, bound: int | None) -> tuple[int, str]:
+    """(index in the manifest's ``fmt`` shards, "") of ``--shard`` (within the length bin of
+    ``bound`` when given), or (-1, why not)."""
+    shards = output.shards(fmt)
+    if bound is None:
+        if not 0 <= shard < len(shards):
+            return -1, (f"--shard {shard}: there are {len(shards)} {fmt} shards (0-"
+                        f"{len(shards) - 1})")
+        return shard, ""
+    if not output.binned:
+        return -1, f"--bin {bound}: {output.root} has no length bins (--length_bins)"
+    found = next((b for b in output.bins if b.bound == bound), None)
+    if found is None:
+        return -1, (f"--bin {bound}: the bins' bounds are "
+                    f"{', '.join(str(b.bound) for b in output.bins)}")
+    mine = [i for i in range(len(shards)) if (b := output.shard_bin(fmt, i)) is not None
+            and b.index == found.index]
+    if not mine:
+        return -1, f"--bin {bound}: bin {found.name} is empty (no shards)"
+    if not 0 <= shard < len(mine):
+        return -1, (f"--shard {shard}: bin {found.name} has {len(mine)} {fmt} shards (0-"
+                    f"{len(mine) - 1})")
+    return mine[shard], ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.tool_parser("python -m pipeline.inspect", __doc__.split("\n\n")[0])
     parser.add_argument("--format", choices=("tfrecord", "parquet"), default=None,
                         help="which shards to read (default: tfrecord if written)")
-    parser.add_argument("--shard", type=int, default=0, help="shard index (default 0)")
+    parser.add_argument("--shard", type=int, default=0,
+                        help="shard index (default 0; with --bin: within that bin)")
+    parser.add_argument("--bin", type=int, default=None, metavar="BOUND",
+                        help="binned output (--length_bins): read the shards of the length bin "
+                             "with this bound (e.g. 64)")
     parser.add_argument("--n", type=int, default=5, help="how many instances (default 5)")
     parser.add_argument("--seed", type=int, default=None,
                         help="pick --n instances at random with this seed (default: the first; "
@@ -530,24 +589,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.output_dir} has no {fmt} shards (formats: {output.formats})",
               file=sys.stderr)
         return 1
-    if not 0 <= args.shard < len(shards):
-        print(f"--shard {args.shard}: there are {len(shards)} {fmt} shards (0-"
-              f"{len(shards) - 1})", file=sys.stderr)
+    shard, problem = pick_shard(output, fmt, args.shard, args.bin)
+    if problem:
+        print(problem, file=sys.stderr)
         return 1
     try:
-        rows, problems = select_rows(output, fmt, args.shard, n=args.n, seed=args.seed,
+        rows, problems = select_rows(output, fmt, shard, n=args.n, seed=args.seed,
                                      records=args.record)
     except Exception as e:  # a bad --record, or a shard that cannot be read on
         where = f" (record {e.record})" if isinstance(e, ShardError) and e.record is not None \
             else ""
         what = str(e) if isinstance(e, (IndexError, ShardError)) else \
             f"cannot be read: {type(e).__name__}: {e}"
-        print(f"{shards[args.shard]['path']}{where}: {what}; python -m pipeline.verify checks "
+        print(f"{shards[shard]['path']}{where}: {what}; python -m pipeline.verify checks "
               f"the whole output", file=sys.stderr)
         return 1
+    spec, vocab, path = shard_spec(output, fmt, shard), output.vocab, shards[shard]["path"]
     if args.epoch is not None:
-        mask_for_epoch(output, rows, epoch=args.epoch, train_seed=train_seed)
-    spec, vocab, path = Spec.of(output), output.vocab, shards[args.shard]["path"]
+        mask_for_epoch(output, rows, epoch=args.epoch, train_seed=train_seed, spec=spec)
     views = [view(row, vocab, file=path, spec=spec) for row in rows]
     invalid = [f"{path}, record {record} is not valid: {field + ': ' if field else ''}"
                f"{message}" for record, field, message in problems]
@@ -562,10 +621,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f", masking dynamic (shown: epoch {args.epoch}, training seed {train_seed})"
             if args.epoch is not None else ", masking dynamic (shown unmasked)")
         legend = WORDS_LEGEND if output.dynamic and args.epoch is None else LEGEND
+        bins = "" if not output.binned else (
+            f"; {len(output.bins)} length bins: " + ", ".join(
+                f"{b.name} {b.instances:,}" for b in output.bins) + " instances; shown: "
+            + (spec.bin_name if spec.binned else "no bin lists this shard"))
         print(f"{args.output_dir}: {m['total_instances']:,} instances in {len(shards)} {fmt} "
               f"shards; next_sentence {output.task}, max_seq_length {m['max_seq_length']}, "
               f"max_predictions_per_seq {m['max_predictions_per_seq']}, vocabulary "
-              f"{len(output.vocab):,} tokens{masking}\n{legend}\n")
+              f"{len(output.vocab):,} tokens{masking}{bins}\n{legend}\n")
         for v in views:
             print(render_text(v, show_ids=args.ids) + "\n")
         for line in invalid:

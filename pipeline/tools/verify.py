@@ -12,7 +12,9 @@ every instance valid (``pipeline.readers.rows``: ids inside the vocabulary, mask
 inside the sequence, strictly increasing and never 0, weights 1.0 exactly where a prediction
 is, labels 0 or 1, word starts 0 or 1 and 0 on [CLS]/[SEP] and padding, ...); dynamic data's
 masking settings against the vocabulary; and the TFRecord and Parquet shards holding the
-same instances in the same order. Exit code 0 with a one-line summary, 1 with the
+same instances in the same order. Binned output (``--length_bins``): every shard at its bin's
+lengths, every row's length inside its bin, and the bins against the manifest
+(:func:`check_bins`). Exit code 0 with a one-line summary, 1 with the
 list of what is wrong (file, record, field), 2 for a bad command line.
 """
 from __future__ import annotations
@@ -38,7 +40,7 @@ from pipeline.readers.output import (
     open_read,
     warning_messages,
 )
-from pipeline.readers.rows import Spec, check_chunk, fingerprints
+from pipeline.readers.rows import Spec, check_chunk, fingerprints, shard_spec
 from pipeline.readers.shards import ShardError, read_shard
 from pipeline.tools import cli, console, progress
 
@@ -104,8 +106,10 @@ def check_manifest(output: Output, found: Findings) -> None:
     for rel in sorted(output.files):
         top = rel.split("/", 1)[0]
         if rel not in listed and ((top in ours and "/" in rel) or top.startswith(".tmp-")):
-            found.add(rel, None, "", "not in the manifest (left by another run, or a partial "
-                                     "copy)")
+            found.add(rel, None, "", "not in the manifest" + (
+                moved_from(output, rel) or " (left by another run, or a partial copy)"))
+    if output.binned:
+        check_bins(output, found)
     vocab_file = m.get("vocab_file", schema.VOCAB_FILE)
     if vocab_file not in output.files:
         found.add(vocab_file, None, "", "missing: the ids cannot be checked against it")
@@ -127,6 +131,116 @@ def check_manifest(output: Output, found: Findings) -> None:
         check_dynamic_masking(output, found)
 
 
+def moved_from(output: Output, path: str, digest: str | None = None) -> str:
+    """If the file at ``path`` holds the bytes of another shard the manifest lists (its
+    sha256, hashed here when not given: only files of a listed shard's size are), what that
+    says, e.g. ``: it holds the bytes of ..., a shard of bin len-0032, moved or copied into
+    bin len-0064's directory``; else ""."""
+    if digest is None:
+        sizes = {entry.get("bytes") for fmt in output.formats for entry in output.shards(fmt)}
+        if output.files.get(path) not in sizes:
+            return ""
+        try:
+            with HashingReader(open_read(output.resolve(path))) as reader:
+                reader.drain()
+                digest = reader.digest.hexdigest()
+        except (OSError, ValueError):
+            return ""
+    other = output.listed_sha256.get(digest)
+    if other is None or other == path:
+        return ""
+    theirs, here = output.bin_of_path(other), output.bin_of_path(path)
+    if theirs is not None and (here is None or here.index != theirs.index):
+        into = f"bin {here.name}'s directory" if here is not None else "here"
+        return (f": it holds the bytes of {other}, a shard of bin {theirs.name}, moved or "
+                f"copied into {into}")
+    return f": it holds the bytes of {other} (moved or copied here)"
+
+
+def check_bins(output: Output, found: Findings) -> None:
+    """A binned output's ``bins`` (format_version 2) against the manifest and each other:
+    bounds increasing up to max_seq_length, instance counts adding up (to total_instances,
+    and each bin's to its shards'), each bin's shards balanced (sizes within one) and in its
+    own directory, an empty bin without shards, and the top-level shard lists exactly the
+    bins' lists one after the other. The rows' lengths are checked shard by shard
+    (``readers.rows``: every shard at its bin's lengths)."""
+    m, bins = output.manifest, output.bins
+    bounds = [b.bound for b in bins]
+    if bounds != sorted(set(bounds)):
+        found.add(MANIFEST, None, "bins", f"bounds {bounds} do not increase")
+    elif bounds[-1] != m["max_seq_length"]:
+        found.add(MANIFEST, None, "bins", f"the last bin's bound is {bounds[-1]}, not "
+                                          f"max_seq_length {m['max_seq_length']}")
+    total = sum(b.instances for b in bins)
+    if total != m["total_instances"]:
+        found.add(MANIFEST, None, "bins", f"the bins hold {total} instances, total_instances "
+                                          f"says {m['total_instances']}")
+    for b in bins:
+        where = f"bins[{b.index}] ({b.name})"
+        if b.max_predictions_per_seq > m["max_predictions_per_seq"]:
+            found.add(MANIFEST, None, "bins", f"{where}: max_predictions_per_seq "
+                                              f"{b.max_predictions_per_seq} is more than the "
+                                              f"manifest's {m['max_predictions_per_seq']}")
+        for fmt in schema_formats(output):
+            entries = output.bin_shards(b.index, fmt)
+            if not b.instances:
+                if entries:
+                    found.add(MANIFEST, None, "bins", f"{where} is empty (0 instances) but "
+                                                      f"lists {len(entries)} {fmt} shards")
+                continue
+            if not entries:
+                found.add(MANIFEST, None, "bins", f"{where}: {b.instances} instances, no "
+                                                  f"{fmt} shards")
+                continue
+            sizes = [e["instances"] for e in entries]
+            if sum(sizes) != b.instances:
+                found.add(MANIFEST, None, "bins", f"{where}: its {fmt} shards hold "
+                                                  f"{sum(sizes)} instances, the bin says "
+                                                  f"{b.instances}")
+            if max(sizes) - min(sizes) > 1:
+                found.add(MANIFEST, None, "bins", f"{where}: {fmt} shards unbalanced, "
+                                                  f"{min(sizes)} to {max(sizes)} instances "
+                                                  f"(the job makes them differ by one at most)")
+            home = f"{fmt}/{b.name}/"
+            for entry in entries:
+                if not entry["path"].startswith(home):
+                    found.add(entry["path"], None, "", f"listed in {where}, whose shards are "
+                                                       f"under {home}")
+    for fmt in schema_formats(output):
+        top = output.shards(fmt)
+        joined = [(b.index, e) for b in bins for e in output.bin_shards(b.index, fmt)]
+        in_bins = {e["path"]: b for b, e in joined}
+        in_top = {e["path"] for e in top}
+        for entry in top:
+            if entry["path"] not in in_bins:
+                found.add(entry["path"], None, "", "in the manifest's shards but in no "
+                                                   "bin's (its bin, and so its lengths, is "
+                                                   "unknown)")
+        for b, entry in joined:
+            if entry["path"] not in in_top:
+                found.add(entry["path"], None, "", f"listed in bins[{b}] but not in the "
+                                                   f"manifest's shards")
+        listed = [e for e in top if e["path"] in in_bins]
+        if [e["path"] for e in listed] != [e["path"] for _, e in joined if e["path"] in in_top]:
+            found.add(MANIFEST, None, "bins", f"the {fmt} shards are not listed in bin order "
+                                              f"(the stable index of each instance counts "
+                                              f"the shards before it)")
+        by_path = {e["path"]: e for _, e in joined}
+        for entry in listed:
+            differ = [k for k in ("instances", "bytes", "sha256")
+                      if entry.get(k) != by_path[entry["path"]].get(k)]
+            if differ:
+                found.add(MANIFEST, None, "bins", f"{entry['path']}: {', '.join(differ)} "
+                                                  f"differ between bins[{in_bins[entry['path']]}] "
+                                                  f"and the manifest's shards")
+
+
+def schema_formats(output: Output) -> list[str]:
+    """The formats the top-level shards or any bin list."""
+    return [fmt for fmt in ("tfrecord", "parquet") if output.shards(fmt) or any(
+        output.bin_shards(b.index, fmt) for b in output.bins)]
+
+
 def check_dynamic_masking(output: Output, found: Findings) -> None:
     """Dynamic data: the settings the trainers will mask with agree with the data (their
     types were checked on opening: ``readers.output.usable_manifest``)."""
@@ -142,6 +256,11 @@ def check_dynamic_masking(output: Output, found: Findings) -> None:
         found.add(MANIFEST, None, "masking", f"max_predictions_per_seq "
                                              f"{masking['max_predictions_per_seq']}, the "
                                              f"manifest's is {m['max_predictions_per_seq']}")
+    for b in output.bins:
+        if b.max_predictions_per_seq > masking["max_predictions_per_seq"]:
+            found.add(MANIFEST, None, "masking", f"bin {b.name}'s max_predictions_per_seq "
+                                                 f"{b.max_predictions_per_seq} is more than "
+                                                 f"masking's {masking['max_predictions_per_seq']}")
     lengths, weights = masking["ngram_lengths"], masking["ngram_weights"]
     if lengths != sorted(set(lengths)) or abs(sum(weights) - 1.0) > 1e-6:
         found.add(MANIFEST, None, "masking", "ngram_lengths must increase and ngram_weights "
@@ -185,9 +304,11 @@ def check_shard(output: Output, fmt: str, entry: dict, spec: Spec, found: Findin
     if records != entry["instances"]:
         found.add(path, None, "", f"{records} records, the manifest says {entry['instances']}")
     if "sha256" in entry:
-        if hasher.digest.hexdigest() != entry["sha256"]:
-            found.add(path, None, "", "sha256 differs from the manifest's (the file changed "
-                                      "after it was written)")
+        digest = hasher.digest.hexdigest()
+        if digest != entry["sha256"]:
+            found.add(path, None, "", "sha256 differs from the manifest's" + (
+                moved_from(output, path, digest) or " (the file changed after it was "
+                                                    "written)"))
     elif "sha256 not recorded" not in " ".join(found.notes):
         found.notes.append("sha256 not recorded in this (older) manifest: contents checked, "
                            "checksums not compared")
@@ -211,14 +332,16 @@ def compare_formats(paths: tuple[str, str], prints: tuple[dict, dict], found: Fi
 
 def check_index(output: Output, index: int, spec: Spec,
                 on_bytes: Callable[[int], None] = lambda n: None) -> Findings:
-    """Shard ``index`` of every format, and the two formats against each other."""
+    """Shard ``index`` of every format (binned output: at its length bin's lengths), and the
+    two formats against each other."""
     found = Findings()
     prints = {}
     for fmt in output.formats:
         entries = output.shards(fmt)
         if index < len(entries):
             prints[fmt] = (entries[index]["path"],
-                           check_shard(output, fmt, entries[index], spec, found, on_bytes))
+                           check_shard(output, fmt, entries[index],
+                                       shard_spec(output, fmt, index, spec), found, on_bytes))
     if len(prints) == 2 and all(p is not None for _, p in prints.values()):
         (pa, a), (pb, b) = prints["tfrecord"], prints["parquet"]
         compare_formats((pa, pb), (a, b), found)
@@ -277,12 +400,18 @@ def data_warnings(output: Output) -> list[str]:
 def summary(output: Output, found: Findings, seconds: float) -> str:
     m = output.manifest
     counts = ", ".join(f"{len(output.shards(f))} {f}" for f in output.formats)
+    if output.binned:
+        counts += (f" shards in {len(output.bins)} length bins (" + ", ".join(
+            f"{b.name}: {b.instances:,}" for b in output.bins) + " instances)")
+    else:
+        counts += " shards"
     rate = found.bytes_read / seconds / MB if seconds > 0 else 0.0
-    return (f"OK: {output.root}: {counts} shards, {m['total_instances']:,} instances each "
+    return (f"OK: {output.root}: {counts}, {m['total_instances']:,} instances each "
             f"format, {megabytes(found.bytes_read)} read in {seconds:.1f} s "
             f"({rate:.1f} MB/s); files, sizes, sha256, CRCs, schema and every instance as the "
             f"manifest says" + ("; masking dynamic: word_starts checked, no masks stored"
                                 if output.dynamic else "")
+            + ("; every shard at its bin's lengths" if output.binned else "")
             + ("".join(f"; {n}" for n in found.notes)))
 
 

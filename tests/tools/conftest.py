@@ -46,10 +46,12 @@ def rewrite_manifest(out, change):
 
 
 def refresh_checksums(out):
-    """Record the shards' present sizes and sha256 in the manifest, as if written so (for
-    damage the checksums would otherwise catch first)."""
+    """Record the shards' present sizes and sha256 in the manifest (its length bins' lists
+    too), as if written so (for damage the checksums would otherwise catch first)."""
     def change(m):
-        for entries in m["shards"].values():
+        lists = list(m["shards"].values())
+        lists += [entries for b in m.get("bins") or [] for entries in b["shards"].values()]
+        for entries in lists:
             for entry in entries:
                 with open(os.path.join(out, entry["path"]), "rb") as f:
                     data = f.read()

@@ -98,11 +98,13 @@ def build(output: Output, t: Tally, *, examples: int = 3, seed: int = 0) -> str:
             f"{e(str(m.get('versions', {}).get('bert-wwm-pipeline')))} · next_sentence "
             f"{output.task} · masking {output.masking} · "
             f"{m['num_shards'] if 'num_shards' in m else '?'} shards in "
-            f"{', '.join(output.formats)} · counted from the {t.fmt} shards"
+            f"{', '.join(output.formats)}"
+            + (f" in {len(output.bins)} length bins" if output.binned else "")
+            + f" · counted from the {t.fmt} shards"
             + (f" (a sample: the first records of each shard, {t.instances:,} instances)"
                if t.sampled else "") + "</p>")
     sections = [_warnings(stats), _glance(output, t, counts, derived),
-                _figures(output, t, stats), _masking(output, counts),
+                _figures(output, t, stats), _bins(output, t), _masking(output, counts),
                 _words(output, t, counts, derived), _vocabulary(output, t, counts, derived),
                 _inputs(output, counts, stats), _repairs(counts), _shards(output, t),
                 _config(output), _examples(output, t.fmt, examples, seed)]
@@ -149,7 +151,8 @@ def _figures(output: Output, t: Tally, stats: dict | None) -> str:
     seq = seq if seq is not None and not t.sampled else t.seq_lengths
     figs = [plots.histogram(seq, title=f"Sequence length ([CLS] and [SEP] included; from "
                                        f"{source})", xlabel="tokens",
-                            mark=m["max_seq_length"], mark_label="max_seq_length")]
+                            mark=m["max_seq_length"], mark_label="max_seq_length",
+                            bounds=[b.bound for b in output.bins[:-1]])]
     if output.task == "none":
         figs.append(plots.histogram(t.a_lengths, title="Text length (without [CLS], [SEP])",
                                     xlabel="tokens", color=plots.ORANGE))
@@ -182,6 +185,60 @@ def _figures(output: Output, t: Tally, stats: dict | None) -> str:
         f"the trainers draw in epoch {t.epoch} of a run with --seed {t.train_seed} (their "
         f"default); every epoch draws new ones with the same settings.</p>")
     return f"<h2>Instances</h2>{note}<div class='figs'>{imgs}</div>"
+
+
+def _bins(output: Output, t: Tally) -> str:
+    """Binned output (``--length_bins``): per bin its lengths, instances (the manifest's),
+    mean real tokens and padding share (counted in the shards), beside the padding the same
+    instances would have unbinned, all padded to max_seq_length."""
+    if not output.binned:
+        return ""
+    seq = output.manifest["max_seq_length"]
+    total = sum(b.instances for b in output.bins)
+    rows = []
+
+    def bars(binned: float | None, unbinned: float | None) -> str:
+        return "".join(f"<span class='bar' style='width:{int(120 * share)}px;background:"
+                       f"{color}'></span><br>" for share, color in
+                       ((binned, plots.BLUE), (unbinned, plots.GREY)) if share is not None)
+
+    for b in output.bins:
+        n, tokens = int(t.bin_instances[b.index]), int(t.bin_tokens[b.index])
+        mean = tokens / n if n else None
+        binned = None if mean is None else 1 - mean / b.bound
+        unbinned = None if mean is None else 1 - mean / seq
+        rows.append([f"<code>{e(b.name)}</code>", f"{b.low + 1}–{b.bound}",
+                     str(b.max_predictions_per_seq), f"{b.instances:,}",
+                     _share(b.instances, total), "–" if mean is None else f"{mean:.1f}",
+                     "–" if binned is None else f"{100 * binned:.1f}%",
+                     "–" if unbinned is None else f"{100 * unbinned:.1f}%",
+                     bars(binned, unbinned)])
+    counted = int(t.bin_instances.sum())
+    tokens = int(t.bin_tokens.sum())
+    padded = sum(int(t.bin_instances[b.index]) * b.bound for b in output.bins)
+    summary = ""
+    if counted:
+        binned, unbinned = 1 - tokens / padded, 1 - tokens / (counted * seq)
+        saved = counted * seq - padded
+        rows.append(["<b>all bins</b>", f"1–{seq}", "", f"<b>{total:,}</b>", "100%",
+                     f"{tokens / counted:.1f}", f"<b>{100 * binned:.1f}%</b>",
+                     f"{100 * unbinned:.1f}%", bars(binned, unbinned)])
+        summary = (f"<p>Binned, <b>{100 * binned:.1f}%</b> of the padded tokens are padding; "
+                   f"the same instances all padded to max_seq_length {seq} would be "
+                   f"<b>{100 * unbinned:.1f}%</b> padding: {saved:,} fewer token positions "
+                   f"({_share(saved, counted * seq)} less) per pass over the "
+                   f"{'instances counted' if t.sampled else 'data'}.</p>")
+    note = ("<p class='note'>Each bin holds the instances of its lengths ([CLS] and [SEP] "
+            "included), in shards of its own padded to its bound, with its own "
+            "max_predictions_per_seq. Instances: the manifest's; mean real tokens and the "
+            "padding shares: counted in the " + e(t.fmt) + " shards"
+            + (" (a sample)" if t.sampled else "") + ". Padding share: of the token "
+            "positions a trainer reads, how many are padding; blue binned (padded to the "
+            "bin's bound), grey unbinned (padded to max_seq_length). An empty bin has no "
+            "shards.</p>")
+    return ("<h2>Length bins</h2>" + summary + _table(
+        rows, ["bin", "tokens", "max predictions", "instances", "share", "mean real tokens",
+               "padding (binned)", f"padding at {seq}", ""]) + note)
 
 
 def _masking(output: Output, counts: dict) -> str:

@@ -41,8 +41,10 @@ def _trimmed(counts: np.ndarray) -> np.ndarray:
 
 
 def histogram(counts: np.ndarray, *, title: str, xlabel: str, color: str = BLUE,
-              mark: float | None = None, mark_label: str = "") -> str:
-    """A bar per value (``counts[v]`` instances have value v)."""
+              mark: float | None = None, mark_label: str = "",
+              bounds: Sequence[float] = ()) -> str:
+    """A bar per value (``counts[v]`` instances have value v); ``bounds``: dotted lines (the
+    length bins' bounds below ``mark``)."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
@@ -55,8 +57,12 @@ def histogram(counts: np.ndarray, *, title: str, xlabel: str, color: str = BLUE,
     if len(top) > 1 and top[1] and top[0] > 8 * top[1]:  # one bar would flatten the rest
         ax.set_yscale("log")
         ylabel += " (log scale)"
+    for i, bound in enumerate(bounds):
+        ax.axvline(bound + 0.5, color=GREY, linestyle=":", linewidth=1,
+                   label="length bins' bounds" if i == 0 else None)
     if mark is not None:
         ax.axvline(mark, color=RED, linestyle="--", linewidth=1, label=f"{mark_label} {mark}")
+    if mark is not None or len(bounds):
         ax.legend(frameon=False, loc="upper left")
     ax.set_title(title)
     ax.set_xlabel(xlabel)

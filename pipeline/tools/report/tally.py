@@ -5,7 +5,9 @@ sequence, A and B lengths; labels; predictions per instance; sizes of masked gro
 masked positions); what the input holds at masked positions ([MASK], kept, random); and the
 frequency of every vocabulary id in the original text (masked positions counted as their
 targets). Dynamic data stores no masks: its instances are counted masked as the trainers mask
-them in epoch 0 of a run with the trainers' default seed (``pipeline.core.masking``).
+them in epoch 0 of a run with the trainers' default seed (``pipeline.core.masking``). Binned
+output (``--length_bins``): every shard is read at its bin's lengths, and the instances and
+real tokens of each bin are counted too.
 """
 from __future__ import annotations
 
@@ -39,6 +41,10 @@ class Tally:
     unreadable: list[str]  # "path: why" for shards that could not be read to the end
     epoch: int | None = None  # dynamic data: the masks counted are this epoch's ...
     train_seed: int | None = None  # ... in a run with this --seed (None: static data)
+    # Binned output: instances and real tokens ([CLS]/[SEP] included) counted per length bin
+    # (manifest order); empty arrays when unbinned.
+    bin_instances: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    bin_tokens: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 # Dynamic data's masks in the report: epoch 0 of a run with the trainers' default --seed.
@@ -59,7 +65,9 @@ def tally(output: Output, *, fmt: str | None = None, max_instances: int | None =
               predictions=np.zeros(pred + 1, np.int64),
               group_sizes=np.zeros(pred + 1, np.int64),
               input_at_masked={"mask": 0, "kept": 0, "random": 0},
-              token_counts=np.zeros(vocab, np.int64), sampled=False, invalid=0, unreadable=[])
+              token_counts=np.zeros(vocab, np.int64), sampled=False, invalid=0, unreadable=[],
+              bin_instances=np.zeros(len(output.bins), np.int64),
+              bin_tokens=np.zeros(len(output.bins), np.int64))
     config = None
     if spec.dynamic:
         m = output.manifest
@@ -79,22 +87,30 @@ def tally(output: Output, *, fmt: str | None = None, max_instances: int | None =
         if not quiet:
             meter.update(done[0])
 
-    for entry, offset in zip(entries, offsets):
+    for index, (entry, offset) in enumerate(zip(entries, offsets)):
         if entry["path"] not in output.files:
             t.unreadable.append(f"{entry['path']}: missing")
             continue
+        length_bin = output.shard_bin(fmt, index)
+        shard = spec.in_bin(length_bin)  # a binned output's shards: at their bin's lengths
+        shard_config = config if config is None or not shard.binned else dataclasses.replace(
+            config, max_predictions_per_seq=shard.max_predictions_per_seq)
         chunks = read_shard(output, fmt, entry["path"], on_bytes=on_bytes)
         try:
             for chunk in chunks:
-                rows, problems = check_chunk(chunk, spec)
+                rows, problems = check_chunk(chunk, shard)
                 t.invalid += len({p[0] for p in problems})
                 if per_shard is not None and chunk.first + chunk.size > per_shard:
                     keep = rows.records < per_shard
                     rows = _subset(rows, keep)
                     t.sampled = True
                 if config is not None:
-                    rows = masked(rows, spec, config, offset, epoch=t.epoch, seed=t.train_seed)
+                    rows = masked(rows, shard, shard_config, offset, epoch=t.epoch,
+                                  seed=t.train_seed)
                 _add(t, rows, mask_id)
+                if length_bin is not None:
+                    t.bin_instances[length_bin.index] += len(rows)
+                    t.bin_tokens[length_bin.index] += int(rows.lengths.sum())
                 if per_shard is not None and chunk.first + chunk.size >= per_shard:
                     break
         except ShardError as e:
@@ -109,7 +125,8 @@ def tally(output: Output, *, fmt: str | None = None, max_instances: int | None =
 def masked(rows: Rows, spec: Spec, config: MaskingConfig, offset: int, *, epoch: int,
            seed: int) -> Rows:
     """Dynamic data's rows masked as the trainers mask them in ``epoch`` (``mask_dynamic`` on
-    the padded rows; the stable index of a record is ``offset`` + its record number)."""
+    the rows padded to ``spec``'s max_seq_length, a bin's bound in binned output; the stable
+    index of a record is ``offset`` + its record number)."""
     if not len(rows):
         return rows
     real = np.arange(spec.max_seq_length)[None, :] < rows.lengths[:, None]
