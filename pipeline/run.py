@@ -76,9 +76,11 @@ def watch_job(config: JobConfig, layout: output_dir.Layout,
     fmt = config.output_formats[0]
     shard_dir = fs.join(layout.shard_root,
                         schema.TFRECORD_DIR if fmt == "tfrecord" else schema.PARQUET_DIR)
+    # With length bins, every bin's shards (a bin left empty writes none: the count then
+    # stops short of the total).
     shards = {fs.join(layout.shard_root, schema.shard_path(
-        fmt, i, config.num_shards, gzip=config.compression == "gzip"))
-        for i in range(config.num_shards)}
+        fmt, i, config.num_shards, gzip=config.compression == "gzip", bound=bound))
+        for i in range(config.num_shards) for bound in (config.bin_bounds or (None,))}
 
     def poll() -> progress.JobState:
         done = [parsed for parsed in (parse_piece_name(path)
@@ -91,7 +93,7 @@ def watch_job(config: JobConfig, layout: output_dir.Layout,
     ranges = sum(1 if is_compressed(path) else max(1, -(-size // config.range_bytes))
                  for path, size in files)
     return progress.JobWatch(poll, total_bytes=sum(size for _, size in files), ranges=ranges,
-                             num_shards=config.num_shards,
+                             num_shards=len(shards),
                              emit=lambda line: LOG.info("progress: %s", line)).start()
 
 
