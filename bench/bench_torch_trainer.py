@@ -4,8 +4,10 @@
 
 Prints examples/s of the Parquet stream alone (decode + pad + shuffle + labels, no model), and
 steps/s and examples/s of full train steps (forward, backward, AdamW) for BERT-Tiny and
-BERT-Mini at the data's sequence length. Numbers depend on what else the machine runs: report
-them with the command and `nproc`/load average.
+BERT-Mini at the data's sequence length. For data with length bins (``--length_bins``) the
+stream is timed per bin (the trainer's stream of that bin, padded to its bound) and the train
+steps on the last bin (the data's sequence length). Numbers depend on what else the machine
+runs: report them with the command and `nproc`/load average.
 """
 from __future__ import annotations
 
@@ -17,25 +19,27 @@ import time
 
 import torch
 
-from pipeline import schema
 from trainer import data_contract
 from trainer.config import TrainConfig, load_model_config
 from trainer.pt.data import ShardDataset, StreamConfig
+from trainer.pt.loop import stream_config
 from trainer.pt.model import Pretrainer, build_model, build_optimizer, build_scheduler
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def stream(spec, batch_size: int) -> StreamConfig:
-    return StreamConfig(paths=tuple(spec.paths(schema.PARQUET_DIR)), batch_size=batch_size,
-                        max_seq_length=spec.max_seq_length,
-                        max_predictions_per_seq=spec.max_predictions_per_seq, seed=1,
-                        shuffle_buffer=1000, next_sentence=spec.next_sentence)
+def stream(spec, batch_size: int, length_bin=None) -> StreamConfig:
+    """The trainer's training stream (``trainer.pt.loop.stream_config``): of the whole data,
+    or of one length bin; for binned data without ``length_bin``, its last bin's."""
+    if length_bin is None and spec.bins:
+        length_bin = spec.bins[-1]
+    config = TrainConfig(batch_size=batch_size, seed=1, shuffle_buffer=1000)
+    return stream_config(spec, config, train=True, length_bin=length_bin)
 
 
-def bench_input(spec, *, batch_size: int, batches: int) -> float:
+def bench_input(spec, *, batch_size: int, batches: int, length_bin=None) -> float:
     """Examples/s of the stream alone, single process (what each DataLoader worker does)."""
-    it = iter(ShardDataset(stream(spec, batch_size)))
+    it = iter(ShardDataset(stream(spec, batch_size, length_bin)))
     next(it)  # file open + metadata, once per reader
     start = time.perf_counter()
     for _ in range(batches):
@@ -82,8 +86,11 @@ def main() -> None:
     print(f"cpu: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
           f"load {os.getloadavg()[0]:.1f}; data seq {spec.max_seq_length}/"
           f"{spec.max_predictions_per_seq}, vocab {spec.vocab_size}, batch {args.batch_size}")
-    rate = bench_input(spec, batch_size=args.batch_size, batches=args.input_batches)
-    print(f"input pipeline: {rate:,.0f} examples/s")
+    for length_bin in spec.bins or (None,):
+        rate = bench_input(spec, batch_size=args.batch_size, batches=args.input_batches,
+                           length_bin=length_bin)
+        where = f" (bin {length_bin.bound})" if length_bin else ""
+        print(f"input pipeline{where}: {rate:,.0f} examples/s")
     for preset in args.models.split(","):
         steps_s, examples_s = bench_model(spec, preset, batch_size=args.batch_size,
                                           steps=args.steps)

@@ -37,8 +37,6 @@ def read_manifest(data_dir: str) -> dict:
     try:
         schema.sentence_task(manifest)
         schema.masking_mode(manifest)
-        if schema.length_bins(manifest):
-            raise ValueError("length bins (--length_bins) are not read by this trainer yet")
     except ValueError as e:
         raise ValueError(f"{path}: {e}: data of a sentence task or masking mode this trainer does "
                          "not know "
@@ -118,6 +116,41 @@ def vocab_path(data_dir: str, manifest: dict) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class LengthBin:
+    """One length bin of binned data (``--length_bins``): a Google-format dataset of its own,
+    padded to ``bound``. ``first_index``: the stable index of its first instance in each
+    format (its shards' place in the manifest's top-level list), so dynamic masks are the
+    same whether the data is read binned or as one list."""
+
+    bound: int
+    max_predictions_per_seq: int
+    instances: int
+    paths: dict[str, list[str]]
+    sizes: dict[str, list[int]]
+    index_offsets: dict[str, list[int]]
+
+
+def length_bins(data_dir: str, manifest: dict) -> tuple[LengthBin, ...]:
+    """The manifest's non-empty length bins, in increasing bound order; () when unbinned."""
+    found = []
+    for entry in schema.length_bins(manifest):
+        if not entry["instances"]:
+            continue  # an empty bin: no shards, never drawn
+        paths, sizes, offsets = {}, {}, {}
+        for fmt, entries in entry["shards"].items():
+            top = {e["path"]: i for i, e in enumerate(shard_entries(manifest, fmt))}
+            all_sizes = shard_sizes(manifest, fmt)
+            paths[fmt] = [join(data_dir, e["path"]) for e in entries]
+            sizes[fmt] = [int(e["instances"]) for e in entries]
+            offsets[fmt] = [sum(all_sizes[:top[e["path"]]]) for e in entries]
+        found.append(LengthBin(bound=int(entry["bound"]),
+                               max_predictions_per_seq=int(entry["max_predictions_per_seq"]),
+                               instances=int(entry["instances"]), paths=paths, sizes=sizes,
+                               index_offsets=offsets))
+    return tuple(found)
+
+
+@dataclasses.dataclass(frozen=True)
 class DataSpec:
     """What a trainer needs from a checked data dir. Paths are absolute (or URLs).
 
@@ -138,6 +171,9 @@ class DataSpec:
     # Dynamic data (manifest masking mode "dynamic"): how the trainers mask it every epoch
     # (pipeline.core.masking.mask_dynamic); None for static data, whose masks are stored.
     masking: MaskingConfig | None = None
+    # Binned data (format_version 2): the non-empty bins; () for unbinned data, read as one
+    # list of shards at max_seq_length.
+    bins: tuple[LengthBin, ...] = ()
 
     @property
     def dynamic(self) -> bool:
@@ -174,7 +210,8 @@ def load_data_dir(data_dir: str, model_config: ModelConfig, *,
         vocab_size=int(manifest["vocab_size"]), do_lower_case=bool(manifest["do_lower_case"]),
         vocab_file=vocab_path(data_dir, manifest),
         tfrecord_compression=manifest.get("tfrecord_compression", "") or "",
-        next_sentence=schema.sentence_task(manifest), masking=masking_config(manifest))
+        next_sentence=schema.sentence_task(manifest), masking=masking_config(manifest),
+        bins=length_bins(join(data_dir), manifest))
 
 
 def masking_config(manifest: dict) -> MaskingConfig | None:

@@ -18,9 +18,18 @@ and not at all for single-segment data, which trains masked-LM only::
 
 metrics.jsonl: one JSON object per line, ``{"split": "train"|"eval", "step": N, ...}`` where
 ``step`` counts optimizer updates done. Eval lines hold ``eval_keys(next_sentence)``; train
-lines hold ``train_keys(next_sentence)`` (the same, over the updates since the previous train
-line, plus grad_norm, learning_rate and examples_per_sec). Written by one process (rank 0), in
-step order; a non-finite loss stops the run right after its line is written.
+lines hold ``train_keys(next_sentence, tokens=True)`` (the same, over the updates since the
+previous train line, plus grad_norm, learning_rate, examples_per_sec, tokens_per_sec and
+padding_fraction; ``tokens=False``, the default, leaves out the last two, for a caller that
+does not count tokens). Written by one process (rank 0), in step order; a non-finite loss
+stops the run right after its line is written.
+
+Tokens. ``tokens`` is the number of real (non-padding) token slots of a batch, the sum of its
+``attention_mask`` (``input_mask``); ``token_slots`` is the number of all its token slots
+(batch x padded length). Both add over micro-batches, steps and replicas like the metric sums
+(``TOKEN_SUM_KEYS``); ``finish_train`` turns them into ``tokens_per_sec`` (real tokens of the
+global batches per second) and ``padding_fraction`` (padding slots / all slots of the batches
+since the previous train line). Plain numbers: any framework can count them.
 """
 from __future__ import annotations
 
@@ -48,6 +57,10 @@ PAIR_METRICS = {"nsp": ("next_sentence_accuracy", "next_sentence_loss"),
                 "sop": ("sentence_order_accuracy", "sentence_order_loss"),
                 "none": ()}
 TRAIN_EXTRA_KEYS = ("grad_norm", "learning_rate", "examples_per_sec")
+# What a train line adds when its trainer counts tokens (``finish_train(tokens=...)``), and the
+# two sums they are made of (real tokens, all token slots; see the module doc).
+TOKEN_KEYS = ("tokens_per_sec", "padding_fraction")
+TOKEN_SUM_KEYS = ("tokens", "token_slots")
 
 
 def has_pair_head(next_sentence: str) -> bool:
@@ -75,8 +88,15 @@ def eval_keys(next_sentence: str) -> tuple[str, ...]:
     return ("loss",) + metric_names(next_sentence) + ("examples",)
 
 
-def train_keys(next_sentence: str) -> tuple[str, ...]:
-    return eval_keys(next_sentence) + TRAIN_EXTRA_KEYS
+def train_keys(next_sentence: str, *, tokens: bool = False) -> tuple[str, ...]:
+    """A train line's keys; with ``tokens`` (both trainers count them) also ``TOKEN_KEYS``."""
+    return eval_keys(next_sentence) + TRAIN_EXTRA_KEYS + (TOKEN_KEYS if tokens else ())
+
+
+def token_counts(attention_mask_sum: float, slots: float) -> dict[str, float]:
+    """``TOKEN_SUM_KEYS`` of one batch from plain numbers: the sum of its attention mask (real
+    tokens) and its number of token slots (rows x padded length)."""
+    return {"tokens": float(attention_mask_sum), "token_slots": float(slots)}
 
 
 def mlm_denominator(weight_sum):
@@ -107,16 +127,28 @@ def finish(sums: Mapping[str, float], next_sentence: str) -> dict[str, float]:
 
 
 def finish_train(sums: Mapping[str, float], next_sentence: str, *, grad_norm_sum: float,
-                 steps: int, learning_rate: float, seconds: float) -> dict[str, float]:
+                 steps: int, learning_rate: float, seconds: float, tokens: float | None = None,
+                 token_slots: float | None = None) -> dict[str, float]:
     """``train_keys(next_sentence)`` for a window of ``steps`` updates that took ``seconds``.
 
     grad_norm is the mean over the window of the global gradient norm before clipping;
-    learning_rate is the one the window's last update used.
+    learning_rate is the one the window's last update used. With ``tokens`` and
+    ``token_slots`` (the window's real tokens and token slots, summed over replicas), the
+    line also holds ``TOKEN_KEYS`` (``train_keys(next_sentence, tokens=True)``):
+    tokens_per_sec = tokens / seconds and padding_fraction = 1 - tokens / token_slots.
     """
     values = finish(sums, next_sentence)
-    return {**values, "grad_norm": float(grad_norm_sum) / steps,
-            "learning_rate": float(learning_rate),
-            "examples_per_sec": values["examples"] / max(seconds, 1e-9)}
+    seconds = max(seconds, 1e-9)
+    values = {**values, "grad_norm": float(grad_norm_sum) / steps,
+              "learning_rate": float(learning_rate),
+              "examples_per_sec": values["examples"] / seconds}
+    if (tokens is None) != (token_slots is None):
+        raise ValueError("tokens and token_slots go together")
+    if tokens is not None:
+        slots = float(token_slots)
+        values["tokens_per_sec"] = float(tokens) / seconds
+        values["padding_fraction"] = (slots - float(tokens)) / slots if slots > 0 else 0.0
+    return values
 
 
 class MetricsLog:
@@ -126,13 +158,15 @@ class MetricsLog:
     scalars(split, step, values): the framework's TensorBoard writer (tensorboard/<split>/ in
     the run directory), or None. active: whether this process writes (rank 0 of a PyTorch
     run); every process checks the loss, so all ranks stop together on a non-finite one.
+    tokens: train lines hold ``TOKEN_KEYS`` too (``train_keys(..., tokens=True)``).
     """
 
     def __init__(self, output_dir: str, *, next_sentence: str,
                  scalars: Callable[[str, int, dict[str, float]], None] | None = None,
-                 active: bool = True):
+                 active: bool = True, tokens: bool = False):
         self.path = storage.join(output_dir, METRICS_FILE)
-        self.keys = {"train": train_keys(next_sentence), "eval": eval_keys(next_sentence)}
+        self.keys = {"train": train_keys(next_sentence, tokens=tokens),
+                     "eval": eval_keys(next_sentence)}
         self.scalars = scalars
         self.active = active
 

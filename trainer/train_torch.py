@@ -22,7 +22,9 @@ from output_dir's newest complete checkpoint that loads, e.g. after a preemption
 sha256) are refused before the first step unless --skip_data_check. --output_dir must be local
 (``torch.save`` writes local files); --tpu is refused (TPUs are the TF trainer's). Data made with
 ``--masking=dynamic`` is masked anew every epoch from (seed, epoch, instance), held-out data with
-epoch 0's masks (``trainer/pt/data.py``; docs/training.md, "Dynamic masking").
+epoch 0's masks (``trainer/pt/data.py``; docs/training.md, "Dynamic masking"). Data made with
+``--length_bins`` is read one bin per update, padded to that bin's bound, the bins scheduled as
+NVIDIA LDDL does (docs/training.md, "Length bins").
 
 TensorFlow is never imported. On CPUs each process takes its share of the CPUs it may use and
 OpenMP threads sleep at barriers instead of spinning (``OMP_WAIT_POLICY=PASSIVE`` unless the
@@ -65,7 +67,7 @@ def train(argv: list[str] | None = None) -> dict | None:
 
     ctx = dist.init_from_env()
     try:
-        summary = loop.train(run, ctx)
+        summary = loop.train(run, ctx, compile_backend=args.compile)
     except run_setup.Refused as e:
         raise SystemExit(f"refusing to train: {e}") from None
     finally:

@@ -175,8 +175,10 @@ def check_task_metrics(metrics_path: str, next_sentence: str, summary_eval: dict
 
     lines = metrics.read(metrics_path)
     assert [(x["split"], x["step"]) for x in lines] == [("train", 2), ("train", 4), ("eval", 4)]
-    assert all(list(x) == ["split", "step", *metrics.train_keys(next_sentence)]
+    # Both trainers count tokens: train lines end with tokens_per_sec and padding_fraction.
+    assert all(list(x) == ["split", "step", *metrics.train_keys(next_sentence, tokens=True)]
                for x in lines[:2])
+    assert all(x["tokens_per_sec"] > 0 and 0 <= x["padding_fraction"] < 1 for x in lines[:2])
     assert list(lines[2]) == ["split", "step", *metrics.eval_keys(next_sentence)]
     assert summary_eval == {k: v for k, v in lines[2].items() if k not in ("split", "step")}
     names = set().union(*lines)
@@ -277,3 +279,28 @@ def real_dynamic_shards(tmp_path_factory) -> str:
     run([f"--input={text}", f"--output_dir={out}", "--masking=dynamic", "--max_seq_length=64",
          "--max_predictions_per_seq=10", "--num_shards=4", "--quiet"])
     return out
+
+
+@pytest.fixture(scope="session")
+def binned_shards(tmp_path_factory) -> dict:
+    """The same instances written binned and unbinned by the real pipeline: short documents
+    (two consecutive sentences of the People's Daily sample each, so that many instances are
+    shorter than 64) with --length_bins=16,40,56 ("binned") and without ("unbinned"), the
+    flags otherwise equal: seq 64, 10 predictions, 4 shards, dupe 2. Returns the two dirs."""
+    from pipeline.run import run
+
+    root = tmp_path_factory.mktemp("binned_shards")
+    corpus = os.path.join(REPO, "pipeline", "resources", "sample", "peoples_daily_sample.txt")
+    with open(corpus, encoding="utf-8") as f:
+        docs = [d for d in f.read().split("\n\n") if d.strip()]
+    sentences = [s for d in docs for s in d.splitlines() if s.strip()][:800]
+    text = root / "corpus.txt"
+    text.write_text("\n\n".join("\n".join(sentences[i:i + 2])
+                                for i in range(0, len(sentences), 2)) + "\n", encoding="utf-8")
+    dirs = {}
+    for name, extra in (("binned", ["--length_bins=16,40,56"]), ("unbinned", [])):
+        dirs[name] = str(root / name)
+        run([f"--input={text}", f"--output_dir={dirs[name]}", "--max_seq_length=64",
+             "--max_predictions_per_seq=10", "--num_shards=4", "--dupe_factor=2", "--quiet",
+             *extra])
+    return dirs

@@ -67,7 +67,7 @@ def test_checkpoint_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, d
     lines = metrics.read(f"{remote}/metrics.jsonl")
     assert [(x["split"], x["step"]) for x in lines] == [
         ("train", 3), ("eval", 3), ("train", 6), ("eval", 6)]
-    assert list(lines[0]) == ["split", "step", *metrics.train_keys("nsp")]
+    assert list(lines[0]) == ["split", "step", *metrics.train_keys("nsp", tokens=True)]
     assert list(lines[1]) == ["split", "step", *metrics.eval_keys("nsp")]
     # the same held-out batches at every evaluation, in one process or two
     evals = [x for x in metrics.read(os.path.join(straight.trainer.run.output_dir,

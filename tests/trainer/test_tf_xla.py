@@ -81,7 +81,7 @@ class StringOp(loop.Trainer):
 def test_the_xla_check_catches_dynamic_shapes_and_ops_xla_cannot_compile(data, tmp_path):
     """The checks above have teeth: both steps run as plain graphs, and neither passes XLA."""
     dynamic = make_trainer(data, tmp_path, jit_compile=True, cls=DataDependentShape)
-    batch = next(iter(dynamic.eval_input(data)[0]))
+    batch = next(iter(dynamic.eval_input(data)[0].dataset))
     assert dynamic_dims(dynamic.replica_eval.experimental_get_compiler_ir(batch)(stage="hlo"))
     plain = make_trainer(data, tmp_path, jit_compile=False, cls=StringOp)
     assert plain.evaluate(plain.eval_input(data))["examples"] == 8

@@ -84,7 +84,8 @@ def test_run_reports_google_metric_names_in_the_shared_format(straight_run):
     lines = metrics.read(str(out / "metrics.jsonl"))
     assert [(x["split"], x["step"]) for x in lines] == [
         ("train", 2), ("train", 4), ("train", 6), ("train", 8), ("eval", 8)]
-    assert all(list(x) == ["split", "step", *metrics.train_keys("nsp")] for x in lines[:4])
+    assert all(list(x) == ["split", "step", *metrics.train_keys("nsp", tokens=True)]
+               for x in lines[:4])
     assert list(lines[4]) == ["split", "step", *metrics.eval_keys("nsp")]
     assert summary["eval"] == {k: v for k, v in lines[4].items() if k not in ("split", "step")}
     # 2 updates x batch 8 per line; the schedule of cpu-smoke (warmup 10, base 1e-3)

@@ -26,6 +26,7 @@ from tests.trainer.conftest import (  # noqa: F401
     SEP_ID,
     SPECIALS,
     TINY_MODEL,
+    check_task_metrics,
     segments,
     shard_entry,
     write_vocab,
@@ -144,4 +145,28 @@ def make_dynamic_dir(out_dir: str, *, docs: int = 60, num_shards: int = 3,
     run([f"--input={text}", f"--output_dir={data_dir}", "--masking=dynamic",
          f"--max_seq_length={max_seq_length}", f"--max_predictions_per_seq={max_predictions}",
          f"--num_shards={num_shards}", "--quiet", *extra])
+    return data_dir
+
+
+def make_binned_dir(out_dir: str, *, sentences: int = 400, length_bins: str | None = "16,32",
+                    extra: tuple = ()) -> str:
+    """The real pipeline's ``--length_bins`` output (seq 64, 10 predictions, 4 shards, dupe
+    factor 2) of short documents: two consecutive sentences of the People's Daily sample each,
+    so that the short bins hold enough instances to be drawn. length_bins None: the same
+    instances unbinned."""
+    from pipeline.run import run
+
+    corpus = os.path.join(REPO, "pipeline", "resources", "sample", "peoples_daily_sample.txt")
+    with open(corpus, encoding="utf-8") as f:
+        lines = [s for d in f.read().split("\n\n") for s in d.splitlines() if s.strip()]
+    lines = lines[:sentences]
+    os.makedirs(out_dir, exist_ok=True)
+    text = os.path.join(out_dir, "corpus.txt")
+    with open(text, "w", encoding="utf-8") as f:
+        f.write("\n\n".join("\n".join(lines[i:i + 2]) for i in range(0, len(lines), 2)) + "\n")
+    data_dir = os.path.join(out_dir, "data")
+    bins = [f"--length_bins={length_bins}"] if length_bins else []
+    run([f"--input={text}", f"--output_dir={data_dir}", *bins, "--max_seq_length=64",
+         "--max_predictions_per_seq=10", "--num_shards=4", "--dupe_factor=2", "--quiet",
+         *extra])
     return data_dir

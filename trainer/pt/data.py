@@ -30,6 +30,15 @@ So an instance gets the same mask in an epoch whatever the world size, the DataL
 the batch it lands in or a resume, and a new mask in the next epoch; the batches have the
 static data's keys and shapes. Held-out streams (``StreamConfig.mask_epoch`` 0) always draw the
 masks of epoch 0: every evaluation scores the same masks.
+
+Length bins. Binned data (``DataSpec.bins``) is read as one stream per bin, each exactly the
+stream above over that bin's shards, padded to its bound, with its own readers, cursors and
+epochs (``BinnedCursorTracker``). ``trainer.bins.BinSchedule`` says which bin every optimizer
+update reads, the same on every rank: per schedule epoch a random permutation of the bins'
+batches (LDDL's rule); ``binned_batches`` pulls each update's micro-batches from that bin's
+stream. A bin's stream is endless and does not restart at a schedule epoch's end: what it has
+not delivered by then is delivered later, so no instance is dropped (docs/training.md,
+"Length bins").
 """
 from __future__ import annotations
 
@@ -45,6 +54,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline import schema
 from pipeline.core.masking import MaskingConfig, mask_dynamic
+from trainer.bins import BinSchedule
 from trainer.storage import is_remote, local_path, open_binary
 
 IGNORE_INDEX = -100  # torch CrossEntropyLoss / transformers: position carries no MLM label
@@ -347,7 +357,10 @@ class ShardDataset(IterableDataset):
 
 
 class CursorTracker:
-    """The data position of what the loop actually consumed: {reader: (epoch, consumed)}."""
+    """The data position of what the loop actually consumed: {reader: (epoch, consumed)}.
+
+    batches: batches delivered so far (rotates worker->reader on resume, ``ShardDataset``).
+    """
 
     def __init__(self, cursors: dict[int, tuple[int, int]] | None = None, batches: int = 0):
         self.cursors = dict(cursors or {})
@@ -366,3 +379,49 @@ class CursorTracker:
     def from_state_dict(cls, state: dict) -> "CursorTracker":
         cursors = {int(k): (int(v[0]), int(v[1])) for k, v in state["cursors"].items()}
         return cls(cursors, int(state["batches"]))
+
+
+class BinnedCursorTracker:
+    """The data position of binned data: one ``CursorTracker`` per bin (its bound), fed by
+    each batch's ``cursor_bin`` (``binned_batches`` sets it)."""
+
+    def __init__(self, bins: dict[int, CursorTracker] | None = None):
+        self.bins = dict(bins or {})
+
+    def tracker(self, bound: int) -> CursorTracker:
+        return self.bins.setdefault(int(bound), CursorTracker())
+
+    def update(self, batch: dict[str, torch.Tensor]) -> None:
+        self.tracker(int(batch["cursor_bin"])).update(batch)
+
+    def state_dict(self) -> dict:
+        return {"bins": {str(b): self.bins[b].state_dict() for b in sorted(self.bins)}}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "BinnedCursorTracker":
+        return cls({int(b): CursorTracker.from_state_dict(s) for b, s in state["bins"].items()})
+
+
+def tracker_from_state(state: dict) -> CursorTracker | BinnedCursorTracker:
+    """The tracker a checkpoint's data state describes: binned (``{"bins": ...}``) or one
+    stream (``{"cursors", "batches"}``, as every checkpoint before length bins)."""
+    if "bins" in state:
+        return BinnedCursorTracker.from_state_dict(state)
+    return CursorTracker.from_state_dict(state)
+
+
+def binned_batches(streams: dict[int, Iterator[dict[str, torch.Tensor]]],
+                   schedule: BinSchedule, *, start_step: int,
+                   micro_batches: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless micro-batches: for update t = start_step, start_step + 1, ..., the
+    ``micro_batches`` next batches of bin ``schedule.bin_at(t)``'s stream, each tagged with
+    ``cursor_bin`` (for ``BinnedCursorTracker``). streams: bound -> that bin's batches."""
+    step = start_step
+    while True:
+        bound = schedule.bin_at(step)
+        stream = streams[bound]
+        for _ in range(micro_batches):
+            batch = next(stream)
+            batch["cursor_bin"] = torch.tensor(bound)
+            yield batch
+        step += 1

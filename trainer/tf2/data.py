@@ -29,6 +29,12 @@ each row with its own. The output is exactly static data's features (static shap
 the model step is the same. Held-out dynamic data is masked as epoch 0: the same masks at every
 evaluation. The masking runs in this Python process: on a TPU VM, GPUs or a CPU, not on a
 remote TPU worker (TPU Node), which cannot run Python.
+
+Length bins (``DataSpec.bins``): each bin is a Google-format dataset of its own, padded to its
+bound and its max_predictions_per_seq, so the loop builds one such stream per bin (its files,
+its lengths, its own data position and epochs; dynamic bins keep their files' stable indexes:
+``host_shards(index_offsets=...)``) and picks the bin of every chunk of steps
+(``trainer.bins``).
 """
 from __future__ import annotations
 
@@ -67,17 +73,24 @@ class HostShards:
 
 
 def host_shards(files: Sequence[str], sizes: Sequence[int], *, num_pipelines: int = 1,
-                pipeline_id: int = 0) -> HostShards:
+                pipeline_id: int = 0,
+                index_offsets: Sequence[int] | None = None) -> HostShards:
     """Split the manifest's shards between input pipelines (one per host).
 
     files/sizes: parallel lists from the manifest (paths, instances per shard). Files go to
     hosts round-robin (``files[pipeline_id::num_pipelines]``, what ``Dataset.shard`` would do),
     which the pipeline's balanced shards make an even split of examples. Each file keeps its
-    stable index offset: the instances of the files before it in manifest order.
+    stable index offset: by default the instances of the files before it in ``files``; a length
+    bin's files pass their own (``LengthBin.index_offsets``: their place in the whole data).
     """
     if len(files) != len(sizes) or not files:
         raise ValueError(f"need parallel non-empty files/sizes, got {len(files)}/{len(sizes)}")
-    offsets = [int(o) for o in np.cumsum([0] + [int(s) for s in sizes[:-1]])]
+    if index_offsets is None:
+        offsets = [int(o) for o in np.cumsum([0] + [int(s) for s in sizes[:-1]])]
+    elif len(index_offsets) != len(files):
+        raise ValueError(f"{len(index_offsets)} index offsets for {len(files)} files")
+    else:
+        offsets = [int(o) for o in index_offsets]
     if len(files) >= num_pipelines:
         mine = list(range(pipeline_id, len(files), num_pipelines))
         return HostShards(files=[files[i] for i in mine],
@@ -317,20 +330,23 @@ def full_batches_per_pass(files: Sequence[str], sizes: Sequence[int], *, num_pip
 
 
 def distribute(strategy: tf.distribute.Strategy, files: Sequence[str], sizes: Sequence[int], *,
-               global_batch_size: int, make_dataset):
+               global_batch_size: int, make_dataset,
+               index_offsets: Sequence[int] | None = None):
     """``strategy.distribute_datasets_from_function`` over ``make_dataset(shards, batch)``.
 
     Each input pipeline (host) gets its own files via its InputContext and yields per-replica
     batches (global batch / replicas); the strategy hands them to its local replicas.
     Returns (distributed dataset, number of input pipelines): each pipeline consumes
     global_batch_size / pipelines records per step, which is what the data position counts.
+    index_offsets: the files' stable index offsets when not those of ``files`` alone (a length
+    bin's: ``host_shards``).
     """
     pipelines = []
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         pipelines.append(ctx.num_input_pipelines)
         shards = host_shards(files, sizes, num_pipelines=ctx.num_input_pipelines,
-                             pipeline_id=ctx.input_pipeline_id)
+                             pipeline_id=ctx.input_pipeline_id, index_offsets=index_offsets)
         return make_dataset(shards, ctx.get_per_replica_batch_size(global_batch_size))
 
     dist = strategy.distribute_datasets_from_function(dataset_fn)

@@ -15,6 +15,15 @@ pipeline (``trainer.tf2.data``) into the same features, so the step does not kno
 difference. With ``jit_compile`` the per-replica step is compiled by XLA, as a TPU compiles it:
 on a CPU this is how a test proves the step has static shapes and only XLA-compilable ops.
 
+Length bins (``DataSpec.bins``): one input pipeline per bin, at that bin's lengths, and every
+chunk of ``steps_per_execution`` steps reads one bin, the one ``trainer.bins.BinSchedule`` names
+for the chunk (the same on every host and replica); calls never span two chunks. The step and
+chunk functions exist once per shape (``Trainer.compiled``): one trace, and with XLA one
+program, per bin. The data position is then the records each bin's stream has consumed on this
+host, checkpointed beside the total; evaluation scores each held-out bin in turn and sums.
+Every train line reports tokens_per_sec and padding_fraction (``input_mask`` sums, binned or
+not).
+
 Outputs under output_dir: ``run_config.json``, ``checkpoints/`` (tf.train.CheckpointManager),
 ``tensorboard/train`` and ``tensorboard/eval`` event files, ``metrics.jsonl``
 (``trainer.metrics``).
@@ -30,7 +39,8 @@ import tensorflow as tf
 
 from pipeline import schema
 from trainer import metrics, run_setup, storage
-from trainer.data_contract import DataSpec
+from trainer.bins import BinSchedule, split_steps
+from trainer.data_contract import DataSpec, LengthBin
 from trainer.run_setup import Run
 from trainer.tf2 import checkpoints, hf_convert, optim
 from trainer.tf2 import data as tfdata
@@ -102,17 +112,29 @@ class Trainer:
             self.optimizer = optim.make_optimizer(tc, no_decay=self.model.no_decay_variables())
             self.optimizer.build(self.model.trainable_variables)
         # Records this host has consumed: the data position (see data.py). Host-side, not
-        # replicated: every host counts its own.
+        # replicated: every host counts its own. Binned data: also per bin (bin i of
+        # run.data.bins), which is what its streams resume from; unbinned checkpoints hold no
+        # such entry, as before.
         self.data_examples = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                              data_examples=self.data_examples,
-                                              dropout_rng=dropout_rng_state(self.model))
+        self.bin_examples = [tf.Variable(0, dtype=tf.int64, trainable=False)
+                             for _ in run.data.bins]
+        state = dict(model=self.model, optimizer=self.optimizer,
+                     data_examples=self.data_examples, dropout_rng=dropout_rng_state(self.model))
+        if run.data.bins:
+            state["data_bins"] = {f"bin_{b.bound}": v
+                                  for b, v in zip(run.data.bins, self.bin_examples)}
+        self.checkpoint = tf.train.Checkpoint(**state)
         self.manager = self._make_manager()
         # Set when every checkpoint failed to restore: some variables may hold a failed
         # restore's values, so fit builds a fresh Trainer.
         self.tainted = False
-        self._train_chunk = self._make_train_chunk()
-        self._eval_chunk = self._make_eval_chunk()
+        self.schedule = bin_schedule(run.data, tc, self.replicas)  # None: unbinned data
+        self.shape = (run.data.max_seq_length, run.data.max_predictions_per_seq)
+        self._compiled_fns = {}
+        # The data's full-length steps; kept for inspection: tests read the XLA program
+        # (experimental_get_compiler_ir). A bin's: compiled("train", bin_shape(b)).
+        self.replica_step = self.compiled("train", self.shape)
+        self.replica_eval = self.compiled("eval", self.shape)
 
     @property
     def step(self) -> int:
@@ -133,7 +155,10 @@ class Trainer:
             self.manager = self._make_manager()  # the state file no longer lists them
         if latest:
             position = int(self.data_examples.numpy())
-            return f"resumed {latest} at step {self.step}, data position {position}"
+            per_bin = ", ".join(f"bin {b.bound}: {int(v.numpy())}"
+                                for b, v in zip(self.run.data.bins, self.bin_examples))
+            return (f"resumed {latest} at step {self.step}, data position {position}"
+                    + (f" ({per_bin})" if per_bin else ""))
         if skipped:
             self.tainted = True
             return f"no checkpoint restored ({len(skipped)} set aside): starting from step 0"
@@ -142,23 +167,50 @@ class Trainer:
             return f"initialised from {self.run.init_checkpoint} (missing: {missing or 'none'})"
         return "initialised randomly"
 
-    def train_dataset(self):
-        """Distributed endless training batches starting at the checkpointed data position."""
+    def part_shape(self, part: int | None) -> tuple[int, int]:
+        """(sequence length, predictions) of the data (part None) or of bin ``part``."""
+        return self.shape if part is None else bin_shape(self.run.data.bins[part])
+
+    def train_dataset(self, part: int | None = None):
+        """Distributed endless training batches starting at the checkpointed data position:
+        of the data (part None, unbinned data only) or of bin ``part`` of binned data, at its
+        lengths, from the records that bin has consumed."""
         tc, d = self.run.train_config, self.run.data
+        fmt = schema.TFRECORD_DIR
+        if part is None:
+            if d.bins:
+                raise ValueError(f"{d.data_dir} is binned: read it per bin (train_input)")
+            files, sizes, offsets = d.paths(fmt), d.sizes(fmt), None
+            start, masking = int(self.data_examples.numpy()), d.masking
+        else:
+            b = d.bins[part]
+            files, sizes, offsets = b.paths[fmt], b.sizes[fmt], b.index_offsets[fmt]
+            start, masking = int(self.bin_examples[part].numpy()), bin_masking(d, b)
+        seq, preds = self.part_shape(part)
 
         def make(shards, batch_size):
             return tfdata.train_dataset(
-                shards, batch_size=batch_size, max_seq_length=d.max_seq_length,
-                max_predictions_per_seq=d.max_predictions_per_seq, seed=tc.seed,
+                shards, batch_size=batch_size, max_seq_length=seq,
+                max_predictions_per_seq=preds, seed=tc.seed,
                 compression=d.tfrecord_compression, shuffle_buffer=tc.shuffle_buffer,
-                start_example=int(self.data_examples.numpy()), next_sentence=d.next_sentence,
-                masking=d.masking)
+                start_example=start, next_sentence=d.next_sentence, masking=masking)
 
-        dist, pipelines = tfdata.distribute(
-            self.strategy, d.paths(schema.TFRECORD_DIR), d.sizes(schema.TFRECORD_DIR),
-            global_batch_size=self.global_batch, make_dataset=make)
+        dist, pipelines = tfdata.distribute(self.strategy, files, sizes,
+                                            global_batch_size=self.global_batch,
+                                            make_dataset=make, index_offsets=offsets)
         self.host_examples_per_step = self.global_batch * tc.grad_accum // pipelines
         return dist
+
+    def train_input(self) -> TrainInput:
+        """Iterators over the training data from the checkpointed position: one for unbinned
+        data, one per drawn bin (and the schedule) for binned data."""
+        if self.schedule is None:
+            return TrainInput({None: iter(self.train_dataset())})
+        drawn = {b.bound: i for i, b in enumerate(self.run.data.bins)
+                 if b.bound in self.schedule.bounds}
+        return TrainInput({i: iter(self.train_dataset(i)) for i in drawn.values()},
+                          schedule=self.schedule,
+                          chunk_steps=self.run.train_config.steps_per_execution, parts=drawn)
 
     def eval_input(self, data: DataSpec):
         """``eval_input`` of ``data`` for this trainer's strategy and global batch."""
@@ -180,7 +232,7 @@ class Trainer:
                                           global_batch_size=self.global_batch) / len(batches)
             new = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
             grads = new if grads is None else [a + b for a, b in zip(grads, new)]
-            totals = metrics.add(totals, sums)
+            totals = metrics.add(totals, {**sums, **token_sums(features)})
         grads = ctx.all_reduce(SUM, grads)
         grads, norm = optim.clip_by_global_norm(grads, tc.max_grad_norm)
         self.optimizer.apply_gradients(zip(grads, variables))
@@ -191,18 +243,32 @@ class Trainer:
         return bert.loss_sums(self.model(features, training=False), features,
                               self.next_sentence)
 
-    def _compiled(self, replica_fn):
-        return tf.function(replica_fn, jit_compile=True) if self.jit_compile else replica_fn
+    def compiled(self, kind: str, shape: tuple[int, int]):
+        """The per-replica step of ``kind`` ("train", "eval"; "train_chunk", "eval_chunk":
+        the tf.functions running a chunk of them) for batches of ``shape`` (sequence length,
+        predictions), built on first use. One function per shape: each traces once, and with
+        jit_compile each bin gets its own XLA program, as a TPU compiles one per shape;
+        one function for all shapes would retrace per bin (and warn about it)."""
+        key = (kind, tuple(shape))
+        if key not in self._compiled_fns:
+            if kind == "train_chunk":
+                fn = self._make_train_chunk(self.compiled("train", shape))
+            elif kind == "eval_chunk":
+                fn = self._make_eval_chunk(self.compiled("eval", shape))
+            else:
+                fn = {"train": self._replica_step, "eval": self._replica_eval}[kind]
+                if self.jit_compile:
+                    fn = tf.function(fn, jit_compile=True)
+            self._compiled_fns[key] = fn
+        return self._compiled_fns[key]
 
-    def _make_train_chunk(self):
+    def _make_train_chunk(self, replica_step):
         accum = self.run.train_config.grad_accum
-        # Kept for inspection: tests read the XLA program (experimental_get_compiler_ir).
-        self.replica_step = replica_step = self._compiled(self._replica_step)
 
         @tf.function
         def train_chunk(iterator, num_steps):
-            acc = {k: tf.constant(0.0)
-                   for k in metrics.sum_keys(self.next_sentence) + ("grad_norm",)}
+            acc = {k: tf.constant(0.0) for k in metrics.sum_keys(self.next_sentence)
+                   + metrics.TOKEN_SUM_KEYS + ("grad_norm",)}
             for _ in tf.range(num_steps):
                 batches = tuple(next(iterator) for _ in range(accum))
                 out = self.strategy.run(replica_step, args=batches)
@@ -211,9 +277,7 @@ class Trainer:
 
         return train_chunk
 
-    def _make_eval_chunk(self):
-        self.replica_eval = replica_eval = self._compiled(self._replica_eval)
-
+    def _make_eval_chunk(self, replica_eval):
         @tf.function
         def eval_chunk(iterator, num_steps):
             acc = {k: tf.constant(0.0) for k in metrics.sum_keys(self.next_sentence)}
@@ -224,19 +288,30 @@ class Trainer:
 
         return eval_chunk
 
-    def train_steps(self, iterator, num_steps: int) -> dict[str, float]:
-        """Run ``num_steps`` updates; advance the data position; return the summed loss terms
-        (``metrics.sum_keys``) and the summed gradient norm."""
-        sums = self._train_chunk(iterator, tf.constant(num_steps, tf.int32))
-        self.data_examples.assign_add(num_steps * self.host_examples_per_step)
+    def train_steps(self, iterator, num_steps: int, part: int | None = None
+                    ) -> dict[str, float]:
+        """Run ``num_steps`` updates on ``iterator`` (of the data, or of bin ``part``);
+        advance the data position (and the bin's); return the summed loss terms
+        (``metrics.sum_keys``), tokens and token slots (``metrics.TOKEN_SUM_KEYS``) and the
+        summed gradient norm."""
+        chunk = self.compiled("train_chunk", self.part_shape(part))
+        sums = chunk(iterator, tf.constant(num_steps, tf.int32))
+        records = num_steps * self.host_examples_per_step
+        self.data_examples.assign_add(records)
+        if part is not None:
+            self.bin_examples[part].assign_add(records)
         return {k: float(v.numpy()) for k, v in sums.items()}
 
-    def evaluate(self, held_out) -> dict[str, float]:
+    def evaluate(self, held_out: tuple[EvalPart, ...]) -> dict[str, float]:
         """Google's metrics (``metrics.eval_keys``) over ``held_out`` = ``eval_input(...)``,
-        iterated from its start: the same batches at every evaluation."""
-        dist, steps = held_out
-        sums = self._eval_chunk(iter(dist), tf.constant(steps, tf.int32))
-        return metrics.finish({k: float(v.numpy()) for k, v in sums.items()}, self.next_sentence)
+        each part (bin) iterated from its start in turn, sums added: the same batches at
+        every evaluation."""
+        total = None
+        for part in held_out:
+            sums = self.compiled("eval_chunk", part.shape)(iter(part.dataset),
+                                                           tf.constant(part.steps, tf.int32))
+            total = metrics.add(total, {k: float(v.numpy()) for k, v in sums.items()})
+        return metrics.finish(total, self.next_sentence)
 
     def export_hf(self, out_dir: str) -> str:
         """The model as a Hugging Face BertForPreTraining dir with the data's vocab and casing
@@ -245,28 +320,129 @@ class Trainer:
                                     do_lower_case=self.run.data.do_lower_case)
 
 
-def eval_input(strategy: tf.distribute.Strategy, data: DataSpec, *, global_batch: int,
-               eval_steps: int, seed: int = 0):
-    """(distributed one-pass batches of ``data``, steps per evaluation): eval_steps, or fewer
-    when one pass of the smallest host's files holds fewer full global batches.
-    run_setup.Refused when that is none: nothing to evaluate. Dynamic data is masked as epoch
-    0 with ``seed`` (the run's): the same masks at every evaluation."""
-    def make(shards, batch_size):
-        return tfdata.eval_dataset(
-            shards, batch_size=batch_size, max_seq_length=data.max_seq_length,
-            max_predictions_per_seq=data.max_predictions_per_seq,
-            compression=data.tfrecord_compression, next_sentence=data.next_sentence,
-            masking=data.masking, seed=seed)
+@dataclasses.dataclass
+class TrainInput:
+    """What ``fit`` reads training batches from. iterators: one distributed iterator per
+    part: None for unbinned data; for binned data the index of each bin the schedule draws
+    (in ``DataSpec.bins``), ``parts`` mapping its bound to that index. ``schedule`` names the
+    bin of every chunk of ``chunk_steps`` (steps_per_execution) steps."""
 
-    files, sizes = data.paths(schema.TFRECORD_DIR), data.sizes(schema.TFRECORD_DIR)
-    dist, pipelines = tfdata.distribute(strategy, files, sizes, global_batch_size=global_batch,
-                                        make_dataset=make)
-    full = tfdata.full_batches_per_pass(files, sizes, num_pipelines=pipelines,
-                                        pipeline_batch_size=global_batch // pipelines)
-    if full == 0:
+    iterators: dict
+    schedule: BinSchedule | None = None
+    chunk_steps: int = 1
+    parts: dict[int, int] = dataclasses.field(default_factory=dict)
+
+    def part_at(self, step: int) -> int | None:
+        """The part that step ``step`` (0-based) reads: the bin of its chunk."""
+        if self.schedule is None:
+            return None
+        return self.parts[self.schedule.bin_at(step // self.chunk_steps)]
+
+    def stop(self, step: int, stop: int) -> int:
+        """``stop`` (``next_stop``), cut at the end of ``step``'s chunk for binned data: one
+        call of the compiled loop reads one bin."""
+        if self.schedule is None:
+            return stop
+        return min(stop, (step // self.chunk_steps + 1) * self.chunk_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalPart:
+    """Held-out batches of one shape: the distributed one-pass dataset, the steps scored per
+    evaluation, (sequence length, predictions)."""
+
+    dataset: object
+    steps: int
+    shape: tuple[int, int]
+
+
+def bin_shape(length_bin: LengthBin) -> tuple[int, int]:
+    """(sequence length, predictions) of a bin's batches."""
+    return length_bin.bound, length_bin.max_predictions_per_seq
+
+
+def bin_masking(data: DataSpec, length_bin: LengthBin):
+    """Dynamic data's masking settings for one bin (its own max_predictions_per_seq); None
+    for static data."""
+    if data.masking is None:
+        return None
+    return dataclasses.replace(data.masking,
+                               max_predictions_per_seq=length_bin.max_predictions_per_seq)
+
+
+def token_sums(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """``metrics.TOKEN_SUM_KEYS`` of one batch: real tokens (the ``input_mask`` sum) and all
+    token slots (rows x padded length), float32 scalars summed like the loss terms."""
+    mask = features["input_mask"]
+    return {"tokens": tf.reduce_sum(tf.cast(mask, tf.float32)),
+            "token_slots": tf.cast(tf.size(mask), tf.float32)}
+
+
+def bin_schedule(data: DataSpec, train_config, replicas: int, *,
+                 announce: bool = False) -> BinSchedule | None:
+    """The chunk schedule of binned data (None for unbinned data): a unit is a chunk of
+    steps_per_execution updates, so a bin is drawn floor(instances / (global batch x
+    grad_accum x steps_per_execution)) times per schedule epoch. run_setup.Refused when no bin
+    fills one chunk; announce: log the schedule and warn about each bin never drawn."""
+    if not data.bins:
+        return None
+    tc = train_config
+    chunk = tc.batch_size * replicas * tc.grad_accum * tc.steps_per_execution
+    schedule = BinSchedule([b.bound for b in data.bins], [b.instances for b in data.bins],
+                           global_batch=chunk, seed=tc.seed)
+    instances = {b.bound: b.instances for b in data.bins}
+    if not schedule.bounds:
+        raise run_setup.Refused(
+            f"{data.data_dir}: no length bin holds one chunk of {chunk} examples (global batch "
+            f"x grad_accum x steps_per_execution); bins (bound: instances) "
+            f"{', '.join(f'{b}: {n}' for b, n in instances.items())}")
+    if announce:
+        for bound in schedule.skipped:
+            log.warning("length bin %d holds %d instances, fewer than one chunk of %d "
+                        "(global batch x grad_accum x steps_per_execution): it is never drawn",
+                        bound, instances[bound], chunk)
+        log.info("length bins %s: %s chunks of %d steps per schedule epoch of %d chunks",
+                 ",".join(map(str, schedule.bounds)), ",".join(map(str, schedule.batches)),
+                 tc.steps_per_execution, schedule.steps_per_epoch)
+    return schedule
+
+
+def eval_input(strategy: tf.distribute.Strategy, data: DataSpec, *, global_batch: int,
+               eval_steps: int, seed: int = 0) -> tuple[EvalPart, ...]:
+    """The held-out parts to score at each evaluation: all of ``data``, or each length bin
+    of binned data (at its own lengths). eval_steps in all (split between bins in proportion
+    to their full global batches: ``trainer.bins.split_steps``), or fewer when one pass of the
+    smallest host's files holds fewer full global batches; parts with none are left out.
+    run_setup.Refused when no part holds one: nothing to evaluate. Dynamic data is masked as
+    epoch 0 with ``seed`` (the run's): the same masks at every evaluation."""
+    fmt = schema.TFRECORD_DIR
+    if data.bins:
+        parts = [(b.paths[fmt], b.sizes[fmt], b.index_offsets[fmt], bin_shape(b),
+                  bin_masking(data, b)) for b in data.bins]
+    else:
+        parts = [(data.paths(fmt), data.sizes(fmt), None,
+                  (data.max_seq_length, data.max_predictions_per_seq), data.masking)]
+    built, full = [], []
+    for files, sizes, offsets, (seq, preds), masking in parts:
+        def make(shards, batch_size, seq=seq, preds=preds, masking=masking):
+            return tfdata.eval_dataset(
+                shards, batch_size=batch_size, max_seq_length=seq,
+                max_predictions_per_seq=preds, compression=data.tfrecord_compression,
+                next_sentence=data.next_sentence, masking=masking, seed=seed)
+
+        dist, pipelines = tfdata.distribute(strategy, files, sizes,
+                                            global_batch_size=global_batch, make_dataset=make,
+                                            index_offsets=offsets)
+        built.append((dist, (seq, preds)))
+        full.append(tfdata.full_batches_per_pass(files, sizes, num_pipelines=pipelines,
+                                                 pipeline_batch_size=global_batch // pipelines))
+    if sum(full) == 0:
+        where = " in any of its length bins" if data.bins else ""
         raise run_setup.Refused(f"{data.data_dir} holds fewer examples per input pipeline than "
-                                f"one global batch of {global_batch}: nothing to evaluate")
-    return dist, min(eval_steps, full)
+                                f"one global batch of {global_batch}{where}: nothing to "
+                                "evaluate")
+    return tuple(EvalPart(dist, steps, shape)
+                 for (dist, shape), steps in zip(built, split_steps(full, eval_steps)) if steps)
 
 
 def tensorboard_scalars(output_dir: str):
@@ -323,6 +499,7 @@ def fit(run: Run, strategy: tf.distribute.Strategy | None = None, *,
     strategy = strategy or make_strategy(None)
     tc = run.train_config
     replicas = strategy.num_replicas_in_sync
+    bin_schedule(run.data, tc, replicas, announce=True)  # refuses data without one chunk
     run_setup.refuse_changed_data(run, schema.TFRECORD_DIR,
                                   [run_setup.check_data(run, schema.TFRECORD_DIR)])
     held_out = None
@@ -339,22 +516,24 @@ def fit(run: Run, strategy: tf.distribute.Strategy | None = None, *,
     log.info("%s; %d replicas, global batch %d x %d micro-batches, dtype %s",
              how, trainer.replicas, trainer.global_batch, tc.grad_accum,
              trainer.model.dtype_policy.name)
-    iterator = iter(trainer.train_dataset())
+    stream = trainer.train_input()
     metrics_log = metrics.MetricsLog(run.output_dir, next_sentence=run.data.next_sentence,
-                                     scalars=tensorboard_scalars(run.output_dir))
+                                     scalars=tensorboard_scalars(run.output_dir), tokens=True)
     step = trainer.step
     metrics_log.trim(step)
     result = FitResult(step=step, trainer=trainer)
     window, window_steps, t0 = None, 0, time.perf_counter()
     while step < run.last_step:
-        n = next_stop(step, run) - step
-        window = metrics.add(window, trainer.train_steps(iterator, n))
+        part = stream.part_at(step)
+        n = stream.stop(step, next_stop(step, run)) - step
+        window = metrics.add(window, trainer.train_steps(stream.iterators[part], n, part))
         step, window_steps = step + n, window_steps + n
         if run.log_due(step):
             result.train = metrics.finish_train(
                 window, run.data.next_sentence, grad_norm_sum=window["grad_norm"],
                 steps=window_steps, learning_rate=run.learning_rate_at(step - 1),
-                seconds=time.perf_counter() - t0)
+                seconds=time.perf_counter() - t0, tokens=window["tokens"],
+                token_slots=window["token_slots"])
             metrics_log.write("train", step, result.train)
             window, window_steps, t0 = None, 0, time.perf_counter()
         if run.checkpoint_due(step):
