@@ -3,8 +3,8 @@ build their parsers here, so a flag has one name and one meaning in both.
 
 Run flags say where things are and how the run directory is treated; every ``TrainConfig`` field
 is a flag too (``--batch_size 8``), with the field's help text, overriding the --train_config
-preset. Four flags concern one framework: --tpu (TF; the PyTorch trainer refuses it rather
-than run elsewhere), --num_workers and --compile (PyTorch) and --steps_per_execution (TF).
+preset. Three flags concern one framework: --tpu (TF; the PyTorch trainer refuses it rather
+than run elsewhere), --num_workers (PyTorch) and --steps_per_execution (TF).
 """
 from __future__ import annotations
 
@@ -38,10 +38,12 @@ RUN_FLAGS = (
                                      "first step, at every start and resume)")),
     ("--tpu", dict(help="TF only: TPU name or grpc address, 'local' on a TPU VM")),
     ("--compile", dict(nargs="?", const="inductor", default=None, metavar="BACKEND",
-                       help="PyTorch only: torch.compile the model with this backend (inductor "
+                       help="PyTorch: torch.compile the model with this backend (inductor "
                             "when none is named; aot_eager needs no C++ compiler), static "
                             "shapes: one graph per batch shape, i.e. per length bin, compiled "
-                            "when the bin is first drawn")),
+                            "when the bin is first drawn. TF: XLA-compile the train and eval "
+                            "steps (jit_compile) on GPUs and CPUs as on TPUs, one program per "
+                            "bin; BACKEND is ignored")),
     ("--verbose", dict(action="store_true",
                        help="show third-party start-up noise, hidden by default (warnings and "
                             "errors always show): TensorFlow's C++ INFO lines and, without an "

@@ -47,7 +47,9 @@ def train(argv=None) -> dict:
 
         strategy = loop.make_strategy(args.tpu)
     try:
-        return loop.fit(run, strategy).summary()
+        # --compile: the per-replica steps compiled by XLA on GPUs and CPUs too, one program
+        # per batch shape (per length bin), as a TPU always compiles them.
+        return loop.fit(run, strategy, jit_compile=args.compile is not None).summary()
     except run_setup.Refused as e:
         raise SystemExit(f"refusing to train: {e}") from None
 

@@ -288,3 +288,19 @@ def test_the_cli_trains_on_binned_data_and_reports_tokens(spec, tmp_path):
         assert tuple(line)[-2:] == metrics.TOKEN_KEYS
         assert line["tokens_per_sec"] > 0 and 0 <= line["padding_fraction"] < 1
     assert summary["train"] == {k: v for k, v in lines[1].items() if k not in ("split", "step")}
+
+
+def test_compile_flag_runs_the_xla_steps_per_bin(spec, tmp_path):
+    """``--compile``: the TF trainer's steps compiled by XLA on this CPU, one program per bin
+    shape drawn (the flag's meaning for TF; test_tf_xla.py checks the programs themselves)."""
+    model_yaml = fx.write_yaml(str(tmp_path / "tiny.yaml"), fx.TINY)
+    env = dict(os.environ, PYTHONPATH=fx.REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer.train_tpu", "--data_dir", spec.data_dir,
+         "--model_config", model_yaml, "--train_config", "configs/train/cpu-smoke.yaml",
+         "--output_dir", str(tmp_path / "run"), "--num_train_steps", "4", "--batch_size", "4",
+         "--log_every", "2", "--eval_every", "100", "--shuffle_buffer", "16", "--compile"],
+        cwd=fx.REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "steps compiled by XLA (jit_compile)" in proc.stderr
+    assert json.loads(proc.stdout[proc.stdout.index("{"):])["step"] == 4

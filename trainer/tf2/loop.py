@@ -513,9 +513,10 @@ def fit(run: Run, strategy: tf.distribute.Strategy | None = None, *,
     if trainer.tainted:  # the failed checkpoints are set aside: this one starts clean
         trainer = Trainer(run, strategy, jit_compile=jit_compile)
         how = trainer.restore_or_init()
-    log.info("%s; %d replicas, global batch %d x %d micro-batches, dtype %s",
+    log.info("%s; %d replicas, global batch %d x %d micro-batches, dtype %s%s",
              how, trainer.replicas, trainer.global_batch, tc.grad_accum,
-             trainer.model.dtype_policy.name)
+             trainer.model.dtype_policy.name,
+             ", steps compiled by XLA (jit_compile)" if jit_compile else "")
     stream = trainer.train_input()
     metrics_log = metrics.MetricsLog(run.output_dir, next_sentence=run.data.next_sentence,
                                      scalars=tensorboard_scalars(run.output_dir), tokens=True)
