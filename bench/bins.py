@@ -90,12 +90,7 @@ def speed(args, work: Path) -> None:
 
 
 def learn(args, work: Path) -> None:
-    text = corpora.corpus_file("pd").read_text(encoding="utf-8")
-    docs = [d for d in text.split("\n\n") if d.strip()]
-    cut = int(len(docs) * 0.9)
-    train_text, heldout_text = work / "train.txt", work / "heldout.txt"
-    train_text.write_text("\n\n".join(docs[:cut]) + "\n", encoding="utf-8")
-    heldout_text.write_text("\n\n".join(docs[cut:]) + "\n", encoding="utf-8")
+    train_text, heldout_text = corpora.held_out_split("pd", work)
     vocab = str(corpora.vocab_for("pd"))
     make(heldout_text, work / "heldout", 128, False, vocab)
     print(f"cpus={os.cpu_count()} model=bert-tiny batch=32 steps={args.steps}; news, 128, "

@@ -152,6 +152,18 @@ def corpus_file(corpus: str, *, scale: int = 1, quick: bool = False,
     return path
 
 
+def held_out_split(corpus: str, work: Path, share: float = 0.1) -> tuple[Path, Path]:
+    """``corpus`` split by document into ``work``/train.txt and ``work``/heldout.txt (the
+    last ``share`` of its documents)."""
+    text = corpus_file(corpus).read_text(encoding="utf-8")
+    docs = [d for d in text.split("\n\n") if d.strip()]
+    cut = int(len(docs) * (1 - share))
+    train, heldout = work / "train.txt", work / "heldout.txt"
+    train.write_text("\n\n".join(docs[:cut]) + "\n", encoding="utf-8")
+    heldout.write_text("\n\n".join(docs[cut:]) + "\n", encoding="utf-8")
+    return train, heldout
+
+
 def tiny_file(corpus: str, *, directory: Path = DEFAULT_DIR, num_docs: int = 2) -> Path:
     """A few lines (the first ``num_docs`` documents, at most 3 sentences each): start-up cost."""
     path = Path(directory) / f"{corpus}-tiny.txt"

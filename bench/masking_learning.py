@@ -28,16 +28,6 @@ from pipeline.run import run
 REPO = Path(__file__).resolve().parent.parent
 
 
-def split_corpus(work: Path) -> tuple[Path, Path]:
-    text = corpora.corpus_file("pd").read_text(encoding="utf-8")
-    docs = [d for d in text.split("\n\n") if d.strip()]
-    cut = int(len(docs) * 0.9)
-    train, heldout = work / "train.txt", work / "heldout.txt"
-    train.write_text("\n\n".join(docs[:cut]) + "\n", encoding="utf-8")
-    heldout.write_text("\n\n".join(docs[cut:]) + "\n", encoding="utf-8")
-    return train, heldout
-
-
 def make(corpus: Path, out: Path, *flags: str) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     return run([f"--input={corpus}", f"--output_dir={out}", "--quiet", "--num_shards=4",
@@ -67,7 +57,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_masking_learning_"))
     work.mkdir(parents=True, exist_ok=True)
-    train_text, heldout_text = split_corpus(work)
+    train_text, heldout_text = corpora.held_out_split("pd", work)
     heldout = work / "heldout"
     made = {"heldout": make(heldout_text, heldout, "--dupe_factor=1")}
     made["static"] = make(train_text, work / "static", "--dupe_factor=5")
