@@ -105,9 +105,8 @@ class JobConfig:
         None, "sequence-length bins, e.g. 64,128,256: each instance goes to the first bin "
         "whose bound holds its tokens (the last bin ends at --max_seq_length), and each bin "
         "gets shards of its own (as many as --num_shards=N says), padded to its bound, under "
-        "tfrecord/len-NNNN/ "
-        "and parquet/len-NNNN/. The instances are those of the job without bins. Default: "
-        "no bins")
+        "tfrecord/len-NNNN/ and parquet/len-NNNN/. The instances are those of the job "
+        "without bins. Default: no bins")
     normalize: str = _flag(
         None, "none: the text as given (Google's); nfkc_punct: NFKC, then curly quotes, dashes, "
         "ellipses and box drawing the vocabulary lacks become their ASCII forms (no [UNK] for "
