@@ -187,7 +187,10 @@ def build(args: argparse.Namespace) -> dict:
     """Sample, train, write, evaluate; returns the statistics written beside the vocab."""
     patterns = [p if is_remote(p) else os.path.abspath(p) for p in args.input]
     files = dict(fs.match_inputs(patterns))
-    config = RangeConfig(instance=InstanceConfig(vocab_size=1), input_format=args.input_format,
+    # Only the reading settings matter here (no instances are made): the instance settings
+    # are the defaults, for BERT's vocabulary size.
+    config = RangeConfig(instance=InstanceConfig(vocab_size=30522),
+                         input_format=args.input_format,
                          text_field=args.text_field,
                          max_sentence_chars=args.max_sentence_chars)
     ranges = sample_ranges(sorted(files.items()), input_format=args.input_format,
