@@ -39,3 +39,15 @@ def write_corpus(root):
     (root / "zh-2.txt").write_text("\n\n".join(zh[10:16]) + "\n", encoding="utf-8")
     (root / "en.txt").write_text("\n\n".join(en[:12]) + "\n", encoding="utf-8")
     return str(root / "*.txt")
+
+
+def write_short_documents(path, sentences: int) -> str:
+    """The first ``sentences`` sentences of the People's Daily sample as documents of two
+    consecutive sentences each (many instances shorter than 64 tokens: what length bins are
+    for), written to ``path``; returns it."""
+    with open(SAMPLE_CORPUS, encoding="utf-8") as f:
+        lines = [s for d in f.read().split("\n\n") for s in d.splitlines() if s.strip()]
+    lines = lines[:sentences]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n\n".join("\n".join(lines[i:i + 2]) for i in range(0, len(lines), 2)) + "\n")
+    return str(path)

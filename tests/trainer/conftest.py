@@ -20,6 +20,7 @@ import pytest
 
 from pipeline import schema
 from pipeline.core.instance import Instance
+from tests.realdata import write_short_documents
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -290,13 +291,7 @@ def binned_shards(tmp_path_factory) -> dict:
     from pipeline.run import run
 
     root = tmp_path_factory.mktemp("binned_shards")
-    corpus = os.path.join(REPO, "pipeline", "resources", "sample", "peoples_daily_sample.txt")
-    with open(corpus, encoding="utf-8") as f:
-        docs = [d for d in f.read().split("\n\n") if d.strip()]
-    sentences = [s for d in docs for s in d.splitlines() if s.strip()][:800]
-    text = root / "corpus.txt"
-    text.write_text("\n\n".join("\n".join(sentences[i:i + 2])
-                                for i in range(0, len(sentences), 2)) + "\n", encoding="utf-8")
+    text = write_short_documents(root / "corpus.txt", 800)
     dirs = {}
     for name, extra in (("binned", ["--length_bins=16,40,56"]), ("unbinned", [])):
         dirs[name] = str(root / name)

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from tests.realdata import write_short_documents
 from tests.trainer.conftest import TINY_MODEL
 from trainer import data_contract, metrics
 from trainer.bins import BinSchedule, split_steps
@@ -321,13 +322,7 @@ def test_dynamic_bins_draw_the_masks_of_unbinned_reading(tmp_path):
     from pipeline.run import run
     from trainer.pt.data import ShardDataset, decode_block, mask_block
 
-    corpus = os.path.join(REPO, "pipeline", "resources", "sample", "peoples_daily_sample.txt")
-    with open(corpus, encoding="utf-8") as f:
-        docs = [d for d in f.read().split("\n\n") if d.strip()]
-    sentences = [s for d in docs for s in d.splitlines() if s.strip()][:300]
-    text = tmp_path / "corpus.txt"
-    text.write_text("\n\n".join("\n".join(sentences[i:i + 2])
-                                for i in range(0, len(sentences), 2)) + "\n", encoding="utf-8")
+    text = write_short_documents(tmp_path / "corpus.txt", 300)
     data = str(tmp_path / "data")
     run([f"--input={text}", f"--output_dir={data}", "--masking=dynamic",
          "--length_bins=16,40,56", "--max_seq_length=64", "--max_predictions_per_seq=10",

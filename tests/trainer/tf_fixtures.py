@@ -155,15 +155,10 @@ def make_binned_dir(out_dir: str, *, sentences: int = 400, length_bins: str | No
     so that the short bins hold enough instances to be drawn. length_bins None: the same
     instances unbinned."""
     from pipeline.run import run
+    from tests.realdata import write_short_documents
 
-    corpus = os.path.join(REPO, "pipeline", "resources", "sample", "peoples_daily_sample.txt")
-    with open(corpus, encoding="utf-8") as f:
-        lines = [s for d in f.read().split("\n\n") for s in d.splitlines() if s.strip()]
-    lines = lines[:sentences]
     os.makedirs(out_dir, exist_ok=True)
-    text = os.path.join(out_dir, "corpus.txt")
-    with open(text, "w", encoding="utf-8") as f:
-        f.write("\n\n".join("\n".join(lines[i:i + 2]) for i in range(0, len(lines), 2)) + "\n")
+    text = write_short_documents(os.path.join(out_dir, "corpus.txt"), sentences)
     data_dir = os.path.join(out_dir, "data")
     bins = [f"--length_bins={length_bins}"] if length_bins else []
     run([f"--input={text}", f"--output_dir={data_dir}", *bins, "--max_seq_length=64",
