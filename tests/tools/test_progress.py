@@ -81,3 +81,17 @@ def test_a_real_job_is_followed_through_its_piece_files(tmp_path, small_ltp_mode
     with caplog.at_level(logging.INFO, logger="pipeline.run"):
         run(flags + [f"--output_dir={tmp_path / 'quiet'}", "--quiet"])
     assert not [r for r in caplog.records if r.getMessage().startswith("progress:")]
+
+
+def test_progress_counts_the_shards_of_every_length_bin(tmp_path, small_ltp_model_dir,
+                                                        monkeypatch, caplog):
+    monkeypatch.setattr(progress.JobWatch, "INTERVAL", 0.05)
+    monkeypatch.setattr(progress.JobWatch, "EVERY", 0.0)
+    corpus = write_corpus(tmp_path)
+    with caplog.at_level(logging.INFO, logger="pipeline.run"):
+        run([f"--input={corpus}", f"--ltp_model={small_ltp_model_dir}", "--dupe_factor=1",
+             "--num_shards=2", "--range_mb=0.01", "--length_bins=32,64",
+             f"--output_dir={tmp_path / 'out'}"])
+    final = [r.getMessage() for r in caplog.records if "writing shards" in r.getMessage()]
+    # 3 bins (32, 64, 128) of 2 shards each, not the 2 shards of one unbinned output.
+    assert final and all(" of 6 written" in line for line in final), final
