@@ -101,8 +101,16 @@ def _lay_out(tokens: np.ndarray, flags: np.ndarray, pairs, config: InstanceConfi
     return _Layout(ids, np.where(candidate, flags[source], 0), candidate, length, num_a, b_col)
 
 
-def _count(stats: Counter, config: InstanceConfig, layout: _Layout, masked: masking.Masked,
-           label: np.ndarray) -> None:
+def _count_instances(stats: Counter, config: InstanceConfig, layout: _Layout,
+                     label: np.ndarray) -> None:
+    stats["instances"] += len(label)
+    count_labels(stats, config, label)
+    for length, times in zip(*np.unique(layout.length, return_counts=True)):
+        stats[f"seq_length:{int(length)}"] += int(times)
+
+
+def _count_masks(stats: Counter, config: InstanceConfig, layout: _Layout,
+                 masked: masking.Masked) -> None:
     groups, chosen = masked.groups, masked.chosen
     rows, width = groups.size.shape
     r = np.arange(rows)[:, None]
@@ -117,13 +125,9 @@ def _count(stats: Counter, config: InstanceConfig, layout: _Layout, masked: mask
     if not config.masking.unigram:
         for words, times in zip(*np.unique(masked.spans, return_counts=True)):
             stats[f"masked_spans:{int(words)}"] += int(times)
-    stats["instances"] += rows
-    count_labels(stats, config, label)
-    for length, times in zip(*np.unique(layout.length, return_counts=True)):
-        stats[f"seq_length:{int(length)}"] += int(times)
 
 
-def layout_rows(layout: _Layout, config: InstanceConfig) -> masking.Rows:
+def _rows(layout: _Layout) -> masking.Rows:
     """The laid-out pairs as masking sees them (segment 1 from B's first token on)."""
     return masking.Rows(ids=layout.ids, candidate=layout.candidate,
                         word_start=(layout.flags & WORD_START) != 0,
@@ -136,15 +140,12 @@ def _assemble(tokens: np.ndarray, flags: np.ndarray, pairs, config: InstanceConf
     (dynamic). The draws: truncation, then masking's (``masking.mask_rows``)."""
     label = pairs[4]
     layout = _lay_out(tokens, flags, pairs, config, rng)
-    rows = layout_rows(layout, config)
+    rows = _rows(layout)
     id_dtype = InstanceBatch.id_dtype(config.vocab_size)
     valid = np.arange(config.max_seq_length)[None, :] < layout.length[:, None]
+    _count_instances(stats, config, layout, label)
     if config.dynamic:
         starts = masking.group_starts(rows)
-        stats["instances"] += len(label)
-        count_labels(stats, config, label)
-        for length, times in zip(*np.unique(layout.length, return_counts=True)):
-            stats[f"seq_length:{int(length)}"] += int(times)
         empty = np.zeros(0, dtype=np.int64)
         return InstanceBatch(
             tokens=layout.ids[valid].astype(id_dtype), lengths=layout.length,
@@ -152,7 +153,7 @@ def _assemble(tokens: np.ndarray, flags: np.ndarray, pairs, config: InstanceConf
             num_pred=np.zeros(len(label), dtype=np.int32), pair_label=label,
             word_starts=starts[valid].astype(np.uint8))
     masked = masking.mask_rows(rows, config.masking, masking.SequentialDraws(rng))
-    _count(stats, config, layout, masked, label)
+    _count_masks(stats, config, layout, masked)
     return InstanceBatch(
         tokens=layout.ids[valid].astype(id_dtype), lengths=layout.length,
         num_a=layout.num_a + 2, positions=masked.positions[1],
