@@ -10,6 +10,7 @@ Framework-free: files are read through ``trainer.storage`` (local paths, or URLs
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
 from pipeline import schema
@@ -38,9 +39,8 @@ def read_manifest(data_dir: str) -> dict:
         schema.sentence_task(manifest)
         schema.masking_mode(manifest)
     except ValueError as e:
-        raise ValueError(f"{path}: {e}: data of a sentence task or masking mode this trainer does "
-                         "not know "
-                         "(written by a newer pipeline?)") from None
+        raise ValueError(f"{path}: {e}: data of a sentence task or masking mode this trainer "
+                         "does not know (written by a newer pipeline?)") from None
     return manifest
 
 
@@ -110,6 +110,13 @@ def shard_sizes(manifest: dict, fmt: str) -> list[int]:
     return [int(e["instances"]) for e in shard_entries(manifest, fmt)]
 
 
+def first_indexes(manifest: dict, fmt: str) -> list[int]:
+    """The stable index of each ``fmt`` shard's first instance: the instances of the shards
+    before it, in manifest order. Instance k of shard i has index first_indexes[i] + k (the
+    same for both formats: shard i of each holds the same rows in the same order)."""
+    return list(itertools.accumulate(shard_sizes(manifest, fmt)[:-1], initial=0))
+
+
 def vocab_path(data_dir: str, manifest: dict) -> str:
     """Absolute path of the vocab the data was made with (the pipeline copies it into data_dir)."""
     return join(data_dir, manifest["vocab_file"])
@@ -118,9 +125,9 @@ def vocab_path(data_dir: str, manifest: dict) -> str:
 @dataclasses.dataclass(frozen=True)
 class LengthBin:
     """One length bin of binned data (``--length_bins``): a Google-format dataset of its own,
-    padded to ``bound``. ``first_index``: the stable index of its first instance in each
-    format (its shards' place in the manifest's top-level list), so dynamic masks are the
-    same whether the data is read binned or as one list."""
+    padded to ``bound``. ``index_offsets``: the stable index of each of its shards' first
+    instance, per format (from the shard's place in the manifest's top-level list), so dynamic
+    masks are the same whether the data is read binned or as one list."""
 
     bound: int
     max_predictions_per_seq: int
@@ -138,11 +145,11 @@ def length_bins(data_dir: str, manifest: dict) -> tuple[LengthBin, ...]:
             continue  # an empty bin: no shards, never drawn
         paths, sizes, offsets = {}, {}, {}
         for fmt, entries in entry["shards"].items():
-            top = {e["path"]: i for i, e in enumerate(shard_entries(manifest, fmt))}
-            all_sizes = shard_sizes(manifest, fmt)
+            first = dict(zip((e["path"] for e in shard_entries(manifest, fmt)),
+                             first_indexes(manifest, fmt)))
             paths[fmt] = [join(data_dir, e["path"]) for e in entries]
             sizes[fmt] = [int(e["instances"]) for e in entries]
-            offsets[fmt] = [sum(all_sizes[:top[e["path"]]]) for e in entries]
+            offsets[fmt] = [first[e["path"]] for e in entries]
         found.append(LengthBin(bound=int(entry["bound"]),
                                max_predictions_per_seq=int(entry["max_predictions_per_seq"]),
                                instances=int(entry["instances"]), paths=paths, sizes=sizes,
@@ -180,11 +187,8 @@ class DataSpec:
         return self.masking is not None
 
     def index_offsets(self, fmt: str) -> list[int]:
-        """The stable index of each shard's first instance: instances of the shards before it,
-        in manifest order. Instance k of shard i has index offsets[i] + k (the same for both
-        formats: shard i of each holds the same rows in the same order)."""
-        sizes = self.sizes(fmt)
-        return [sum(sizes[:i]) for i in range(len(sizes))]
+        """The stable index of each shard's first instance (``first_indexes``)."""
+        return first_indexes(self.manifest, fmt)
 
     def paths(self, fmt: str) -> list[str]:
         return shard_paths(self.data_dir, self.manifest, fmt)
