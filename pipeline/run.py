@@ -39,6 +39,7 @@ from apache_beam.options.pipeline_options import (  # noqa
 
 from pipeline import schema  # noqa: E402
 from pipeline.beam import dofns, fs, output_dir, transforms  # noqa: E402
+from pipeline.beam.ltp_device import check_model_device  # noqa: E402
 from pipeline.beam.options import (  # noqa
     JobConfig,
     check_flags,
@@ -48,7 +49,7 @@ from pipeline.beam.options import (  # noqa
     str2bool,
     with_pattern,
 )
-from pipeline.beam.pieces import parse_piece_name  # noqa: E402
+from pipeline.beam.pieces import is_sketch, parse_piece_name  # noqa: E402
 from pipeline.common.paths import is_remote, local_path  # noqa: E402
 from pipeline.common.sizes import megabytes  # noqa: E402
 from pipeline.core.ranges import is_compressed  # noqa: E402
@@ -83,12 +84,13 @@ def watch_job(config: JobConfig, layout: output_dir.Layout,
         for i in range(config.num_shards) for bound in (config.bin_bounds or (None,))}
 
     def poll() -> progress.JobState:
-        done = [parsed for parsed in (parse_piece_name(path)
-                                      for path, _ in fs.list_tree(layout.pieces_dir)) if parsed]
+        listed = [path for path, _ in fs.list_tree(layout.pieces_dir)]
+        done = [parsed for parsed in map(parse_piece_name, listed) if parsed]
         return progress.JobState(
             ranges=len(done), bytes_read=sum(size for size, _ in done),
             instances=sum(rows for _, rows in done),
-            shards_written=sum(path in shards for path, _ in fs.list_tree(shard_dir)))
+            shards_written=sum(path in shards for path, _ in fs.list_tree(shard_dir)),
+            sketched=sum(is_sketch(path) for path in listed))
 
     ranges = sum(1 if is_compressed(path) else max(1, -(-size // config.range_bytes))
                  for path, size in files)
@@ -235,6 +237,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
                         megabytes(sum(size for _, size in files)))
     # The model is built (first run) and described before the output is touched.
     identity = ltp_identity(config, build=not only)
+    check_model_device(config.ltp_device, identity.get("kind"))  # cuda for a legacy model
 
     def build(p: beam.Pipeline, layout: output_dir.Layout) -> None:
         transforms.build(p, config=config, layout=layout, vocab_text=vocab_text,

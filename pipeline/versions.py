@@ -8,7 +8,7 @@ from importlib import metadata
 
 # What the data depends on: recorded in every manifest.
 DATA_PACKAGES = ("apache-beam", "ltp", "ltp-extension", "tokenizers", "pyarrow", "numpy",
-                 "bert-wwm-pipeline")
+                 "opencc", "rensa", "bert-wwm-pipeline")
 
 
 def version(package: str) -> str | None:

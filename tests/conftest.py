@@ -67,3 +67,13 @@ def small_ltp_model_dir(tmp_path_factory):
 
     return str(build_model(tmp_path_factory.mktemp("ltp") / "small-model", epochs=1,
                            max_train_paragraphs=1500))
+
+
+@pytest.fixture(scope="session")
+def neural_ltp_model_dir(tmp_path_factory):
+    """A neural LTP model with random weights (``pipeline.dev.neural_ltp``, tiny shape: 32
+    hidden, 2 layers; built offline in about a second once torch is imported), loadable by
+    ``ltp.LTP(path)``. It segments at random but deterministically (fixed seed)."""
+    from pipeline.dev.neural_ltp import build_neural_model
+
+    return str(build_neural_model(tmp_path_factory.mktemp("ltp") / "tiny-neural"))

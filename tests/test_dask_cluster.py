@@ -136,3 +136,32 @@ def test_a_killed_worker_is_replaced_and_the_output_is_the_same(cluster, corpus,
     assert same_shards(direct[0], out)
     assert f"worker-{victim}.pid" in os.listdir(trace)
     assert len(list(trace.glob("*.pid"))) >= 3  # the nanny started a replacement worker
+
+
+def test_curation_on_dask_matches_direct_runner(cluster, corpus, small_ltp_model_dir,
+                                                tmp_path):
+    """--dedup=near (sketch files, partitions grouped by key, decisions joined back to the
+    ranges), --convert, --filters and a weight on the cluster: the same bytes and counts."""
+    import json
+
+    address, _ = cluster
+    root = os.path.dirname(corpus)
+    with open(os.path.join(root, "a.txt"), encoding="utf-8") as f:
+        docs = f.read().split("\n\n")
+    copies = tmp_path / "copies.txt"  # an exact copy and an edited copy of a.txt's articles
+    copies.write_text("\n\n".join([docs[2], docs[4].replace("的", "地", 2)]) + "\n",
+                      encoding="utf-8")
+    flags = [f"--input={corpus}", f"--input={copies};weight=2", "--dedup=near",
+             "--convert=t2s", "--filters=all", "--dedup_partitions=2"]
+    outs = {}
+    for name, extra in (("direct", []), ("dask", ["--runner=DaskRunner",
+                                                  f"--dask_client_address={address}"])):
+        outs[name] = tmp_path / name
+        run([f for f in job_flags(corpus, small_ltp_model_dir, outs[name])
+             if not f.startswith("--input")] + flags + extra)
+    assert same_shards(outs["direct"], outs["dask"])
+    stats = [json.loads((outs[n] / "stats.json").read_text(encoding="utf-8"))
+             for n in ("direct", "dask")]
+    assert stats[0] == stats[1]
+    dropped = stats[0]["curation"]["dropped"]
+    assert dropped["dedup_exact"]["documents"] == 1 and dropped["dedup_near"]["documents"] == 1

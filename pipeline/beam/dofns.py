@@ -24,7 +24,8 @@ from apache_beam.utils import shared
 from pipeline.beam import fs
 from pipeline.beam.options import InputSpec, JobConfig
 from pipeline.beam.output_dir import skip_outputs
-from pipeline.beam.pieces import encode_piece, piece_id, piece_name
+from pipeline.beam.pieces import encode_piece, piece_id, piece_name, sketch_name
+from pipeline.core import curation
 from pipeline.core.instance import InstanceConfig
 from pipeline.core.normalize import normalizer_for
 from pipeline.core.ranges import (
@@ -33,6 +34,7 @@ from pipeline.core.ranges import (
     make_range_instances,
     plan_ranges,
     range_key,
+    read_range_documents,
 )
 from pipeline.core.seeds import stable_hash64
 from pipeline.core.wordpiece import WordPieceTokenizer
@@ -44,13 +46,17 @@ LOG = logging.getLogger(__name__)
 METRIC_KEYS = ("files", "ranges", "documents", "sentences", "tokens", "words", "instances",
                "masked_tokens", "chars_removed", "binary_lines_skipped",
                "binary_files_skipped", "empty_documents", "jsonl_bad_lines", "sentences_cut",
-               "sentences_empty_after_tokenization", "unk_tokens", "input_ranges_changed")
+               "sentences_empty_after_tokenization", "unk_tokens", "input_ranges_changed",
+               "documents_kept")
 
 
 def report(stats: Counter) -> None:
     for key in METRIC_KEYS:
         if stats.get(key):
             Metrics.counter(NAMESPACE, key).inc(stats[key])
+    for key, value in stats.items():  # curation: dropped_documents_min_chars, ...
+        if value and key.startswith(("dropped_documents:", "dropped_chars:")):
+            Metrics.counter(NAMESPACE, key.replace(":", "_")).inc(value)
 
 
 def range_config(job: JobConfig, vocab: Sequence[str]) -> RangeConfig:
@@ -68,37 +74,43 @@ def range_config(job: JobConfig, vocab: Sequence[str]) -> RangeConfig:
         max_sentence_chars=job.max_sentence_chars,
         tokenize_batch_size=job.tokenize_batch_size, dupe_factor=job.dupe_factor,
         seed=job.random_seed, exact_google_draws=job.exact_google_draws,
-        normalize=job.normalize)
+        normalize=job.normalize, curation=job.curation)
 
 
-def load_segmenter(ltp_model: str, user_dict: str | None):
-    """The LTP segmenter for ``--ltp_model``/``--user_dict`` on any filesystem. Remote files are
-    copied to a temporary directory only while the model loads.
+def load_segmenter(ltp_model: str, user_dict: str | None, ltp_device: str = "cpu"):
+    """The LTP segmenter for ``--ltp_model``/``--user_dict``/``--ltp_device`` on any filesystem.
+    Remote files are copied to a temporary directory only while the model loads.
 
     LTP runs single-threaded: Beam already runs one worker per core (``--direct_num_workers``,
     Dataflow's one SDK process per vCPU, Dask's worker threads), and LTP's own thread pool
-    would only make workers compete for the same cores.
+    would only make workers compete for the same cores (a neural model on the CPU: one torch
+    thread, ``ltp_device.worker_device``).
     """
-    from pipeline.core.segment import LtpSegmenter
+    from pipeline.beam.ltp_device import worker_device
+    from pipeline.core.segment import LtpSegmenter, model_kind
     from pipeline.default_segmenter.cache import default_model_dir
 
     model = str(default_model_dir()) if ltp_model == "default" else ltp_model
     with fs.localized(model) as local_model:
+        device = worker_device(ltp_device, neural=model_kind(local_model) != "legacy")
         if user_dict is None:
-            return LtpSegmenter(local_model, parallelism=False)
+            return LtpSegmenter(local_model, parallelism=False, device=device)
         with fs.localized(user_dict) as local_dict:
-            return LtpSegmenter(local_model, user_dict=local_dict, parallelism=False)
+            return LtpSegmenter(local_model, user_dict=local_dict, parallelism=False,
+                                device=device)
 
 
 class _Tokenization:
-    """What one worker process keeps: the normalizer, the tokenizer and (with WWM) the LTP
-    segmenter."""
+    """What one worker process keeps: the OpenCC converter (``--convert``), the normalizer,
+    the tokenizer and (with WWM) the LTP segmenter."""
 
     def __init__(self, vocab: Sequence[str], do_lower_case: bool, ltp_model: str | None,
-                 user_dict: str | None, normalize: str):
+                 user_dict: str | None, normalize: str, ltp_device: str = "cpu",
+                 convert: str = "none"):
+        self.converter = curation.converter_for(convert)
         self.normalizer = normalizer_for(vocab, normalize)
         self.tokenizer = WordPieceTokenizer(vocab, do_lower_case=do_lower_case)
-        self.segmenter = load_segmenter(ltp_model, user_dict) if ltp_model else None
+        self.segmenter = load_segmenter(ltp_model, user_dict, ltp_device) if ltp_model else None
 
 
 def list_inputs(specs: Sequence[InputSpec]) -> list[tuple[fs.InputFile, InputSpec]]:
@@ -109,24 +121,27 @@ def list_inputs(specs: Sequence[InputSpec]) -> list[tuple[fs.InputFile, InputSpe
     for spec in specs:
         for f in fs.input_files([spec.pattern]):
             earlier = chosen.get(f.path)
-            if earlier and (earlier[1].input_format, earlier[1].text_field) != \
-                    (spec.input_format, spec.text_field):
+            if earlier and (earlier[1].input_format, earlier[1].text_field,
+                            earlier[1].weight) != (spec.input_format, spec.text_field,
+                                                   spec.weight):
                 raise ValueError(
                     f"{f.path} is matched by --input {earlier[1].pattern!r} (format "
-                    f"{earlier[1].input_format}, text_field {earlier[1].text_field}) and by "
-                    f"--input {spec.pattern!r} (format {spec.input_format}, text_field "
-                    f"{spec.text_field}): make the patterns disjoint")
+                    f"{earlier[1].input_format}, text_field {earlier[1].text_field}, weight "
+                    f"{earlier[1].weight:g}) and by --input {spec.pattern!r} (format "
+                    f"{spec.input_format}, text_field {spec.text_field}, weight "
+                    f"{spec.weight:g}): make the patterns disjoint")
             chosen.setdefault(f.path, (f, spec))
     return [chosen[path] for path in sorted(chosen)]
 
 
 class ListFilesDoFn(beam.DoFn):
-    """The --input specs → (path, source name, size, mtime, format, text field) of every file
-    they match (``list_inputs``). Source names are relative to ``base`` (see
-    ``source_base``). Listing happens when the job runs, so a job graph (a Dataflow template)
-    holds patterns, not file lists. Files of a pipeline output directory that a pattern
-    reaches into are skipped and counted (``output_dir.skip_outputs``). Size and mtime are
-    checked again when each range is read."""
+    """The --input specs → (path, source name, size, mtime, format, text field, weight, input
+    index) of every file they match (``list_inputs``); the input index is the place of the
+    --input that holds for the file (per-input statistics). Source names are relative to
+    ``base`` (see ``source_base``). Listing happens when the job runs, so a job graph (a
+    Dataflow template) holds patterns, not file lists. Files of a pipeline output directory
+    that a pattern reaches into are skipped and counted (``output_dir.skip_outputs``). Size
+    and mtime are checked again when each range is read."""
 
     def __init__(self, *, base: str, output_dir: str, filesystem_options: dict[str, object]):
         self._base, self._output, self._fs = base, output_dir, filesystem_options
@@ -145,13 +160,13 @@ class ListFilesDoFn(beam.DoFn):
         for f, spec in files:
             if f.path in kept:
                 yield (f.path, source_name(f.path, self._base), f.size, f.mtime,
-                       spec.input_format, spec.text_field)
+                       spec.input_format, spec.text_field, spec.weight, specs.index(spec))
 
 
 class PlanRangesDoFn(beam.DoFn):
-    """(path, source, size, mtime, format, field) → (path, source, start, end, size, mtime,
-    format, field): document-aligned byte ranges (``core.ranges.plan_ranges``) of the file as
-    listed."""
+    """(path, source, size, mtime, format, field[, weight, input index]) → (path, source,
+    start, end, size, mtime, format, field[, weight, input index]): document-aligned byte
+    ranges (``core.ranges.plan_ranges``) of the file as listed."""
 
     def __init__(self, *, range_bytes: int, filesystem_options: dict[str, object]):
         self._bytes, self._fs = range_bytes, filesystem_options
@@ -160,12 +175,12 @@ class PlanRangesDoFn(beam.DoFn):
         fs.use_options(self._fs)
 
     def process(self, element: tuple):
-        path, source, size, mtime, input_format, text_field = element
+        path, source, size, mtime, input_format, text_field, *rest = element
         with fs.open_read(path) as f:
             ranges = plan_ranges(f, path=path, size=size,
                                  input_format=input_format, range_bytes=self._bytes)
         for start, end in ranges:
-            yield path, source, start, end, size, mtime, input_format, text_field
+            yield (path, source, start, end, size, mtime, input_format, text_field, *rest)
 
 
 class MakeInstancesDoFn(beam.DoFn):
@@ -177,7 +192,7 @@ class MakeInstancesDoFn(beam.DoFn):
         self._config = range_config(job, vocab)
         self._tokenization = (tuple(vocab), job.do_lower_case,
                               job.ltp_model if job.do_whole_word_mask else None, job.user_dict,
-                              job.normalize)
+                              job.normalize, job.ltp_device, job.convert)
         self._pieces, self._shards, self._fs = pieces_dir, job.num_shards, filesystem_options
         self._bounds = job.bin_bounds
         self._on_change, self._range_bytes = job.on_input_change, job.range_bytes
@@ -190,8 +205,11 @@ class MakeInstancesDoFn(beam.DoFn):
         self._state = self._shared.acquire(lambda: _Tokenization(*self._tokenization), tag=key)
 
     def process(self, element):
-        path, source, start, end, size, mtime, input_format, text_field = element
-        stats = Counter()
+        drops, stats = {}, Counter()
+        if isinstance(element, dict):  # with --dedup: the range and the decisions on it
+            element, drops, stats = element["range"], element["drops"], element["stats"]
+        path, source, start, end, size, mtime, input_format, text_field, *rest = element
+        weight, input_index = rest or (1.0, 0)
         config = self._config
         if (input_format, text_field) != (config.input_format, config.text_field):
             config = dataclasses.replace(config, input_format=input_format,
@@ -200,7 +218,8 @@ class MakeInstancesDoFn(beam.DoFn):
             batch = make_range_instances(
                 raw, path=path, source=source, start=start, end=end, config=config,
                 tokenizer=self._state.tokenizer, segmenter=self._state.segmenter, stats=stats,
-                normalizer=self._state.normalizer)
+                normalizer=self._state.normalizer, converter=self._state.converter,
+                drops=drops, weight=weight)
         changed = input_change(path, size, mtime)
         if changed:
             if self._on_change == "fail":
@@ -212,6 +231,9 @@ class MakeInstancesDoFn(beam.DoFn):
                         "read it (%s)", start, path, changed)
             stats = Counter(input_ranges_changed=1)
             batch = batch.take(np.arange(0))
+        for what in ("documents", "chars"):
+            stats[f"input:{input_index}:{what}"] += stats[f"{what}_kept"]
+        stats[f"input:{input_index}:instances"] += len(batch)
         if stats["binary_files_skipped"]:
             LOG.warning("skipped %s: binary or not UTF-8", path)
         elif stats["files_without_documents"]:
@@ -232,6 +254,133 @@ class MakeInstancesDoFn(beam.DoFn):
                "bin_rows": [sum(rows for blocks in per_class for _, _, rows in blocks)
                             for per_class in classes],
                "classes": classes, "stats": stats}
+
+
+def number_ranges(grouped, *, requested_partitions: int = 0):
+    """(_, [range]) → (range number, (range, partitions)) for every range: numbers in (path,
+    start) order, the order duplicates are kept in (``core.curation``); ``partitions`` from
+    the input's total size (``curation.partitions_for``)."""
+    _, ranges = grouped
+    ranges = sorted(ranges, key=lambda r: (r[0], r[2]))
+    total = sum((r[3] if r[3] is not None else r[4]) - r[2] for r in ranges)
+    partitions = curation.partitions_for(total, requested_partitions)
+    for number, task in enumerate(ranges):
+        yield number, (task, partitions)
+
+
+class SketchRangeDoFn(beam.DoFn):
+    """(range number, (range, partitions)) → the index of the range's duplicate sketch file
+    (``core.curation.sketch_range``: the documents that pass --convert and --filters, as
+    MakeInstances will read them)."""
+
+    def __init__(self, job: JobConfig, vocab: Sequence[str], *, pieces_dir: str,
+                 filesystem_options: dict[str, object]):
+        self._config = range_config(job, vocab)
+        self._pieces, self._fs = pieces_dir, filesystem_options
+        self._converter = None
+
+    def setup(self):
+        fs.use_options(self._fs)
+        self._converter = curation.converter_for(self._config.curation.convert)
+
+    def process(self, element):
+        number, (task, partitions) = element
+        path, source, start, end, _, _, input_format, text_field, *_ = task
+        config = dataclasses.replace(self._config, input_format=input_format,
+                                     text_field=text_field)
+        scratch = Counter()  # MakeInstances counts all of this again
+        with fs.open_read(path) as raw:
+            docs = read_range_documents(raw, path=path, source=source, start=start, end=end,
+                                        config=config, stats=scratch)
+            rows = [sentences for _, _, sentences in curation.filtered_documents(
+                docs, config=config.curation, converter=self._converter, stats=scratch)]
+        sketch = curation.sketch_range(rows, range_no=number, config=config.curation,
+                                       partitions=partitions)
+        data = curation.encode_sketch(sketch)
+        name = sketch_name(range_key(source, start), len(rows))
+        fs.write_atomic(fs.join(self._pieces, name), data)
+        yield {"range": number, "path": name, "partitions": partitions,
+               "index": curation.SketchIndex.parse(data)}
+
+
+def _read_at(f, offset: int, size: int) -> bytes:
+    f.seek(offset)
+    data = f.read(size)
+    if len(data) != size:
+        raise IOError(f"sketch file truncated: wanted {size} bytes at {offset}")
+    return data
+
+
+class DedupPartitionDoFn(beam.DoFn):
+    """(partition, [sketch index]) → (range number, {"drops": {row: kind}}) for each range
+    with documents the duplicate rule drops (``core.curation.find_duplicates`` over this
+    partition's band entries of every range), and (0, {"stats": ...}) with its counts."""
+
+    def __init__(self, *, threshold: float, pieces_dir: str,
+                 filesystem_options: dict[str, object]):
+        self._threshold, self._pieces, self._fs = threshold, pieces_dir, filesystem_options
+
+    def setup(self):
+        fs.use_options(self._fs)
+
+    def process(self, element):
+        p, sketches = element
+        sketches = sorted(sketches, key=lambda s: s["range"])
+        by_range = {s["range"]: s for s in sketches}
+        parts = []
+        for s in sketches:
+            offset, size = s["index"].part(p)
+            if size:
+                with fs.open_read(fs.join(self._pieces, s["path"])) as f:
+                    parts.append(curation.read_part(_read_at(f, offset, size)))
+        entries = np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.uint64)
+
+        def fetch(keys):
+            exact = np.zeros((len(keys), 2), dtype=np.uint64)
+            sigs = None
+            ranges = keys >> np.uint64(32)
+            for number in np.unique(ranges):
+                s = by_range[int(number)]
+                index, mine = s["index"], np.flatnonzero(ranges == number)
+                rows = (keys[mine] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+                with fs.open_read(fs.join(self._pieces, s["path"])) as f:
+                    block = np.frombuffer(_read_at(f, index.offsets[0], index.sizes[0]),
+                                          dtype=np.uint64).reshape(-1, 2)
+                    exact[mine] = block[rows]
+                    if index.num_perm:
+                        sig = np.frombuffer(_read_at(f, index.offsets[1], index.sizes[1]),
+                                            dtype=np.uint32).reshape(-1, index.num_perm)
+                        if sigs is None:
+                            sigs = np.zeros((len(keys), index.num_perm), dtype=np.uint32)
+                        sigs[mine] = sig[rows]
+            return exact, sigs if sigs is not None else np.zeros((len(keys), 0), np.uint32)
+
+        stats = Counter()
+        drops = curation.find_duplicates(entries, fetch, threshold=self._threshold,
+                                         stats=stats)
+        per_range: dict[int, dict[int, str]] = {}
+        for key, kind in sorted(drops.items()):
+            per_range.setdefault(key >> 32, {})[key & 0xFFFFFFFF] = kind
+        for number, rows in per_range.items():
+            yield number, {"drops": rows}
+        if stats:
+            yield 0, {"stats": stats}
+
+
+def with_decisions(joined):
+    """(range number, {"range": [(range, partitions)], "decisions": [...]}) → the element
+    MakeInstancesDoFn takes with --dedup: {"range", "drops": {row: kind}, "stats"}; a row two
+    partitions drop for different kinds is an exact duplicate."""
+    _, parts = joined
+    ((task, _),) = parts["range"]
+    drops: dict[int, str] = {}
+    stats = Counter()
+    for decision in parts["decisions"]:
+        for row, kind in decision.get("drops", {}).items():
+            if drops.get(row) != "exact":
+                drops[row] = kind
+        stats.update(decision.get("stats", {}))
+    return {"range": task, "drops": drops, "stats": stats}
 
 
 class InputChangedError(IOError):

@@ -15,8 +15,17 @@ from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.beam.ltp_device import check_device, check_model_device
 from pipeline.common.sizes import MB
 from pipeline.core.bins import parse_bins
+from pipeline.core.curation import (
+    CONVERSIONS,
+    DEDUP_MODES,
+    FILTERS,
+    CurationConfig,
+    parse_filters,
+    parse_weight,
+)
 from pipeline.core.masking import parse_ngram
 from pipeline.core.text import FORMATS
 
@@ -112,6 +121,31 @@ class JobConfig:
         "ellipses and box drawing the vocabulary lacks become their ASCII forms (no [UNK] for "
         "Chinese punctuation). Default: none, but nfkc_punct for the built-in sample job "
         "(no --input)", choices=("none", "nfkc_punct"))
+    convert: str = _flag(
+        "none", "before anything else reads the text: convert traditional Chinese to "
+        "simplified with OpenCC (t2s: characters; tw2s, hk2s: Taiwan or Hong Kong variants; "
+        "tw2sp: Taiwan phrases too, 軟體 → 软件); counted in stats.json", choices=CONVERSIONS)
+    filters: str | None = _flag(
+        None, "quality filters, comma-separated, each NAME or NAME=VALUE (all: every one at "
+        "its default): " + "; ".join(f"{n} (default {d:g}): {text}" for n, (d, text) in
+                                     FILTERS.items())
+        + ". Dropped documents and characters are counted per filter. Default: none")
+    dedup: str = _flag(
+        "none", "drop duplicate documents across the whole corpus, keeping the first in "
+        "(input file, byte offset) order: exact (equal text after NFKC and whitespace "
+        "collapsing) or near (also MinHash near-duplicates, see --near_dup_threshold); "
+        "counted per kind", choices=DEDUP_MODES)
+    near_dup_threshold: float = _flag(
+        0.8, "--dedup=near: a document goes when its estimated Jaccard similarity (character "
+        "shingles) to an earlier one sharing an LSH band is at least this, in (0, 1]",
+        type=float)
+    near_dup_shingle: int = _flag(
+        3, "--dedup=near: characters per shingle (1-3); 3 finds copies with up to 2%% of "
+        "characters changed at the default threshold", type=int)
+    dedup_partitions: int = _flag(
+        0, "--dedup: how many groups the band keys are split into between the two passes "
+        "(memory per group falls with more). Never changes the output. Default 0: one per "
+        "32 MB of input", type=int)
     next_sentence: str = _flag(
         "nsp", "the second segment and its label: nsp (Google's next sentence prediction), sop "
         "(sentence-order prediction: B always follows A, swapped half the time), none (one "
@@ -121,6 +155,10 @@ class JobConfig:
         "default", "'default' (built-in legacy model, trained on first use), a local, gs:// "
         "or s3:// LTP model directory, or a hub name")
     user_dict: str | None = _flag(None, "extra words for LTP, one per line (any filesystem)")
+    ltp_device: str = _flag(
+        "cpu", "where a neural --ltp_model runs on each worker: cpu, cuda, cuda:N, or auto "
+        "(cuda where the worker's torch sees a GPU, else cpu). Legacy (perceptron) models "
+        "run on the CPU only and refuse cuda (docs/segmenter.md)")
     num_shards: int = _flag(4, "output shards per format", type=int)
     output_formats: tuple[str, ...] = _flag(
         OUTPUT_FORMATS, "comma-separated subset of tfrecord,parquet")
@@ -201,6 +239,13 @@ class JobConfig:
         return parse_ngram(self.ngram_masking, self.ngram_weights)[1]
 
     @property
+    def curation(self) -> CurationConfig:
+        """The curation settings (``core.curation``); the default does nothing."""
+        return CurationConfig(convert=self.convert, filters=parse_filters(self.filters),
+                              dedup=self.dedup, near_dup_threshold=self.near_dup_threshold,
+                              shingle=self.near_dup_shingle, seed=self.random_seed)
+
+    @property
     def range_bytes(self) -> int:
         return round(self.range_mb * MB)
 
@@ -234,6 +279,12 @@ class JobConfig:
         ]
         parse_ngram(self.ngram_masking, self.ngram_weights)
         parse_bins(self.length_bins, self.max_seq_length)
+        self.curation  # noqa: B018  (refuses bad curation settings)
+        if self.dedup_partitions < 0:
+            raise ValueError("--dedup_partitions must be >= 0 (0: automatic)")
+        check_device(self.ltp_device)
+        if self.do_whole_word_mask and self.ltp_model == "default":
+            check_model_device(self.ltp_device, "legacy")  # the built-in model is legacy
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
@@ -360,10 +411,12 @@ class InputSpec:
     pattern: str
     input_format: str
     text_field: str
+    weight: float = 1.0  # each document about this many times (core.curation.weighted)
 
 
-# Options an --input may carry after its pattern: 'more/*.jsonl;format=jsonl;text_field=body'.
-INPUT_OPTIONS = ("format", "text_field")
+# Options an --input may carry after its pattern:
+# 'more/*.jsonl;format=jsonl;text_field=body;weight=2'.
+INPUT_OPTIONS = ("format", "text_field", "weight")
 
 
 def parse_input(spec: str, *, input_format: str = "google",
@@ -371,7 +424,7 @@ def parse_input(spec: str, *, input_format: str = "google",
     """``pattern[;key=value]...`` → InputSpec; keys not given take the job's --input_format and
     --text_field. ValueError for an unknown key (with the closest one) or a bad value."""
     pattern, *options = spec.split(";")
-    values = {"format": input_format, "text_field": text_field}
+    values = {"format": input_format, "text_field": text_field, "weight": "1"}
     for option in options:
         key, eq, value = option.partition("=")
         key = key.strip()
@@ -388,7 +441,11 @@ def parse_input(spec: str, *, input_format: str = "google",
         raise ValueError(f"--input {spec!r}: an empty text_field")
     if not pattern:
         raise ValueError(f"--input {spec!r}: no file pattern")
-    return InputSpec(pattern, values["format"], values["text_field"])
+    try:
+        weight = parse_weight(values["weight"])
+    except ValueError as e:
+        raise ValueError(f"--input {spec!r}: {e}") from None
+    return InputSpec(pattern, values["format"], values["text_field"], weight)
 
 
 def with_pattern(spec: str, pattern: str) -> str:

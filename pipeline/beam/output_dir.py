@@ -52,9 +52,10 @@ _SHARDS = (rf"(?:{schema.TFRECORD_DIR}/{_BIN}{_TMP}{_SHARD}\.tfrecord(?:\.gz)?"
 _FILES = "|".join(re.escape(name) for name in schema.OUTPUT_FILES)
 # A finished output's own files (what a previous run left as its result).
 _RESULT = re.compile(rf"(?:{_TMP}(?:{_FILES})|{_SHARDS})")
+_RUN_FILE = rf"(?:{pieces.NAME}|{pieces.SKETCH_NAME})"  # a run's piece or sketch file
 # Temporary files of a run (pieces, staged shards): never part of a finished output.
 _TEMPORARY = re.compile(
-    rf"(?:{re.escape(schema.PIECES_DIR)}/(?:{_RUN}/)?{_TMP}{pieces.NAME}"
+    rf"(?:{re.escape(schema.PIECES_DIR)}/(?:{_RUN}/)?{_TMP}{_RUN_FILE}"
     rf"|{re.escape(schema.STAGING_DIR)}/{_RUN}/{_SHARDS})")
 # Subpaths whose symbolic links must not leave the output directory.
 _SUBPATHS = (schema.TFRECORD_DIR, schema.PARQUET_DIR, schema.PIECES_DIR, schema.STAGING_DIR,
@@ -396,11 +397,11 @@ def release_lock(output_dir: str, run_id: str) -> None:
 # ---- the end of a run (in the job's last step) -----------------------------------------
 
 def delete_run_pieces(pieces_dir: str) -> None:
-    """Delete this run's piece files (by their exact names) and, if then empty, its folder and
-    the default ``_pieces`` folder above it. Nothing else there is touched."""
+    """Delete this run's piece and sketch files (by their exact names) and, if then empty,
+    its folder and the default ``_pieces`` folder above it. Nothing else there is touched."""
     inside = list_below(pieces_dir)
     fs.delete_files([fs.join(pieces_dir, rel) for rel in inside
-                     if re.fullmatch(rf"{_TMP}{pieces.NAME}", rel)])
+                     if re.fullmatch(rf"{_TMP}{_RUN_FILE}", rel)])
     _remove_empty_dirs(pieces_dir, levels=2)
 
 

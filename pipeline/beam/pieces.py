@@ -35,6 +35,18 @@ Block = tuple[int, int, int]
 # A piece's file name, as a regular expression (input bytes and instances in groups).
 NAME = r"piece-[0-9a-f]{16}-(?P<bytes>\d+)b-(?P<rows>\d+)r\.bin"
 _NAME = re.compile(NAME)
+# A range's duplicate sketch (--dedup: core.curation.encode_sketch), beside the pieces.
+SKETCH_NAME = r"sketch-[0-9a-f]{16}-\d+d\.bin"
+
+
+def sketch_name(key: tuple[str, int], rows: int) -> str:
+    """The file name of the duplicate sketch of range ``key`` with ``rows`` documents."""
+    return f"sketch-{piece_id(key):016x}-{rows}d.bin"
+
+
+def is_sketch(name: str) -> bool:
+    """Whether ``name`` (or a path) is a sketch file's (not its temporary name)."""
+    return re.fullmatch(SKETCH_NAME, name.rsplit("/", 1)[-1]) is not None
 
 
 def piece_id(key: tuple[str, int]) -> int:

@@ -26,7 +26,7 @@ from pipeline.beam.output_dir import Layout, delete_run_pieces, swap_in
 from pipeline.beam.pieces import read_blocks
 from pipeline.core.instance import InstanceBatch
 from pipeline.core.seeds import stable_seed
-from pipeline.writers.manifest import build_manifest, build_stats
+from pipeline.writers.manifest import build_manifest, build_stats, curation_emptied
 from pipeline.writers.parquet import ROW_GROUP_SIZE, ParquetSink
 from pipeline.writers.tfrecord import TFRecordSink, serialize_batch
 
@@ -194,6 +194,10 @@ def sum_stats(counters) -> Counter:
     return total
 
 
+class CurationEmptiedError(ValueError):
+    """Curation (filters, dedup, weights) left no document of a corpus that had some."""
+
+
 class DataWarningsError(ValueError):
     """--strict and stats.json would carry warnings (``writers.manifest.data_warnings``)."""
 
@@ -213,7 +217,10 @@ def write_outputs(element, *, layout: Layout, config: dict, vocab_text: str,
               if s["index"] >= 0]
     stats = sum_stats(s["stats"] for s in summaries)
     output_dir = layout.output_dir
-    stats_doc = build_stats(stats)
+    stats_doc = build_stats(stats, inputs=config.get("input") or ())
+    emptied = curation_emptied(stats_doc)
+    if emptied:  # before anything is replaced, as below
+        raise CurationEmptiedError(emptied)
     if config.get("strict") and stats_doc["warnings"]:
         # Before anything is replaced: the previous output stays, this run's files go.
         raise DataWarningsError(

@@ -42,14 +42,56 @@ class MakeInstances(beam.PTransform):
 
     def expand(self, files):
         c = self._config
-        return (files
-                | "Plan ranges" >> beam.ParDo(dofns.PlanRangesDoFn(
-                    range_bytes=c.range_bytes,
-                    filesystem_options=self._fs))
-                | "Spread ranges" >> beam.Reshuffle()
-                | "Read, segment, tokenize, make instances" >> beam.ParDo(
-                    dofns.MakeInstancesDoFn(c, self._vocab, pieces_dir=self._pieces,
-                                            filesystem_options=self._fs)))
+        ranges = files | "Plan ranges" >> beam.ParDo(dofns.PlanRangesDoFn(
+            range_bytes=c.range_bytes, filesystem_options=self._fs))
+        if c.dedup == "none":
+            ranges = ranges | "Spread ranges" >> beam.Reshuffle()
+        else:
+            ranges = ranges | "Deduplicate" >> Deduplicate(c, self._vocab, self._fs,
+                                                           pieces_dir=self._pieces)
+        return ranges | "Read, segment, tokenize, make instances" >> beam.ParDo(
+            dofns.MakeInstancesDoFn(c, self._vocab, pieces_dir=self._pieces,
+                                    filesystem_options=self._fs))
+
+
+class Deduplicate(beam.PTransform):
+    """Ranges → each range with the duplicate decisions on its documents (``--dedup``):
+
+      ranges ─ numbered in (path, start) order ─ Reshuffle ─ SketchRange: a sketch file per
+        range (exact hashes, MinHash signatures, band keys split into partitions)
+      ─ every sketch's index to every partition ─ GroupByKey ─ DedupPartition: the rule over
+        one partition's band buckets → (range number, rows to drop)
+      ─ joined back to the ranges by number (CoGroupByKey)
+
+    Only ranges, file names and the rows dropped cross the shuffles; the band keys and
+    signatures stay in the sketch files (next to the pieces), read a partition at a time."""
+
+    def __init__(self, config: JobConfig, vocab: Sequence[str], fs_options: dict[str, object],
+                 *, pieces_dir: str):
+        super().__init__()
+        self._config, self._vocab, self._fs = config, vocab, fs_options
+        self._pieces = pieces_dir
+
+    def expand(self, ranges):
+        c = self._config
+        numbered = (ranges
+                    | "All ranges" >> beam.Map(lambda r: (0, r))
+                    | "Together" >> beam.GroupByKey()
+                    | "Number" >> beam.FlatMap(dofns.number_ranges,
+                                               requested_partitions=c.dedup_partitions))
+        decisions = (numbered
+                     | "Spread" >> beam.Reshuffle()
+                     | "Sketch" >> beam.ParDo(dofns.SketchRangeDoFn(
+                         c, self._vocab, pieces_dir=self._pieces, filesystem_options=self._fs))
+                     | "To partitions" >> beam.FlatMap(
+                         lambda s: ((p, s) for p in range(s["partitions"])))
+                     | "By partition" >> beam.GroupByKey()
+                     | "Find duplicates" >> beam.ParDo(dofns.DedupPartitionDoFn(
+                         threshold=c.near_dup_threshold, pieces_dir=self._pieces,
+                         filesystem_options=self._fs)))
+        return ({"range": numbered, "decisions": decisions}
+                | "Join" >> beam.CoGroupByKey()
+                | "With decisions" >> beam.Map(dofns.with_decisions))
 
 
 def _offsets(grouped):

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 from pipeline.core import google_order, vectorized
+from pipeline.core.curation import CurationConfig, curate
 from pipeline.core.instance import InstanceBatch, InstanceConfig
 from pipeline.core.text import (
     SNIFF_BYTES,
@@ -44,6 +45,7 @@ class RangeConfig:
     seed: int = 12345
     exact_google_draws: bool = False
     normalize: str = "none"  # core.normalize.MODES
+    curation: CurationConfig = CurationConfig()
 
 
 def is_compressed(path: str) -> bool:
@@ -154,14 +156,38 @@ def make_instances(docs: Sequence[tuple[str, list[Sentence]]], *, config: RangeC
                                      stats=stats)
 
 
+def curated_documents(raw: BinaryIO, *, path: str, source: str, start: int,
+                      end: int | None, config: RangeConfig, stats: Counter, converter=None,
+                      drops: dict[int, str] | None = None,
+                      weight: float = 1.0) -> Iterator[tuple[str, list[str]]]:
+    """The range's documents after curation (``core.curation.curate``: ``--convert``,
+    ``--filters``, the duplicate decisions ``drops`` (row → kind), the input's ``weight``);
+    the documents and characters that go on are counted (``documents_kept``,
+    ``chars_kept``)."""
+    documents = read_range_documents(raw, path=path, source=source, start=start, end=end,
+                                     config=config, stats=stats)
+    if config.curation.active or weight != 1:
+        documents = curate(documents, config=config.curation, converter=converter,
+                           drops=drops or {}, weight=weight, key=range_key(source, start),
+                           stats=stats)
+    for doc_id, sentences in documents:
+        stats["documents_kept"] += 1
+        stats["chars_kept"] += sum(len(s) for s in sentences)
+        yield doc_id, sentences
+
+
 def make_range_instances(raw: BinaryIO, *, path: str, source: str, start: int,
                          end: int | None, config: RangeConfig,
                          tokenizer: WordPieceTokenizer, segmenter,
-                         stats: Counter, normalizer=None) -> InstanceBatch:
+                         stats: Counter, normalizer=None, converter=None,
+                         drops: dict[int, str] | None = None,
+                         weight: float = 1.0) -> InstanceBatch:
     """One range of one file → its instances (rows in random order); ``stats`` counts what
-    happened. Generators are seeded by (seed, source, range start)."""
-    documents = read_range_documents(raw, path=path, source=source, start=start, end=end,
-                                     config=config, stats=stats)
+    happened. Generators are seeded by (seed, source, range start). ``converter``, ``drops``
+    and ``weight``: curation (:func:`curated_documents`)."""
+    documents = curated_documents(raw, path=path, source=source, start=start, end=end,
+                                  config=config, stats=stats, converter=converter,
+                                  drops=drops, weight=weight)
     docs = list(tokenize_documents(documents, tokenizer=tokenizer, segmenter=segmenter,
                                    batch_size=config.tokenize_batch_size, stats=stats,
                                    normalizer=normalizer))

@@ -78,6 +78,7 @@ class JobState:
     bytes_read: int
     instances: int
     shards_written: int
+    sketched: int = 0  # --dedup: ranges sketched (the first pass)
 
 
 class JobWatch:
@@ -122,6 +123,13 @@ class JobWatch:
                     self._last, self._last_time = state, now
 
     def report(self, state: JobState, *, force: bool = False) -> bool:
+        if state.sketched and not state.ranges:
+            line = (f"dedup, first pass: {state.sketched} of ~{max(self._ranges, state.sketched)}"
+                    " ranges sketched")
+            if force or state != self._last:
+                self._emit(line)
+                return True
+            return False
         if state.bytes_read >= self._progress.total and state.ranges:
             line = (f"writing shards: {state.shards_written} of {self._shards} written · "
                     f"{state.instances:,} instances from {state.ranges} "

@@ -27,8 +27,13 @@ STAT_KEYS = (
     "random_next_without_pool", "chunks_without_random_document", "masked_tokens",
     "masked_cjk_tokens", "masked_cjk_multichar_words", "masked_cjk_tokens_in_multichar_words",
     "input_ranges_changed", "google_ranges_without_blank_lines", "jsonl_ranges_all_rejected",
-    "ranges_over_twice_range_mb",
+    "ranges_over_twice_range_mb", "documents_kept", "chars_kept", "convert_documents_changed",
+    "convert_chars_changed", "weight_copies", "dedup_buckets", "near_dup_buckets_capped",
 )
+# Why curation dropped documents (core.curation.DROP_REASONS; the writers do not import the
+# core): each has dropped_documents:REASON and dropped_chars:REASON counts.
+DROP_REASONS = ("min_chars", "repeated_lines", "other_chars", "dedup_exact", "dedup_near",
+                "weight")
 
 # NSP pairs with a random B: Google's data has about half; far fewer means documents had no
 # others in their range to draw from (one huge document, or a wrong input format).
@@ -74,9 +79,48 @@ def data_warnings(counts: Mapping[str, int], derived: Mapping[str, object]) -> l
 
 
 
-def build_stats(counters: Counter) -> dict:
-    """Flat counters → stats.json: totals, NSP balance, masking shares, length histogram."""
+def curation_section(counters: Counter, inputs: Iterable[str] = ()) -> dict:
+    """The ``curation`` part of stats.json, taking its keys out of ``counters``: documents
+    and characters dropped per reason, and per --input (in the order given) the documents,
+    characters and instances that went into the data."""
+    dropped = {}
+    for reason in DROP_REASONS:
+        dropped[reason] = {"documents": counters.pop(f"dropped_documents:{reason}", 0),
+                           "chars": counters.pop(f"dropped_chars:{reason}", 0)}
+    per_input: dict[int, dict] = {}
+    for key in [k for k in counters if k.startswith("input:")]:
+        _, index, what = key.split(":", 2)
+        per_input.setdefault(int(index), {})[what] = counters.pop(key)
+    inputs = list(inputs)
+    rows = []
+    for index in sorted(set(per_input) | set(range(len(inputs)))):
+        counts = per_input.get(index, {})
+        rows.append({"input": inputs[index] if index < len(inputs) else str(index),
+                     **{k: counts.get(k, 0) for k in ("documents", "chars", "instances")}})
+    return {"dropped": dropped, "inputs": rows}
+
+
+def curation_emptied(stats_doc: Mapping) -> str | None:
+    """Why the corpus has no documents left although it had some, naming what dropped them;
+    None if that is not what happened."""
+    counts = stats_doc["counts"]
+    if not counts.get("documents") or counts.get("documents_kept"):
+        return None
+    dropped = {r: d["documents"] for r, d in stats_doc["curation"]["dropped"].items()
+               if d["documents"]}
+    if not dropped:
+        return None
+    return (f"curation dropped every one of the {counts['documents']} documents read ("
+            + ", ".join(f"{reason}: {n}" for reason, n in dropped.items())
+            + "): nothing is left to make instances of. Loosen --filters or --dedup, or check "
+              "the input's weights; no output was written")
+
+
+def build_stats(counters: Counter, inputs: Iterable[str] = ()) -> dict:
+    """Flat counters → stats.json: totals, NSP balance, masking shares, length histogram,
+    curation (``inputs``: the --input specs, naming the per-input rows)."""
     counters = Counter(counters)
+    curation = curation_section(counters, inputs)
     for key in STAT_KEYS:
         counters.setdefault(key, 0)
     histogram = {}
@@ -105,6 +149,7 @@ def build_stats(counters: Counter) -> dict:
             sum(k * v for k, v in histogram.items()) / instances if instances else None,
     }
     return {"counts": dict(sorted(counters.items())), "derived": derived,
+            "curation": curation,
             "warnings": data_warnings(counters, derived),
             "seq_length_histogram": {str(k): v for k, v in sorted(histogram.items())},
             # What still became [UNK]: the first character of each [UNK] token, most frequent

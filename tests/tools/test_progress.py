@@ -54,6 +54,17 @@ def test_the_watcher_reports_changes_counts_that_only_grow_then_the_shards():
                          "writing shards: 2 of 2 written · 310 instances from 3 ranges"]
 
 
+def test_the_dedup_first_pass_is_reported_as_sketched_ranges():
+    lines = []
+    watch = progress.JobWatch(lambda: None, total_bytes=10, ranges=4, num_shards=2,
+                              emit=lines.append)
+    assert watch.report(progress.JobState(0, 0, 0, 0, sketched=3))
+    assert lines == ["dedup, first pass: 3 of ~4 ranges sketched"]
+    name = pieces.sketch_name(("zh.txt", 0), 12)
+    assert pieces.is_sketch(f"out/_pieces/run-x/{name}") and not pieces.is_sketch(f".tmp-{name}")
+    assert pieces.parse_piece_name(name) is None
+
+
 def test_piece_names_carry_bytes_and_instances():
     name = pieces.piece_name(("zh.txt", 4096), 52_113, 1_840)
     assert pieces.parse_piece_name(f"out/_pieces/{name}") == (52_113, 1_840)

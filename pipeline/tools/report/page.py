@@ -106,7 +106,8 @@ def build(output: Output, t: Tally, *, examples: int = 3, seed: int = 0) -> str:
     sections = [_warnings(stats), _glance(output, t, counts, derived),
                 _figures(output, t, stats), _bins(output, t), _masking(output, counts),
                 _words(output, t, counts, derived), _vocabulary(output, t, counts, derived),
-                _inputs(output, counts, stats), _repairs(counts), _shards(output, t),
+                _inputs(output, counts, stats), _curation(output, counts, stats),
+                _repairs(counts), _shards(output, t),
                 _config(output), _examples(output, t.fmt, examples, seed)]
     title, body = f"report {output.root}", head + "".join(sections)
     # The glyphs of every CJK character shown, embedded (or a notice on top saying what to
@@ -361,9 +362,47 @@ def _inputs(output: Output, counts: dict, stats: dict | None) -> str:
         rows = [[e(name)] + [f"{v.get(k, 0):,}" for k in keys] for name, v in
                 sorted(per_file.items())]
         return "<h2>Input files</h2>" + text + _table(rows, ["file"] + keys)
+    per_input = ((stats or {}).get("curation") or {}).get("inputs")
+    if per_input:
+        rows = [[f"<code>{e(str(r['input']))}</code>", f"{r['documents']:,}",
+                 f"{r['chars']:,}", f"{r['instances']:,}"] for r in per_input]
+        return ("<h2>Input files</h2>" + text + "<p class='note'>What each --input gave the "
+                "data (after curation and its weight):</p>"
+                + _table(rows, ["--input", "documents", "characters", "instances"]))
     return ("<h2>Input files</h2>" + text + "<p class='note'>Counts per input file are not "
             "recorded: stats.json holds totals only, and the shards do not say which file an "
             "instance came from.</p>")
+
+
+def _curation(output: Output, counts: dict, stats: dict | None) -> str:
+    """What --convert, --filters, --dedup and the inputs' weights did (stats.json's
+    ``curation``); nothing when the job ran without curation."""
+    config = output.manifest.get("config", {})
+    section = (stats or {}).get("curation")
+    used = [f"--{flag}={config[flag]}" for flag in ("convert", "filters", "dedup")
+            if config.get(flag) not in (None, "none")]
+    weighted = [str(i) for i in config.get("input", []) if ";weight=" in str(i)]
+    if not section or not (used or weighted):
+        return ""
+    read = counts.get("documents", 0)
+    rows = [[f"<code>{e(reason)}</code>",
+             f"<span class='{'nz' if d['documents'] else 'zero'}'>{d['documents']:,}</span>",
+             _share(d["documents"], read), f"{d['chars']:,}"]
+            for reason, d in section["dropped"].items()]
+    if config.get("dedup") == "near":
+        rule = (f" Near duplicates: estimated Jaccard similarity of "
+                f"{config.get('near_dup_shingle', 3)}-character shingles at least "
+                f"{config.get('near_dup_threshold')} to an earlier document.")
+    else:
+        rule = ""
+    text = (f"<p>{e(' '.join(used + ([f'{len(weighted)} weighted input(s)'] if weighted else [])))}"
+            f": {read:,} documents read, {counts.get('documents_kept', 0):,} went on "
+            f"({counts.get('weight_copies', 0):,} of them copies made by weights); converted "
+            f"to simplified: {counts.get('convert_documents_changed', 0):,} documents, "
+            f"{counts.get('convert_chars_changed', 0):,} characters.{e(rule)}</p>")
+    return ("<h2>Curation</h2>" + text + "<p class='note'>Documents dropped, per reason "
+            "(the first in input order of each group of duplicates is kept):</p>"
+            + _table(rows, ["reason", "documents", "of those read", "characters"]))
 
 
 def _repairs(counts: dict) -> str:
