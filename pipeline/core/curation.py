@@ -69,8 +69,12 @@ DROP_REASONS = tuple(FILTERS) + ("dedup_exact", "dedup_near", "weight")
 NUM_PERM = 128
 BANDS, ROWS = 16, 8  # 16 bands of 8 values: candidates at J=0.80 95%, at 0.85 99.4%, at 0.5 6%
 MAX_COMPARISONS = 1000  # earlier members of a bucket a document is compared with, at most
-_EXACT_BAND = np.uint64(1 << 63)  # the top bit marks the exact-hash "band"
+# A band key: the top bit marks the exact-hash "band"; a MinHash band's key has its band's
+# index in bits 58-62 and the hash of its values below.
+_EXACT_BAND = np.uint64(1 << 63)
 _MASK63 = np.uint64((1 << 63) - 1)
+_BAND_SHIFT = np.uint64(58)
+_MASK58 = np.uint64((1 << 58) - 1)
 
 
 class CurationError(ValueError):
@@ -366,7 +370,8 @@ def _mix(h: np.ndarray) -> np.ndarray:
 
 
 def band_keys(sigs: np.ndarray) -> np.ndarray:
-    """(documents x BANDS) uint64 keys of each band of ROWS signature values (top bit 0)."""
+    """(documents x BANDS) uint64 keys of each band of ROWS signature values: the band's
+    index in bits 58-62, a 58-bit hash of its values below (top bit 0)."""
     with np.errstate(over="ignore"):
         keys = np.empty((len(sigs), BANDS), dtype=np.uint64)
         for b in range(BANDS):
@@ -374,8 +379,8 @@ def band_keys(sigs: np.ndarray) -> np.ndarray:
                         dtype=np.uint64)
             for r in range(ROWS):
                 h = _mix(h ^ sigs[:, b * ROWS + r].astype(np.uint64))
-            keys[:, b] = h
-    return keys & _MASK63
+            keys[:, b] = (h & _MASK58) | (np.uint64(b) << _BAND_SHIFT)
+    return keys
 
 
 @dataclasses.dataclass
@@ -466,7 +471,10 @@ def find_duplicates(entries: np.ndarray, fetch: Callable[[np.ndarray], tuple[np.
     in the same partition). ``fetch(keys)`` gives the exact hashes and signatures of documents
     (rows in the order of ``keys``). A document is compared with at most MAX_COMPARISONS
     earlier members of a bucket (the earliest ones); a bucket where that limit cut comparisons
-    is counted (``near_dup_buckets_capped``)."""
+    is counted (``near_dup_buckets_capped``). The union of the partitions' results is the
+    rule's decision; a dropped document is in about one of them (an exact copy in the exact
+    band's, a near copy in that of the lowest band it is found in), so what crosses the
+    shuffle grows with the documents dropped, not with them times the bands."""
     if not len(entries):
         return {}
     entries = entries[np.lexsort((entries[:, 1], entries[:, 0]))]
@@ -489,28 +497,36 @@ def find_duplicates(entries: np.ndarray, fetch: Callable[[np.ndarray], tuple[np.
         _, first = np.unique(exact[rows], axis=0, return_index=True)
         is_first = np.zeros(len(members), dtype=bool)
         is_first[first] = True
-        for k in members[~is_first]:
-            drops[int(k)] = "exact"
         if bands[s] & _EXACT_BAND:
+            for k in members[~is_first]:
+                drops[int(k)] = "exact"
             continue
-        # Near copies: an exact copy has its original's signature, so the first occurrences
-        # of each text are all the comparisons need.
+        # Near copies, among the first occurrences of each text (an exact copy has its
+        # original's signature; the exact band reports exact copies). Each is reported by the
+        # lowest band it is found in, so it crosses the shuffle about once, not once per band.
+        band = int(bands[s] >> _BAND_SHIFT)
         unique_members, unique_rows = members[is_first], rows[is_first]
         if len(unique_members) > MAX_COMPARISONS + 1:
             stats["near_dup_buckets_capped"] += 1
         for i in range(1, len(unique_members)):
-            if int(unique_members[i]) in drops:
-                continue
             earlier = unique_rows[:min(i, MAX_COMPARISONS)]
-            similarity = (sigs[earlier] == sigs[unique_rows[i]]).mean(axis=1)
-            if (similarity >= threshold).any():
-                drops[int(unique_members[i])] = "near"
+            mine = sigs[unique_rows[i]]
+            similar = earlier[(sigs[earlier] == mine).mean(axis=1) >= threshold]
+            if not len(similar):
+                continue
+            if band:  # found in a lower band too (same values there: the same bucket)?
+                lower = sigs[similar, :band * ROWS].reshape(len(similar), band, ROWS)
+                if (lower == mine[:band * ROWS].reshape(band, ROWS)).all(axis=2).any():
+                    continue
+            drops[int(unique_members[i])] = "near"
     return drops
 
 
 def partitions_for(total_bytes: int, requested: int = 0) -> int:
     """How many partitions the band entries are grouped in: ``requested`` if given, else one
-    per 32 MB of input (1 to 512). The result never changes which documents are dropped."""
+    per 8 MB of input (1 to 2,048): a partition holds the signatures of the documents in its
+    buckets of more than one, so on a corpus of mostly duplicates memory per partition grows
+    with input per partition. The result never changes which documents are dropped."""
     if requested:
         return requested
-    return max(1, min(512, math.ceil(total_bytes / 32e6)))
+    return max(1, min(2048, math.ceil(total_bytes / 8e6)))

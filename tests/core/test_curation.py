@@ -120,11 +120,12 @@ def test_duplicate_rule_on_a_chain():
     d[2:] += 500                       # D: 2/10 equal to A
     sigs = np.stack([a, b, c, d, a])
     exact = np.array([[1, 1], [2, 2], [3, 3], [4, 4], [1, 1]], dtype=np.uint64)
-    entries = _entries({7: [0, 1, 2, 3, 4]})
+    exact_band = (1 << 63) | 1  # the exact hash's band: A and its exact copy E
+    entries = _entries({7: [0, 1, 2, 3, 4], exact_band: [0, 4]})
     stats = Counter()
     drops = find_duplicates(entries, _fetch(exact, sigs), threshold=0.8, stats=stats)
     assert drops == {1: "near", 2: "near", 4: "exact"}
-    assert stats["dedup_buckets"] == 1
+    assert stats["dedup_buckets"] == 2
     # Threshold 0.9: nothing is near enough; the exact copy still goes.
     assert find_duplicates(entries, _fetch(exact, sigs), threshold=0.9, stats=Counter()) == \
         {4: "exact"}
@@ -136,8 +137,10 @@ def test_decisions_do_not_depend_on_partitions_or_entry_order():
     exact = np.stack([np.arange(60), np.arange(60)], axis=1).astype(np.uint64)
     exact[50:] = exact[:10]                                       # 10 exact copies
     sigs[50:] = sigs[:10]
-    keys = curation.band_keys(np.tile(sigs, (1, 8)))[:, :4] % np.uint64(5)  # collide often
-    entries = np.array([(keys[d, b], d) for d in range(60) for b in range(4)],
+    keys = curation.band_keys(np.tile(sigs, (1, 8)))[:, :4] % np.uint64(5)  # collide often;
+    # the band index is 0 for all, so no band defers to a lower one
+    entries = np.array([(keys[d, b], d) for d in range(60) for b in range(4)]
+                       + [((1 << 63) | int(exact[d, 0]), d) for d in range(60)],
                        dtype=np.uint64)
     whole = find_duplicates(entries, _fetch(exact, sigs), threshold=0.5, stats=Counter())
     assert {k for k, v in whole.items() if v == "exact"} >= set(range(50, 60))
@@ -232,3 +235,31 @@ def test_the_writers_know_every_drop_reason():
     from pipeline.writers import manifest
 
     assert manifest.DROP_REASONS == curation.DROP_REASONS
+
+
+def test_each_dropped_document_is_reported_by_about_one_band():
+    """Exact copies only by the exact band, near copies by the lowest band they are found in;
+    the union over bands is the same decision as all bands at once."""
+    rng = random.Random(11)
+    texts = _pd_documents(120)
+    rows = [[t] for t in texts] + [[_edit(t, 0.01, rng)] for t in texts[:40]] + \
+        [[t] for t in texts[40:60]]
+    sketch = curation.sketch_range(rows, range_no=0, config=CurationConfig(dedup="near"),
+                                   partitions=1)
+    entries = sketch.parts[0]
+
+    def fetch(keys):
+        return sketch.exact[keys.astype(np.int64)], sketch.sigs[keys.astype(np.int64)]
+
+    whole = find_duplicates(entries, fetch, threshold=0.8, stats=Counter())
+    assert {k for k, v in whole.items() if v == "exact"} == set(range(160, 180))
+    assert len({k for k, v in whole.items() if v == "near"} & set(range(120, 160))) >= 38
+    band_of = np.where(entries[:, 0] >> np.uint64(63), 99, entries[:, 0] >> np.uint64(58))
+    reports: Counter = Counter()
+    union: dict[int, str] = {}
+    for band in np.unique(band_of):
+        got = find_duplicates(entries[band_of == band], fetch, threshold=0.8, stats=Counter())
+        reports.update(got.keys())
+        union.update(got)
+    assert union == whole
+    assert sum(reports.values()) <= 1.1 * len(whole)

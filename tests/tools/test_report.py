@@ -52,9 +52,16 @@ def test_sections_and_counts_come_from_the_output(page, output_dir):
     for entry in m["shards"]["tfrecord"] + m["shards"]["parquet"]:
         assert entry["path"] in page and entry["sha256"][:16] in page
     assert "<code>--dupe_factor</code></td><td>2</td>" in page
-    assert "Counts per input file are not recorded" in page
     with open(os.path.join(output_dir, "stats.json"), encoding="utf-8") as f:
-        unk = json.load(f)["unk_top_chars"]
+        stats = json.load(f)
+    # What each --input gave the data (stats.json's curation.inputs); no Curation section
+    # without curation flags.
+    row = stats["curation"]["inputs"][0]
+    assert "What each --input gave the data" in page and "<h2>Curation</h2>" not in page
+    assert f"<td>{row['documents']:,}</td><td>{row['chars']:,}</td>" \
+           f"<td>{row['instances']:,}</td>" in page
+    assert row["instances"] == m["total_instances"]
+    unk = stats["unk_top_chars"]
     assert unk and all(f"<td>{ch}</td><td>{n:,}</td>" in page for ch, n in unk[:30])
 
 
