@@ -17,6 +17,7 @@ from pipeline.core.text import cut_long, has_cjk
 from pipeline.default_segmenter import peoples_daily
 from pipeline.run import run
 from tests import realdata
+from tests.core.test_segment import check_spans
 
 ODD = [
     "中国\u3000人民 银行\t今天\n开门",
@@ -44,15 +45,6 @@ def long_text(paragraphs, n=1300):
     text = "".join(paragraphs)[:n]
     assert len(text) == n
     return text
-
-
-def check_spans(text, spans):
-    """In bounds, non-empty, strictly increasing, non-overlapping, whitespace-free."""
-    last = 0
-    for s, e in spans:
-        assert last <= s < e <= len(text), (text[:50], spans)
-        assert not any(c.isspace() for c in text[s:e])
-        last = e
 
 
 def test_the_directory_is_a_neural_model_ltp_loads_with_its_saved_weights(

@@ -31,8 +31,8 @@ from pipeline.core.bins import max_predictions
 
 
 class MakeInstances(beam.PTransform):
-    """(path, source name, size, mtime, format, text field) → piece indexes (dicts,
-    statistics included)."""
+    """(path, source name, size, mtime, format, text field, weight, input index) → piece
+    indexes (dicts, statistics included); with --dedup, through ``Deduplicate`` first."""
 
     def __init__(self, config: JobConfig, vocab: Sequence[str], fs_options: dict[str, object],
                  *, pieces_dir: str):
