@@ -33,6 +33,7 @@ import logging
 from collections.abc import Sequence
 
 from trainer import data_check, data_contract, flags, hf_export, storage
+from trainer.bins import BinSchedule
 from trainer.config import (
     ModelConfig,
     TrainConfig,
@@ -122,6 +123,27 @@ class Outcome:
         """What both entry points print and return (JSON types)."""
         return {"step": self.step, "train": self.train, "eval": self.eval,
                 "export_hf": self.export_hf}
+
+
+def bin_schedule(data: DataSpec, *, unit: int, seed: int, unit_name: str, unit_parts: str,
+                 warn: bool) -> BinSchedule | None:
+    """The length-bin schedule of ``data`` (None for unbinned data) whose unit, ``unit``
+    instances over all replicas, is a trainer's ``unit_name`` (its ``unit_parts`` multiplied).
+    Refused when no bin fills one unit; ``warn``: a warning for each bin never drawn."""
+    if not data.bins:
+        return None
+    schedule = BinSchedule([b.bound for b in data.bins], [b.instances for b in data.bins],
+                           global_batch=unit, seed=seed)
+    instances = {b.bound: b.instances for b in data.bins}
+    one = f"one {unit_name} of {unit}"
+    if not schedule.bounds:
+        raise Refused(f"{data.data_dir}: no length bin holds {one} ({unit_parts}); bins "
+                      f"(bound: instances) {', '.join(f'{b}: {n}' for b, n in instances.items())}")
+    if warn:
+        for bound in schedule.skipped:
+            log.warning("length bin %d holds %d instances, fewer than %s: it is never drawn",
+                        bound, instances[bound], one)
+    return schedule
 
 
 def load_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:

@@ -116,20 +116,11 @@ def bin_schedule(spec: DataSpec, config: TrainConfig, ctx: DistContext) -> BinSc
     """The bin schedule of binned training data (None for unbinned data). A bin with fewer
     instances than one global batch is never drawn (a warning names it); run_setup.Refused,
     on every rank alike, when no bin holds one."""
-    if not spec.bins:
-        return None
-    schedule = BinSchedule([b.bound for b in spec.bins], [b.instances for b in spec.bins],
-                           global_batch=global_batch(config, ctx), seed=config.seed)
-    instances = {b.bound: b.instances for b in spec.bins}
-    if not schedule.bounds:
-        raise run_setup.Refused(
-            f"{spec.data_dir}: no length bin holds one global batch of {schedule.global_batch} "
-            f"(batch_size x ranks x grad_accum); bins (bound: instances) "
-            f"{', '.join(f'{b}: {n}' for b, n in instances.items())}")
-    if ctx.is_main:
-        for bound in schedule.skipped:
-            log.warning("length bin %d holds %d instances, fewer than one global batch of %d: "
-                        "it is never drawn", bound, instances[bound], schedule.global_batch)
+    schedule = run_setup.bin_schedule(spec, unit=global_batch(config, ctx), seed=config.seed,
+                                      unit_name="global batch",
+                                      unit_parts="batch_size x ranks x grad_accum",
+                                      warn=ctx.is_main)
+    if schedule is not None and ctx.is_main:
         log.info("length bins %s: %s batches per schedule epoch of %d updates",
                  ",".join(map(str, schedule.bounds)), ",".join(map(str, schedule.batches)),
                  schedule.steps_per_epoch)

@@ -384,23 +384,12 @@ def bin_schedule(data: DataSpec, train_config, replicas: int, *,
     steps_per_execution updates, so a bin is drawn floor(instances / (global batch x
     grad_accum x steps_per_execution)) times per schedule epoch. run_setup.Refused when no bin
     fills one chunk; announce: log the schedule and warn about each bin never drawn."""
-    if not data.bins:
-        return None
     tc = train_config
-    chunk = tc.batch_size * replicas * tc.grad_accum * tc.steps_per_execution
-    schedule = BinSchedule([b.bound for b in data.bins], [b.instances for b in data.bins],
-                           global_batch=chunk, seed=tc.seed)
-    instances = {b.bound: b.instances for b in data.bins}
-    if not schedule.bounds:
-        raise run_setup.Refused(
-            f"{data.data_dir}: no length bin holds one chunk of {chunk} examples (global batch "
-            f"x grad_accum x steps_per_execution); bins (bound: instances) "
-            f"{', '.join(f'{b}: {n}' for b, n in instances.items())}")
-    if announce:
-        for bound in schedule.skipped:
-            log.warning("length bin %d holds %d instances, fewer than one chunk of %d "
-                        "(global batch x grad_accum x steps_per_execution): it is never drawn",
-                        bound, instances[bound], chunk)
+    schedule = run_setup.bin_schedule(
+        data, unit=tc.batch_size * replicas * tc.grad_accum * tc.steps_per_execution,
+        seed=tc.seed, unit_name="chunk",
+        unit_parts="global batch x grad_accum x steps_per_execution", warn=announce)
+    if schedule is not None and announce:
         log.info("length bins %s: %s chunks of %d steps per schedule epoch of %d chunks",
                  ",".join(map(str, schedule.bounds)), ",".join(map(str, schedule.batches)),
                  tc.steps_per_execution, schedule.steps_per_epoch)
