@@ -5,10 +5,7 @@ padding_fraction in metrics.jsonl. Real pipeline output (``--length_bins=16,40``
 import collections
 import dataclasses
 import json
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -267,16 +264,9 @@ def test_a_binned_run_resumes_exactly_and_reports_its_tokens(spec, tmp_path):
 
 
 def test_the_cli_trains_on_binned_data_and_reports_tokens(spec, tmp_path):
-    model_yaml = fx.write_yaml(str(tmp_path / "tiny.yaml"), fx.TINY)
-    env = dict(os.environ, PYTHONPATH=fx.REPO)
-    proc = subprocess.run(
-        [sys.executable, "-m", "trainer.train_tpu", "--data_dir", spec.data_dir,
-         "--eval_data_dir", spec.data_dir, "--model_config", model_yaml,
-         "--train_config", "configs/train/cpu-smoke.yaml", "--output_dir",
-         str(tmp_path / "run"), "--num_train_steps", "4", "--batch_size", "4",
-         "--steps_per_execution", "2", "--log_every", "2", "--eval_every", "4",
-         "--eval_steps", "20", "--shuffle_buffer", "16"],
-        cwd=fx.REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = fx.run_train_tpu(spec.data_dir, str(tmp_path / "run"), "--eval_data_dir",
+                            spec.data_dir, "--steps_per_execution", "2", "--log_every", "2",
+                            "--eval_every", "4", "--eval_steps", "20", "--shuffle_buffer", "16")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "length bins 16,40,64: 4,22,134 chunks of 2 steps" in proc.stderr
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
@@ -293,14 +283,9 @@ def test_the_cli_trains_on_binned_data_and_reports_tokens(spec, tmp_path):
 def test_compile_flag_runs_the_xla_steps_per_bin(spec, tmp_path):
     """``--compile``: the TF trainer's steps compiled by XLA on this CPU, one program per bin
     shape drawn (the flag's meaning for TF; test_tf_xla.py checks the programs themselves)."""
-    model_yaml = fx.write_yaml(str(tmp_path / "tiny.yaml"), fx.TINY)
-    env = dict(os.environ, PYTHONPATH=fx.REPO)
-    proc = subprocess.run(
-        [sys.executable, "-m", "trainer.train_tpu", "--data_dir", spec.data_dir,
-         "--model_config", model_yaml, "--train_config", "configs/train/cpu-smoke.yaml",
-         "--output_dir", str(tmp_path / "run"), "--num_train_steps", "4", "--batch_size", "4",
-         "--log_every", "2", "--eval_every", "100", "--shuffle_buffer", "16", "--compile"],
-        cwd=fx.REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = fx.run_train_tpu(spec.data_dir, str(tmp_path / "run"), "--log_every", "2",
+                            "--eval_every", "100", "--shuffle_buffer", "16", "--compile",
+                            timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "steps compiled by XLA (jit_compile)" in proc.stderr
     assert json.loads(proc.stdout[proc.stdout.index("{"):])["step"] == 4

@@ -4,10 +4,7 @@ alone (the same for 1, 2 or 4 input pipelines, after a resume, and equal to
 ``mask_dynamic`` called directly), a new one every epoch, whole words only; the batches are
 static data's features, the XLA-compiled step runs on them, and the CLI trains on them."""
 import json
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -240,15 +237,9 @@ def test_xla_compiled_steps_run_on_dynamic_batches(spec, tmp_path):
 
 
 def test_cli_trains_and_evaluates_on_dynamic_data(spec, tmp_path):
-    model_yaml = fx.write_yaml(str(tmp_path / "tiny.yaml"), fx.TINY)
-    env = dict(os.environ, PYTHONPATH=fx.REPO)
-    proc = subprocess.run(
-        [sys.executable, "-m", "trainer.train_tpu", "--data_dir", spec.data_dir,
-         "--eval_data_dir", spec.data_dir, "--model_config", model_yaml,
-         "--train_config", "configs/train/cpu-smoke.yaml", "--output_dir",
-         str(tmp_path / "run"), "--num_train_steps", "4", "--batch_size", "4",
-         "--log_every", "2", "--eval_every", "4", "--eval_steps", "2"],
-        cwd=fx.REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = fx.run_train_tpu(spec.data_dir, str(tmp_path / "run"), "--eval_data_dir",
+                            spec.data_dir, "--log_every", "2", "--eval_every", "4",
+                            "--eval_steps", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary["step"] == 4 and summary["eval"]["examples"] == 8

@@ -127,6 +127,20 @@ def run_python(code: str, *, timeout: int = 240) -> str:
     return proc.stdout
 
 
+def run_train_tpu(data_dir: str, run_dir: str, *flags: str,
+                  timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m trainer.train_tpu`` on ``data_dir`` with the tiny model and the CPU smoke
+    settings, 4 steps of batch 4, output in ``run_dir`` (its model YAML beside it), plus
+    ``flags``; the finished process, whatever its exit status."""
+    model_yaml = write_yaml(os.path.join(os.path.dirname(run_dir), "tiny.yaml"), TINY)
+    return subprocess.run(
+        [sys.executable, "-m", "trainer.train_tpu", "--data_dir", data_dir, "--model_config",
+         model_yaml, "--train_config", "configs/train/cpu-smoke.yaml", "--output_dir", run_dir,
+         "--num_train_steps", "4", "--batch_size", "4", *flags],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
+        timeout=timeout)
+
+
 def make_dynamic_dir(out_dir: str, *, docs: int = 60, num_shards: int = 3,
                      max_seq_length: int = 64, max_predictions: int = 10,
                      extra: tuple = ()) -> str:
