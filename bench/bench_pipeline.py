@@ -444,8 +444,8 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
     shards = 4
     with Stage("piece files: encode + read back", table):
         blobs = [encode_piece(batch, shards) for batch in made]
-        parts = [[b for data, classes in blobs
-                  for b in read_blocks(io.BytesIO(data), classes[s])] for s in range(shards)]
+        parts = [[b for data, classes in blobs  # one length bin: classes[0]
+                  for b in read_blocks(io.BytesIO(data), classes[0][s])] for s in range(shards)]
     with Stage("shard interleave (random merge)", table):
         parts = [InstanceBatch.concat(p) for p in parts]
         parts = [p.take(np.random.default_rng(s).permutation(len(p))) for s, p in enumerate(parts)]

@@ -28,7 +28,7 @@ from pipeline.core.instance import InstanceBatch
 from pipeline.core.seeds import stable_seed
 from pipeline.writers.manifest import build_manifest, build_stats, curation_emptied
 from pipeline.writers.parquet import ROW_GROUP_SIZE, ParquetSink
-from pipeline.writers.tfrecord import TFRecordSink, serialize_batch
+from pipeline.writers.tfrecord import TFRecordSink, framed_batch
 
 LOG = logging.getLogger(__name__)
 
@@ -138,8 +138,8 @@ class WriteShardDoFn(beam.DoFn):
             records = TFRecordSink(f, gzip=self._gzip)
             stack.callback(records.close)
             with_label, dynamic = self._task != "none", self._masking == "dynamic"
-            writers.append(lambda b: b is not None and records.write_all(
-                serialize_batch(b, *lengths, with_label=with_label, dynamic=dynamic)))
+            writers.append(lambda b: b is not None and records.write_framed(
+                framed_batch(b, *lengths, with_label=with_label, dynamic=dynamic)))
         if "parquet" in self._formats:
             rel = schema.shard_path("parquet", shard, self._n, bound=bound)
             f = stack.enter_context(self._counted(rel, summary, "parquet"))

@@ -255,10 +255,14 @@ def find_groups(rows: Rows, whole_word: bool) -> Groups:
     width = max(int(count.max()) if n else 0, 1)
     flat = (np.arange(n)[:, None] * width + of_token)[candidate]
     size = np.bincount(flat, minlength=n * width).reshape(n, width)
-    start = np.zeros((n, width), dtype=np.int64)
-    r, c = np.nonzero(starts)
-    start[r, of_token[r, c]] = c
-    return Groups(of_token, count, size, start)
+    # Each group's first position: the starts in row-major order, a row's groups in order.
+    at = np.flatnonzero(starts)
+    row, col = np.divmod(at, starts.shape[1])
+    first_group = np.zeros(n, dtype=np.int64)
+    np.cumsum(count[:-1], out=first_group[1:])
+    start = np.zeros(n * width, dtype=np.int64)
+    start[row * width + np.arange(len(at)) - first_group[row]] = col
+    return Groups(of_token, count, size, start.reshape(n, width))
 
 
 def budget(length: np.ndarray, config: MaskingConfig) -> np.ndarray:

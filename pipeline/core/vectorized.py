@@ -29,6 +29,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -47,7 +48,8 @@ def plan_pairs(pairs: Sequence[Pair]):
     """Pairs → five columns (first segment start/end, second start/end, label)."""
     if not pairs:
         return tuple(np.zeros(0, dtype=np.int64) for _ in range(4)) + (np.zeros(0, np.int8),)
-    columns = np.array(pairs, dtype=np.int64)
+    columns = np.fromiter(chain.from_iterable(pairs), dtype=np.int64,
+                          count=len(pairs) * len(Pair._fields)).reshape(len(pairs), -1)
     return (columns[:, 0], columns[:, 1], columns[:, 2], columns[:, 3],
             columns[:, 4].astype(np.int8))
 

@@ -8,9 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import schema
+from pipeline.common.tfrecord import frame_record
 from pipeline.core.instance import Instance, InstanceBatch
+from pipeline.writers import tfrecord
 from pipeline.writers.parquet import ParquetSink, batch_to_table
-from pipeline.writers.tfrecord import TFRecordSink, serialize_batch
+from pipeline.writers.tfrecord import TFRecordSink, framed_batch, serialize_batch
 
 INSTANCES = [
     Instance(input_ids=[101, 2769, 103, 102, 200000, 102], num_a=4,
@@ -101,6 +103,44 @@ def test_batch_serialization_parses_with_tensorflow():
         got = tf.io.parse_single_example(record, spec)
         for name, values in inst.padded_features(40, 6).items():
             assert got[name].numpy().tolist() == values, name
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+@pytest.mark.parametrize("with_label", [True, False])
+def test_framed_batches_are_the_framed_records(monkeypatch, tmp_path, dynamic, with_label):
+    """The whole-batch encoder (pieces of one pool gathered with numpy, CRCs filled in) gives
+    exactly the framing of each serialized record, across its chunk boundaries, and
+    TensorFlow's reader checks every CRC."""
+    tf = pytest.importorskip("tensorflow")
+    monkeypatch.setattr(tfrecord, "ROWS_PER_GATHER", 7)
+    monkeypatch.setattr(tfrecord, "VARINT_CHUNK", 13)
+    rows = _random_instances(50, seed=11, max_seq=40, max_pred=6, top=250000)
+    batch = InstanceBatch.from_instances(rows)
+    if dynamic:
+        batch = InstanceBatch(batch.tokens, batch.lengths, batch.num_a, [], [],
+                              np.zeros(len(batch)), batch.pair_label,
+                              word_starts=(batch.tokens % 3 == 0).astype(np.uint8))
+    records = serialize_batch(batch, 40, 6, with_label=with_label, dynamic=dynamic)
+    framed = framed_batch(batch, 40, 6, with_label=with_label, dynamic=dynamic)
+    assert framed == b"".join(frame_record(r) for r in records)
+    empty = batch.take([])
+    assert framed_batch(empty, 40, 6) == b"" and serialize_batch(empty, 40, 6) == []
+    path = tmp_path / "x.tfrecord"
+    path.write_bytes(framed)
+    spec = schema.tf_feature_spec(40, 6, "nsp" if with_label else "none",
+                                  "dynamic" if dynamic else "static")
+    got = [tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(str(path))]
+    assert [g["input_ids"].numpy().tolist() for g in got] == \
+        [i.padded_features(40, 6)["input_ids"] for i in rows]
+    if dynamic:
+        assert [g[schema.WORD_STARTS].numpy().tolist()[:len(i.input_ids)] for g, i in
+                zip(got, rows)] == [[int(t % 3 == 0) for t in i.input_ids] for i in rows]
+
+
+@pytest.mark.parametrize("bad", [1 << 28, -1])
+def test_ids_the_varint_encoder_cannot_take_are_refused(bad):
+    with pytest.raises(ValueError, match="out of range"):
+        tfrecord._varints(np.array([5, bad], dtype=np.int64))
 
 
 def test_parquet_rows():
