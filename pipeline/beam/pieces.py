@@ -83,10 +83,10 @@ def encode_piece(batch: InstanceBatch, num_shards: int, block_rows: int = BLOCK_
     for rows_of_bin in bins:
         per_class: list[list[Block]] = []
         for c in range(num_shards):
-            rows = rows_of_bin[c::num_shards]
+            rows = batch.take(rows_of_bin[c::num_shards])
             blocks: list[Block] = []
             for start in range(0, len(rows), block_rows):
-                part = batch.take(rows[start:start + block_rows])
+                part = rows.slice(start, min(start + block_rows, len(rows)))
                 data = pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
                 blocks.append((sink.tell(), len(data), len(part)))
                 sink.write(data)

@@ -46,7 +46,7 @@ class _Source:
             if self._batch is None or self._at == len(self._batch):
                 self._batch, self._at = next(self._blocks), 0
             k = min(count, len(self._batch) - self._at)
-            parts.append(self._batch.take(np.arange(self._at, self._at + k)))
+            parts.append(self._batch.slice(self._at, self._at + k))
             self._at += k
             count -= k
         return parts

@@ -220,6 +220,17 @@ class InstanceBatch:
             num_pred=self.num_pred[rows], pair_label=self.pair_label[rows],
             word_starts=self.word_starts[tokens] if len(self.word_starts) else ())
 
+    def slice(self, start: int, stop: int) -> "InstanceBatch":
+        """Rows ``start`` to ``stop - 1`` as a new batch of views (no copy)."""
+        t, p = self.token_offsets(), self.prediction_offsets()
+        t0, t1, p0, p1 = int(t[start]), int(t[stop]), int(p[start]), int(p[stop])
+        return InstanceBatch(
+            tokens=self.tokens[t0:t1], lengths=self.lengths[start:stop],
+            num_a=self.num_a[start:stop], positions=self.positions[p0:p1],
+            labels=self.labels[p0:p1], num_pred=self.num_pred[start:stop],
+            pair_label=self.pair_label[start:stop],
+            word_starts=self.word_starts[t0:t1] if len(self.word_starts) else ())
+
     @staticmethod
     def concat(batches: Sequence["InstanceBatch"]) -> "InstanceBatch":
         if not batches:

@@ -90,6 +90,8 @@ def test_instance_batch_round_trips(top):
                                  for i in rows]
     order = list(range(299, -1, -3)) + [0, 0]
     assert batch.take(order).instances() == [batch.instances()[k] for k in order]
+    assert batch.slice(17, 120).instances() == batch.instances()[17:120]
+    assert len(batch.slice(5, 5)) == 0
     again = pickle.loads(pickle.dumps(InstanceBatch.concat([batch.take([]), batch])))
     assert again.instances() == batch.instances()
 
