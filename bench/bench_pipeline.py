@@ -38,10 +38,11 @@ import corpora  # noqa: E402  (bench/ is not a package)
 SETTINGS = dict(max_seq_length=128, max_predictions_per_seq=20, masked_lm_prob=0.15,
                 dupe_factor=5, random_seed=12345)
 MIN_STEADY_S = 3.0
-TOOLS = ("google", "ours-mem", "ours-mp1", "ours-mp2", "floor-a", "floor-b")
+TOOLS = ("google", "ours-mem", "ours-tfr", "ours-mp1", "ours-mp2", "floor-a", "floor-b")
 TOOL_LABELS = {
     "google": "Google create_pretraining_data (1 proc, no WWM)",
     "ours-mem": "ours DirectRunner in_memory",
+    "ours-tfr": "ours DirectRunner in_memory, TFRecord only",
     "ours-mp1": "ours DirectRunner multi_processing x1",
     "ours-mp2": "ours DirectRunner multi_processing x2",
     "floor-a": "floor: LTP + tokenizers, pre-split words",
@@ -169,12 +170,14 @@ def tool_command(tool: str, corpus_path: Path, vocab: Path, out: Path):
                 "--do_lower_case=True"] + [f"--{k}={v}" for k, v in SETTINGS.items()]
     if tool.startswith("ours"):
         mode = {"ours-mem": ["--direct_running_mode=in_memory"],
+                "ours-tfr": ["--direct_running_mode=in_memory"],
                 "ours-mp1": ["--direct_running_mode=multi_processing", "--direct_num_workers=1"],
                 "ours-mp2": ["--direct_running_mode=multi_processing",
                              "--direct_num_workers=2"]}[tool]
         return [py, "-m", "pipeline.run", "--runner=DirectRunner", f"--input={corpus_path}",
                 f"--output_dir={out}", f"--vocab_file={vocab}", "--do_lower_case=true",
-                "--output_formats=tfrecord,parquet", "--overwrite"] + mode + \
+                "--output_formats=" + ("tfrecord" if tool == "ours-tfr" else "tfrecord,parquet"),
+                "--overwrite"] + mode + \
             [f"--{k}={v}" for k, v in SETTINGS.items()]
     if tool.startswith("floor"):
         return [py, str(Path(__file__).resolve()), "_floor", tool[-1], str(corpus_path),
@@ -320,6 +323,12 @@ def targets(rows) -> list:
             lines.append(f"{label(corpus, scale, quick)}: ours per-core / Google per-core = "
                          f"{r['per_core_vs_google']:.2f} (target >= 2.5: "
                          f"{'met' if ok else 'NOT met'})")
+        floor = by.get(("floor-b", corpus, scale, quick))
+        if (tool in ("ours-mem", "ours-tfr") and floor and r["mb_per_s_per_core"]
+                and floor["mb_per_s_per_core"]):
+            ratio = floor["mb_per_s_per_core"] / r["mb_per_s_per_core"]
+            lines.append(f"{label(corpus, scale, quick)}: {tool} CPU per MB / floor-b's = "
+                         f"{ratio:.2f} (target <= 1.3: {'met' if ratio <= 1.3 else 'NOT met'})")
         if tool == "ours-mem" and r["mb_per_s_per_core"] is None:
             lines.append(f"{label(corpus, scale, quick)}: under {MIN_STEADY_S:.0f} s of work "
                          f"after start-up: too small to time (use a larger --scale)")
@@ -514,7 +523,8 @@ def main(argv=None) -> int:
     parser.add_argument("--corpus", default="pd", choices=corpora.CORPORA + ("all",))
     parser.add_argument("--scale", type=int, nargs="+", default=[1])
     parser.add_argument("--quick", action="store_true", help="a ~200 KB slice of each corpus")
-    parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=TOOLS)
+    parser.add_argument("--tools", nargs="+", choices=TOOLS,
+                        default=[t for t in TOOLS if t != "ours-tfr"])
     parser.add_argument("--profile", action="store_true", help="per-stage breakdown instead")
     parser.add_argument("--out", type=Path, default=None, help="write results as JSON here")
     args = parser.parse_args(argv)
