@@ -395,7 +395,6 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
     import pyarrow.parquet as pq
 
     from pipeline.beam.pieces import encode_piece, read_blocks
-    from pipeline.common.tfrecord import frame_record
     from pipeline.core.instance import InstanceBatch, InstanceConfig
     from pipeline.core.ranges import (
         RangeConfig,
@@ -409,7 +408,7 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
     from pipeline.core.wordpiece import WordPieceTokenizer, read_vocab
     from pipeline.default_segmenter.cache import default_model_dir
     from pipeline.writers.parquet import batch_to_table
-    from pipeline.writers.tfrecord import serialize_batch
+    from pipeline.writers.tfrecord import framed_batch
 
     path = corpora.corpus_file(corpus, scale=scale, quick=quick)
     vocab_list = read_vocab(corpora.vocab_for(corpus).read_text(encoding="utf-8"))
@@ -458,8 +457,8 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
     with Stage("shard interleave (random merge)", table):
         parts = [InstanceBatch.concat(p) for p in parts]
         parts = [p.take(np.random.default_rng(s).permutation(len(p))) for s, p in enumerate(parts)]
-    with Stage("TFRecord serialize + frame", table):
-        records = [frame_record(r) for part in parts for r in serialize_batch(part, 128, 20)]
+    with Stage("TFRecord (framed_batch)", table):
+        records = [framed_batch(part, 128, 20) for part in parts]
     with Stage("Parquet (batch_to_table + write)", table):
         for part in parts:
             sink = io.BytesIO()
