@@ -22,7 +22,7 @@ from pipeline.common.protowire import length_delimited as _field
 from pipeline.common.tfrecord import CRC, HEADER, frame_record, masked_crc32c
 from pipeline.core.instance import InstanceBatch
 
-_FLOAT_ONE, _FLOAT_ZERO = struct.pack("<f", 1.0), struct.pack("<f", 0.0)
+_FLOAT_ONE = struct.pack("<f", 1.0)  # a weight of 1; a weight of 0 is 4 zero bytes
 
 
 def _int64_feature(packed: bytes) -> bytes:
