@@ -11,10 +11,12 @@ The corpus and job flags are ``bench/soak.py``'s (People's Daily and reviews, ro
 128/20/0.15, dupe_factor 5, ``--range_mb=8``, 64 shards, TFRecord + Parquet). Each cluster is
 the one docs/clusters.md starts: ``dask scheduler`` + ``dask worker --nworkers 2 --nthreads 1``
 on 127.0.0.1. ``--clusters dask`` has dask's defaults: its nannies start the worker processes
-with ``MALLOC_TRIM_THRESHOLD_=65536``; ``dask-glibc`` unsets it through a dask config file
-(glibc's own settings, as DirectRunner's workers and a LocalCluster that
-``pipeline.beam.dask_runner`` starts have). The clusters start once and keep running between
-runs, so their CPU is read from /proc before and after each run (start-up is not counted).
+with ``MALLOC_TRIM_THRESHOLD_=65536``, which turned every array over 128 KB into a fresh mmap
+until the job's DoFns began setting glibc's thresholds themselves
+(``pipeline.common.allocator``); ``dask-glibc`` unsets the variable through a dask config file
+(glibc's own settings, as DirectRunner's workers have). The clusters start once and keep
+running between runs, so their CPU is read from /proc before and after each run (start-up is
+not counted).
 
 1. idle: each cluster's CPU rate (CPU-s per second) over ``--idle_s`` seconds, per process
    group (scheduler, nanny process, worker processes); measured again after the runs;
@@ -134,13 +136,23 @@ class Cluster:
             out.append(value.decode() if value is not None else None)
         return out
 
-    def sys_s(self) -> float:
-        """System CPU seconds of the worker processes (page faults, mmap/munmap, brk)."""
-        total = 0.0
+    def sys_s(self) -> tuple[float, int]:
+        """(system CPU seconds, minor page faults) of the worker processes."""
+        total, faults = 0.0, 0
         for pid in self.workers():
             with open(f"/proc/{pid}/stat", "rb") as f:
-                total += int(f.read().rsplit(b")", 1)[1].split()[12]) / TICK
-        return total
+                fields = f.read().rsplit(b")", 1)[1].split()
+            total += int(fields[12]) / TICK
+            faults += int(fields[7])
+        return total, faults
+
+    def peak_rss_mb(self) -> list[float]:
+        """Each worker process's peak resident memory so far (VmHWM), MB."""
+        out = []
+        for pid in self.workers():
+            with open(f"/proc/{pid}/status") as f:
+                out += [int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:")]
+        return out
 
     def threads(self) -> dict[tuple[int, int], float]:
         return {(pid, int(t)): cpu_s(pid, int(t)) for pid in self.workers()
@@ -188,10 +200,11 @@ def _wait_listening(port: int, timeout: float) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
-def children_cpu() -> tuple[float, float]:
-    """(user, system) CPU seconds of every reaped child and its reaped descendants."""
+def children_cpu() -> tuple[float, float, int]:
+    """(user, system) CPU seconds and minor page faults of every reaped child and its reaped
+    descendants."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime, ru.ru_stime
+    return ru.ru_utime, ru.ru_stime, ru.ru_minflt
 
 
 def run_job(name: str, files, extra, env) -> dict:
@@ -201,19 +214,36 @@ def run_job(name: str, files, extra, env) -> dict:
            f"--output_dir={out}", "--overwrite"] + soak.JOB_FLAGS + extra
     before, load = children_cpu(), os.getloadavg()
     start = time.perf_counter()
+    seen: dict[int, float] = {}  # the launcher's own CPU and each descendant's, last read
     with open(WORK / f"{name}.log", "wb") as log:
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
-                            timeout=3600).returncode
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        while True:
+            try:
+                rc = proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                tree, frontier = [proc.pid], [proc.pid]
+                while frontier:
+                    kids = children(frontier.pop())
+                    tree += kids
+                    frontier += kids
+                for pid in tree:
+                    seen[pid] = max(seen.get(pid, 0.0), cpu_s(pid))
     wall = time.perf_counter() - start
-    user, system = (a - b for a, b in zip(children_cpu(), before))
+    user, system, faults = (a - b for a, b in zip(children_cpu(), before))
     if rc:
         raise RuntimeError(f"{name} failed; see {WORK / f'{name}.log'}")
     manifest = json.loads((out / "manifest.json").read_text())
     digests = {fmt: [s["sha256"] for s in shards]
                for fmt, shards in sorted(manifest["shards"].items())}
     shutil.rmtree(out, ignore_errors=True)
+    own = seen.get(proc.pid, 0.0)
     return {"wall_s": wall, "launcher_cpu_s": user + system, "launcher_sys_cpu_s": system,
-            "load_before": load,
+            "launcher_minor_faults": faults,
+            # sampled every 0.5 s: the launcher process alone, and its descendants (for
+            # DirectRunner its worker processes; a lower bound, the last 0.5 s is missed)
+            "launcher_own_cpu_s_sampled": own,
+            "descendants_cpu_s_sampled": sum(seen.values()) - own, "load_before": load,
             "instances": manifest["total_instances"],
             "shards_digest": hashlib.sha256(json.dumps(digests).encode()).hexdigest()}
 
@@ -248,7 +278,8 @@ def dask_run(name: str, cluster: Cluster, idle: dict, files, job_flags, env) -> 
     r = run_job(name, files, ["--runner=DaskRunner", f"--dask_client_address={cluster.address}",
                               *job_flags], env)
     after, threads_after = cluster.cpu(), cluster.threads()
-    workers_sys = cluster.sys_s() - sys_before
+    sys_after = cluster.sys_s()
+    workers_sys, faults = sys_after[0] - sys_before[0], sys_after[1] - sys_before[1]
     groups = {k: after[k] - before.get(k, 0.0) for k in after}
     idle_share = sum(idle.values()) * r["wall_s"]
     total = r["launcher_cpu_s"] + sum(groups.values())
@@ -261,12 +292,15 @@ def dask_run(name: str, cluster: Cluster, idle: dict, files, job_flags, env) -> 
         per_thread[label] = per_thread.get(label, 0.0) + cpu - threads_before.get(key, 0.0)
     r.update(run=name, cluster_cpu_s=groups, cpu_s=total, idle_share_s=idle_share,
              cpu_minus_idle_s=total - idle_share, workers_sys_cpu_s=workers_sys,
+             workers_minor_faults=faults, workers_peak_rss_mb_so_far=cluster.peak_rss_mb(),
              worker_threads_cpu_s=dict(sorted(per_thread.items(), key=lambda kv: -kv[1])))
     print(f"{name}: wall {r['wall_s']:.1f} s, CPU {total:.1f} s (launcher "
           f"{r['launcher_cpu_s']:.1f}, " + ", ".join(f"{k} {v:.1f}" for k, v in groups.items())
           + f"), minus idle {idle_share:.1f}: {total - idle_share:.1f}; load before "
           f"{r['load_before'][0]:.2f}", flush=True)
-    print(f"  workers' system CPU {workers_sys:.1f} s; worker threads, CPU s: " + ", ".join(
+    print(f"  workers' system CPU {workers_sys:.1f} s, {faults / 1e6:.2f} M minor page faults; "
+          f"peak RSS so far {[round(m) for m in r['workers_peak_rss_mb_so_far']]} MB; "
+          f"worker threads, CPU s: " + ", ".join(
         f"{k} {v:.1f}" for k, v in r["worker_threads_cpu_s"].items() if v >= 0.05), flush=True)
     return r
 
@@ -277,10 +311,12 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs", type=int, default=2,
                         help="rounds of direct, then each --clusters variant")
     parser.add_argument("--clusters", nargs="+", default=["dask", "dask-glibc"],
-                        choices=["dask", "dask-glibc"],
+                        choices=["dask", "dask-glibc", "dask-glibc-noprofile"],
                         help="dask: dask's defaults (nannies set MALLOC_TRIM_THRESHOLD_=65536); "
                         "dask-glibc: that variable unset, glibc's defaults as DirectRunner's "
-                        "workers have (what pipeline.beam.dask_runner gives a LocalCluster)")
+                        "workers have (what pipeline.beam.dask_runner gives a LocalCluster); "
+                        "dask-glibc-noprofile: also without the workers' statistical profiler "
+                        "(distributed.worker.profile.enabled=False)")
     parser.add_argument("--idle_s", type=float, default=30.0)
     parser.add_argument("--cluster_env", action="append", default=[], metavar="KEY=VALUE",
                         help="more environment for every cluster's processes")
@@ -303,8 +339,10 @@ def main(argv=None) -> int:
     clusters = {}
     try:
         for name in args.clusters:
-            clusters[name] = Cluster(glibc_config(cluster_env) if name == "dask-glibc"
-                                     else cluster_env)
+            cenv = glibc_config(cluster_env) if "glibc" in name else dict(cluster_env)
+            if name.endswith("noprofile"):
+                cenv["DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"] = "False"
+            clusters[name] = Cluster(cenv)
         result["worker_MALLOC_TRIM_THRESHOLD_"] = {n: c.malloc_env()
                                                    for n, c in clusters.items()}
         print(f"workers' MALLOC_TRIM_THRESHOLD_: {result['worker_MALLOC_TRIM_THRESHOLD_']}",
@@ -317,7 +355,10 @@ def main(argv=None) -> int:
             r.update(run="direct", pair=pair, cpu_s=r["launcher_cpu_s"])
             result["runs"].append(r)
             print(f"direct: wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.1f} s (system "
-                  f"{r['launcher_sys_cpu_s']:.1f}), load before "
+                  f"{r['launcher_sys_cpu_s']:.1f}, {r['launcher_minor_faults'] / 1e6:.2f} M "
+                  "minor page faults; sampled: launcher "
+                  f"{r['launcher_own_cpu_s_sampled']:.1f}, workers "
+                  f"{r['descendants_cpu_s_sampled']:.1f}), load before "
                   f"{r['load_before'][0]:.2f}", flush=True)
             for name, cluster in clusters.items():
                 r = dask_run(name, cluster, idle[name], files, args.job_flags, env)

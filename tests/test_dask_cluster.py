@@ -3,7 +3,8 @@ on 127.0.0.1, driven by ``--runner=DaskRunner`` (Beam's DaskRunner with a redist
 Reshuffle, ``pipeline.beam.dask_runner``).
 
 Checked: the shards equal DirectRunner's byte for byte; every range is segmented exactly once
-(no side input recomputed per task, no mixed outputs); ranges run on both workers; and a worker
+(no side input recomputed per task, no mixed outputs); ranges run on both workers; the workers'
+malloc is set back from dask's (``pipeline.common.allocator``); and a worker
 SIGKILLed in the middle of the job is replaced and the job still writes the same bytes.
 """
 import filecmp
@@ -107,6 +108,16 @@ def test_dask_matches_direct_runner_and_segments_each_range_once(cluster, corpus
         assert len(ranges) == json.load(f)["counts"]["ranges"] > 10
     assert set(ranges.values()) == {1}, "a range was segmented more than once"
     assert len({worker for worker, _ in runs}) == 2, "ranges ran on one worker only"
+    # dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536 (every array over 128 KB
+    # a fresh mmap); the job's DoFns set glibc's thresholds back (pipeline.common.allocator)
+    from distributed import Client
+
+    def malloc_state():
+        from pipeline.common import allocator
+        return os.environ.get("MALLOC_TRIM_THRESHOLD_"), tuple(allocator._state)
+
+    with Client(address, timeout=30) as client:
+        assert set(client.run(malloc_state).values()) == {("65536", (True,))}
 
 
 def test_a_killed_worker_is_replaced_and_the_output_is_the_same(cluster, corpus, direct,

@@ -25,6 +25,7 @@ from pipeline.beam import fs
 from pipeline.beam.options import InputSpec, JobConfig
 from pipeline.beam.output_dir import skip_outputs
 from pipeline.beam.pieces import encode_piece, piece_id, piece_name, sketch_name
+from pipeline.common import allocator
 from pipeline.core import curation
 from pipeline.core.instance import InstanceConfig
 from pipeline.core.normalize import normalizer_for
@@ -201,6 +202,7 @@ class MakeInstancesDoFn(beam.DoFn):
 
     def setup(self):
         fs.use_options(self._fs)
+        allocator.tune()  # glibc's malloc as DirectRunner's workers have it, on any runner
         key = f"tokenization:{stable_hash64(*self._tokenization)}"
         self._state = self._shared.acquire(lambda: _Tokenization(*self._tokenization), tag=key)
 
@@ -281,6 +283,7 @@ class SketchRangeDoFn(beam.DoFn):
 
     def setup(self):
         fs.use_options(self._fs)
+        allocator.tune()
         self._converter = curation.converter_for(self._config.curation.convert)
 
     def process(self, element):

@@ -24,6 +24,7 @@ from pipeline import schema
 from pipeline.beam import fs
 from pipeline.beam.output_dir import Layout, delete_run_pieces, swap_in
 from pipeline.beam.pieces import read_blocks
+from pipeline.common import allocator
 from pipeline.core.instance import InstanceBatch
 from pipeline.core.seeds import stable_seed
 from pipeline.writers.manifest import build_manifest, build_stats, curation_emptied
@@ -80,6 +81,7 @@ class WriteShardDoFn(beam.DoFn):
 
     def setup(self):
         fs.use_options(self._fs)
+        allocator.tune()
 
     def process(self, element):
         """(shard, [(kind, value)]): kind "class" (piece key, piece path, blocks), "stats" (a
