@@ -10,9 +10,9 @@ FnApiRunner, so the short name ``DirectRunner`` means that here, on every machin
 downloaded. ``--runner=PrismRunner`` still picks Prism explicitly.
 
 At the end of a job Beam closes its worker processes one after the other, each close waiting
-for its process to exit (0.5-0.6 s of interpreter teardown here, with LTP and torch loaded);
+for its process to exit (0.5-0.6 s of interpreter teardown here, with Beam and LTP loaded);
 this runner closes them all at once (``_WorkerHandlers``), which takes the job's end from about
-1.2 s to 0.7 s with 2 workers. The output does not depend on it.
+1.3 s to 0.7-0.8 s with 2 workers. The output does not depend on it.
 """
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def _glibc():
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # only glibc has it
         return libc
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # not glibc; Windows has no CDLL(None)
         return None
 
 
