@@ -326,10 +326,10 @@ def _read_at(f, offset: int, size: int) -> bytes:
 
 
 class DedupPartitionDoFn(beam.DoFn):
-    """(partition, [``to_partitions``' sketch slices]) → (range number, {"rows": rows, "near":
-    is near}) for each
-    range with documents the duplicate rule drops (``core.curation.find_duplicates`` over this
-    partition's band entries of every range), and (0, {"stats": ...}) with its counts."""
+    """(partition, [``to_partitions``' sketch slices]) → (range number, {"rows": rows,
+    "near": is near}) for each range with documents the duplicate rule drops
+    (``core.curation.find_duplicates`` over this partition's band entries of every range), and
+    (0, {"stats": ...}) with its counts."""
 
     def __init__(self, *, threshold: float, pieces_dir: str,
                  filesystem_options: dict[str, object]):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable
 from typing import BinaryIO
 
 import numpy as np
@@ -311,9 +310,6 @@ class TFRecordSink:
     def __init__(self, sink: BinaryIO, *, gzip: bool = False):
         self._sink = sink
         self._compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None
-
-    def write_all(self, records: Iterable[bytes]) -> None:
-        self.write_framed(b"".join(frame_record(r) for r in records))
 
     def write_framed(self, data: bytes) -> None:
         """Records already framed (``framed_batch``)."""

@@ -29,7 +29,7 @@ def serialize_example(inst, max_seq_length, max_predictions_per_seq):
 
 def write_tfrecords(f, records, gzip):
     sink = TFRecordSink(f, gzip=gzip)
-    sink.write_all(records)
+    sink.write_framed(b"".join(frame_record(r) for r in records))
     sink.close()
 
 
