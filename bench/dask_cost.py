@@ -50,6 +50,7 @@ import soak  # noqa: E402  (bench/ is not a package)
 
 REPO = BENCH.parent
 WORK = Path(os.environ.get("BENCH_WORK_DIR", "/tmp/bert_wwm_bench")) / "dask_cost"
+RUN_CAP_S = 7200  # one run: about 100 s at 60 MB, half an hour at 1 GB
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -173,6 +174,9 @@ class Cluster:
                 for tid, name in v["threads"].items()}
 
     def stop(self):
+        """The nanny process and the scheduler stopped by their PIDs, then any worker process
+        that outlived its nanny."""
+        workers = self.workers() if self.nanny is not None else []
         for proc in (self.nanny, self.scheduler):
             if proc is not None and proc.poll() is None:
                 proc.terminate()
@@ -181,7 +185,16 @@ class Cluster:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+        _kill(workers)
         self.log.close()
+
+
+def _kill(pids) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
 
 
 def _free_port() -> int:
@@ -229,6 +242,11 @@ def run_job(name: str, files, extra, env) -> dict:
                     frontier += kids
                 for pid in tree:
                     seen[pid] = max(seen.get(pid, 0.0), cpu_s(pid))
+                if time.perf_counter() - start > RUN_CAP_S:
+                    _kill(reversed(tree))  # the job and the worker processes it started
+                    proc.wait()
+                    raise RuntimeError(f"{name} ran past {RUN_CAP_S} s; see "
+                                       f"{WORK / f'{name}.log'}")
     wall = time.perf_counter() - start
     user, system, faults = (a - b for a, b in zip(children_cpu(), before))
     if rc:
