@@ -38,7 +38,7 @@ from apache_beam.options.pipeline_options import (  # noqa
 )
 
 from pipeline import schema  # noqa: E402
-from pipeline.beam import dofns, fs, output_dir, transforms  # noqa: E402
+from pipeline.beam import direct_runner, dofns, fs, output_dir, transforms  # noqa: E402
 from pipeline.beam.ltp_device import check_model_device  # noqa: E402
 from pipeline.beam.options import (  # noqa
     JobConfig,
@@ -264,8 +264,9 @@ def run(argv: Sequence[str] | None = None) -> dict:
         watch = None
         try:
             build(p, layout)
-            watch = None if config.quiet else watch_job(config, layout, files)
-            p.run().wait_until_finish()
+            with direct_runner.workers_forked(p):  # before the progress thread starts
+                watch = None if config.quiet else watch_job(config, layout, files)
+                p.run().wait_until_finish()
         except BaseException:
             output_dir.discard_run(layout)  # the previous output, if any, is untouched
             raise

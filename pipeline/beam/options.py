@@ -86,7 +86,7 @@ class JobConfig:
         DEFAULT_VOCAB, "a BERT vocab.txt (any filesystem), or a built-in name: "
         + ", ".join(BUILTIN_VOCABS))
     do_lower_case: bool = _flag(True, "lower-case and strip accents (uncased vocabularies)",
-                                type=str2bool)
+                                type=str2bool, nargs="?", const=True)
     max_seq_length: int = _flag(128, "tokens per instance, [CLS] and [SEP] included", type=int)
     max_predictions_per_seq: int = _flag(20, "most masked positions per instance", type=int)
     masked_lm_prob: float = _flag(0.15, "share of tokens masked", type=float)
@@ -99,7 +99,7 @@ class JobConfig:
     random_seed: int = _flag(12345, "every draw derives from it and stable keys", type=int)
     do_whole_word_mask: bool = _flag(
         True, "mask whole words: LTP words for Chinese, ## groups for Latin text",
-        type=str2bool)
+        type=str2bool, nargs="?", const=True)
     masking: str = _flag(
         "static", "static: masks drawn here and stored (Google's data; every dupe pass "
         "stored); dynamic: no masks stored, a word_starts feature instead, and this "

@@ -70,3 +70,20 @@ def test_direct_runner_runs_on_the_fn_api_runner_and_never_tries_prism(caplog):
         assert_that(p | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * 2), equal_to([2, 4, 6]))
     assert type(p.runner).__module__ == "pipeline.beam.direct_runner"
     assert not [r for r in caplog.records if "prism" in r.getMessage().lower()]
+
+
+def test_the_jobs_options_survive_the_way_a_worker_reads_them():
+    """A Beam worker rebuilds the options from a dictionary, where a true boolean becomes a
+    bare flag: with the job's options defined in the worker (a forked worker has them), every
+    boolean flag must take that form."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.beam.options import JobConfig
+
+    options = PipelineOptions(["--do_whole_word_mask=true", "--do_lower_case=true",
+                               "--overwrite", "--input=a.txt", "--input=b.txt"])
+    again = PipelineOptions.from_dictionary(options.get_all_options()).get_all_options()
+    assert again["do_whole_word_mask"] is True and again["do_lower_case"] is True
+    assert again["overwrite"] is True and again["input"] == ["a.txt", "b.txt"]
+    config = JobConfig.from_options(PipelineOptions(["--do_whole_word_mask"]))
+    assert config.do_whole_word_mask is True
