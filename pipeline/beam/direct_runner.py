@@ -24,11 +24,15 @@ environment Beam gives a worker process, and leaves with ``os._exit`` (no teardo
 closed the DoFns and flushed the logs by then). Where forking is not safe or not possible (not
 Linux, a thread already running, torch loaded, a worker command that is not Beam's), the
 workers are Beam's subprocesses as before. The output does not depend on it either.
+
+With several workers, a stage's input goes to them as they free up (``_BundlesOnDemand``)
+rather than in one part per worker dealt out up front.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import itertools
 import json
 import logging
@@ -196,17 +200,23 @@ class ForkedWorkers:
 
     def __init__(self, count: int):
         self._idle: list[tuple[int, int]] = []  # (pid, write end of its pipe)
-        self._taken: list[int] = []
-        for _ in range(count):
-            read, write = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # the child: never returns
-                os.close(write)
-                for _, other in self._idle:
-                    os.close(other)
-                _serve(read)
-            os.close(read)
-            self._idle.append((pid, write))
+        # The children keep the launcher's objects out of their garbage collector: its
+        # passes would walk them all (more than a new worker holds) and, writing to them,
+        # copy the pages they share with the launcher.
+        gc.freeze()
+        try:
+            for _ in range(count):
+                read, write = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # the child: never returns
+                    os.close(write)
+                    for _, other in self._idle:
+                        os.close(other)
+                    _serve(read)
+                os.close(read)
+                self._idle.append((pid, write))
+        finally:
+            gc.unfreeze()
 
     def take(self) -> tuple[int, int] | None:
         return self._idle.pop(0) if self._idle else None
