@@ -22,7 +22,8 @@ once its imports are done and before it starts any thread or gRPC server; each c
 a pipe until Beam asks for a worker, then runs Beam's own worker (``sdk_worker_main``) with the
 environment Beam gives a worker process, and leaves with ``os._exit`` (no teardown: Beam has
 closed the DoFns and flushed the logs by then). Where forking is not safe or not possible (not
-Linux, a thread already running, torch loaded, a worker command that is not Beam's), the
+Linux, a thread already running, torch or TensorFlow loaded, a worker command that is not
+Beam's), the
 workers are Beam's subprocesses as before. The output does not depend on it either.
 
 With several workers, a stage's input goes to them as they free up (``_BundlesOnDemand``)
@@ -180,8 +181,9 @@ def _fork_refusal() -> str | None:
         return "not Linux"  # macOS: system frameworks are not fork-safe; Windows: no fork
     if threading.active_count() != 1:
         return "another thread is running"  # its locks would stay locked in the child
-    if "torch" in sys.modules:
-        return "torch is loaded"  # its OpenMP and CUDA state do not survive a fork
+    for library in ("torch", "tensorflow"):
+        if library in sys.modules:
+            return f"{library} is loaded"  # its thread pools and CUDA state do not survive it
     return None
 
 
@@ -215,6 +217,9 @@ class ForkedWorkers:
                     _serve(read)
                 os.close(read)
                 self._idle.append((pid, write))
+        except BaseException:
+            self.close()  # a fork failed: end the children made so far
+            raise
         finally:
             gc.unfreeze()
 
