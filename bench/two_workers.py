@@ -134,10 +134,16 @@ def ceiling(data: Path, mb: float = 4.0) -> dict:
         start = time.perf_counter()
         procs = [subprocess.Popen(floor_cmd(i), cwd=REPO) for i in range(count)]
         ends = []
-        for proc in procs:
-            if proc.wait(timeout=RUN_CAP_S):
-                raise RuntimeError("the floor command failed")
-            ends.append(time.perf_counter() - start)
+        try:
+            for proc in procs:
+                if proc.wait(timeout=RUN_CAP_S):
+                    raise RuntimeError("the floor command failed")
+                ends.append(time.perf_counter() - start)
+        finally:  # past the cap or failed: none is left running
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
         return ends
 
     alone = min(timed(1)[0] for _ in range(2))

@@ -1,11 +1,10 @@
 """Same inputs and flags → byte-identical shards, whatever the runner mode and worker count."""
 import filecmp
 import os
-import subprocess
-import sys
 
 from pipeline.run import run
 from tests import realdata
+from tests.conftest import run_cli
 
 
 def _corpus(tmp_path):
@@ -35,11 +34,9 @@ def test_byte_identical_across_worker_counts_and_modes(tmp_path, small_ltp_model
         manifests[name] = run(common + flags + [f"--output_dir={tmp_path / name}"])
     # From the command line: a fresh launcher forks its workers (this process may not: threads
     # of earlier jobs run in it, and then Beam starts them).
-    done = subprocess.run([sys.executable, "-m", "pipeline.run", *common, *runs["mp2"],
-                           f"--output_dir={tmp_path / 'mp2-forked'}"],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "not forked" not in done.stderr
+    _, err = run_cli([*common, *runs["mp2"], f"--output_dir={tmp_path / 'mp2-forked'}"],
+                     os.environ["BERT_WWM_CACHE"])
+    assert "not forked" not in err
     reference = _shards(tmp_path / "in_memory")
     assert len(reference) == 6
     for name in ("mp1", "mp2", "mp2-forked"):

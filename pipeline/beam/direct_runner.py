@@ -23,8 +23,8 @@ a pipe until Beam asks for a worker, then runs Beam's own worker (``sdk_worker_m
 environment Beam gives a worker process, and leaves with ``os._exit`` (no teardown: Beam has
 closed the DoFns and flushed the logs by then). Where forking is not safe or not possible (not
 Linux, a thread already running, torch or TensorFlow loaded, a worker command that is not
-Beam's), the
-workers are Beam's subprocesses as before. The output does not depend on it either.
+Beam's), the workers are Beam's subprocesses as before. The output does not depend on it
+either.
 
 With several workers, a stage's input goes to them as they free up (``_BundlesOnDemand``)
 rather than in one part per worker dealt out up front.
@@ -354,11 +354,12 @@ def workers_forked(pipeline):
     """Fork the workers ``pipeline`` will ask for now, when its runner is this DirectRunner
     in multi_processing mode and forking is safe (see the module's docstring); call before
     starting any thread. The children not used by the end are ended."""
-    runner, count = pipeline.runner, worker_count(pipeline.options)
-    refusal = _fork_refusal()
-    if not isinstance(runner, DirectRunner) or not count or refusal:
-        if isinstance(runner, DirectRunner) and count:
-            _LOG.info("worker processes started by Beam, not forked: %s", refusal)
+    runner = pipeline.runner
+    count = worker_count(pipeline.options) if isinstance(runner, DirectRunner) else 0
+    refusal = _fork_refusal() if count else None
+    if refusal:
+        _LOG.info("worker processes started by Beam, not forked: %s", refusal)
+    if not count or refusal:
         yield
         return
     workers = ForkedWorkers(count)
