@@ -119,3 +119,39 @@ def test_no_fork_while_another_thread_runs():
     finally:
         stop.set()
         thread.join()
+
+
+def test_no_fork_with_torch_or_tensorflow_loaded(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)  # as a fresh launcher
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    assert direct_runner._fork_refusal() is None
+    monkeypatch.setitem(sys.modules, "tensorflow", sys)
+    assert direct_runner._fork_refusal() == "tensorflow is loaded"
+    monkeypatch.setitem(sys.modules, "torch", sys)
+    assert direct_runner._fork_refusal() == "torch is loaded"
+
+
+def test_a_failed_fork_ends_the_children_made_before_it(monkeypatch):
+    import os
+
+    import pytest
+
+    real_fork, made = os.fork, []
+
+    def fork_once():
+        if made:
+            raise OSError("no more processes")
+        pid = real_fork()
+        if pid:
+            made.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork_once)
+    with pytest.raises(OSError, match="no more processes"):
+        direct_runner.ForkedWorkers(3)
+    (pid,) = made
+    with pytest.raises(ChildProcessError):  # ended and reaped
+        os.waitpid(pid, os.WNOHANG)
