@@ -219,6 +219,9 @@ def floor_main(way: str, corpus_path: str, vocab_path: str, out: str) -> None:
     from pipeline.default_segmenter.cache import default_model_dir
 
     segmenter = LtpSegmenter(str(default_model_dir()), parallelism=False)  # as the job runs it
+    from pipeline.common import collector
+
+    collector.tune()  # Python's garbage collector as the job's workers set it
     stats = Counter()
     with open(corpus_path, "rb") as f:
         sentences = [s for _, doc in iter_documents(f, source=corpus_path, input_format="google",
@@ -395,6 +398,7 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
     import pyarrow.parquet as pq
 
     from pipeline.beam.pieces import encode_piece, read_blocks
+    from pipeline.common import collector
     from pipeline.core.instance import InstanceBatch, InstanceConfig
     from pipeline.core.ranges import (
         RangeConfig,
@@ -417,6 +421,7 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
         tokenizer = WordPieceTokenizer(vocab_list)
         # as the pipeline runs it: single-threaded
         segmenter = _TimedSegmenter(LtpSegmenter(str(default_model_dir()), parallelism=False))
+        collector.tune()  # the garbage collector as the job's workers set it
     config = RangeConfig(
         instance=InstanceConfig(
             max_seq_length=128, max_predictions_per_seq=20, masked_lm_prob=0.15,

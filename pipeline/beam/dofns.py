@@ -21,11 +21,10 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from pipeline.beam import fs
+from pipeline.beam import fs, worker
 from pipeline.beam.options import InputSpec, JobConfig
 from pipeline.beam.output_dir import skip_outputs
 from pipeline.beam.pieces import encode_piece, piece_id, piece_name, sketch_name
-from pipeline.common import allocator
 from pipeline.core import curation
 from pipeline.core.instance import InstanceConfig
 from pipeline.core.normalize import normalizer_for
@@ -148,7 +147,7 @@ class ListFilesDoFn(beam.DoFn):
         self._base, self._output, self._fs = base, output_dir, filesystem_options
 
     def setup(self):
-        fs.use_options(self._fs)
+        worker.setup(self._fs)
 
     def process(self, specs: tuple[InputSpec, ...]):
         files = list_inputs(specs)
@@ -173,7 +172,7 @@ class PlanRangesDoFn(beam.DoFn):
         self._bytes, self._fs = range_bytes, filesystem_options
 
     def setup(self):
-        fs.use_options(self._fs)
+        worker.setup(self._fs)
 
     def process(self, element: tuple):
         path, source, size, mtime, input_format, text_field, *rest = element
@@ -201,8 +200,7 @@ class MakeInstancesDoFn(beam.DoFn):
         self._state = None
 
     def setup(self):
-        fs.use_options(self._fs)
-        allocator.tune()  # glibc's malloc as DirectRunner's workers have it, on any runner
+        worker.setup(self._fs)
         key = f"tokenization:{stable_hash64(*self._tokenization)}"
         self._state = self._shared.acquire(lambda: _Tokenization(*self._tokenization), tag=key)
 
@@ -282,8 +280,7 @@ class SketchRangeDoFn(beam.DoFn):
         self._converter = None
 
     def setup(self):
-        fs.use_options(self._fs)
-        allocator.tune()
+        worker.setup(self._fs)
         self._converter = curation.converter_for(self._config.curation.convert)
 
     def process(self, element):
@@ -336,7 +333,7 @@ class DedupPartitionDoFn(beam.DoFn):
         self._threshold, self._pieces, self._fs = threshold, pieces_dir, filesystem_options
 
     def setup(self):
-        fs.use_options(self._fs)
+        worker.setup(self._fs)
 
     def process(self, element):
         p, sketches = element

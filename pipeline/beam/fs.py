@@ -7,7 +7,7 @@ when listing ``dir/**`` finds nothing, and it is cleared by deleting what the li
 
 Workers of some runners (Dask among them) never receive the pipeline options that Beam's S3
 and GCS filesystems need (endpoint, credentials, project); DoFns carry
-:func:`filesystem_options` and call :func:`use_options` in ``setup``.
+:func:`filesystem_options` and call :func:`use_options` in ``setup`` (through ``worker.setup``).
 """
 from __future__ import annotations
 

@@ -21,10 +21,9 @@ import apache_beam as beam
 import numpy as np
 
 from pipeline import schema
-from pipeline.beam import fs
+from pipeline.beam import fs, worker
 from pipeline.beam.output_dir import Layout, delete_run_pieces, swap_in
 from pipeline.beam.pieces import read_blocks
-from pipeline.common import allocator
 from pipeline.core.instance import InstanceBatch
 from pipeline.core.seeds import stable_seed
 from pipeline.writers.manifest import build_manifest, build_stats, curation_emptied
@@ -80,8 +79,7 @@ class WriteShardDoFn(beam.DoFn):
         self._fs = filesystem_options
 
     def setup(self):
-        fs.use_options(self._fs)
-        allocator.tune()
+        worker.setup(self._fs)
 
     def process(self, element):
         """(shard, [(kind, value)]): kind "class" (piece key, piece path, blocks), "stats" (a
