@@ -271,11 +271,29 @@ def budget(length: np.ndarray, config: MaskingConfig) -> np.ndarray:
                       np.maximum(1, np.rint(length * config.masked_lm_prob).astype(np.int64)))
 
 
+# The key of a group or span a row does not have: after every real key (those are in [0, 1)).
+NO_KEY = 2.0
+
+
+def _key_order(keys: np.ndarray) -> np.ndarray:
+    """Each row's columns in ascending key order, as a stable sort gives them wherever it
+    matters. Only the order of a row's real keys (below NO_KEY) matters to masking: the
+    NO_KEY columns come after them in any order, and their groups or spans hold no tokens.
+    numpy's default sort (about 2.5x faster than the stable one on these rows) orders distinct
+    keys as the stable sort does; where two real keys of a row are equal (about 2**-53 per
+    pair of draws), the stable sort is used instead."""
+    order = np.argsort(keys, axis=1)
+    ordered = np.take_along_axis(keys, order, axis=1)
+    if ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] < NO_KEY)).any():
+        return np.argsort(keys, axis=1, kind="stable")
+    return order
+
+
 def _order(groups: Groups, draws: Draws) -> np.ndarray:
     rows, width = groups.size.shape
     keys = draws.group_keys(rows, width)
-    keys[np.arange(width)[None, :] >= groups.count[:, None]] = 2.0  # no such group: last
-    return np.argsort(keys, axis=1, kind="stable")
+    keys[np.arange(width)[None, :] >= groups.count[:, None]] = NO_KEY  # no such group: last
+    return _key_order(keys)
 
 
 def _choose_unigram(groups: Groups, limit: np.ndarray, draws: Draws) -> np.ndarray:
@@ -338,10 +356,10 @@ def _choose_spans(groups: Groups, segment: np.ndarray, limit: np.ndarray,
     span_words = np.bincount(flat, minlength=rows * width).reshape(rows, width)
     spans = is_start.sum(axis=1)
     # The spans in the order of their first word's key; a prefix of them fits the budget.
-    span_keys = np.full((rows, width), 2.0)
+    span_keys = np.full((rows, width), NO_KEY)
     sr, sc = np.nonzero(is_start)
     span_keys[sr, span_of[sr, sc]] = keys[sr, sc]
-    order = np.argsort(span_keys, axis=1, kind="stable")
+    order = _key_order(span_keys)
     sorted_tokens = np.take_along_axis(span_tokens, order, axis=1)
     taken_sorted = np.cumsum(sorted_tokens, axis=1) <= limit[:, None]
     taken_sorted &= np.arange(width)[None, :] < spans[:, None]

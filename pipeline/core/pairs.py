@@ -104,17 +104,29 @@ def plan_document(pool: FlatPool, d: int, config: InstanceConfig, rng: random.Ra
     return planner(pool, d, target, rng, stats)
 
 
+def below(getrandbits, n: int) -> int:
+    """``randrange(n)`` of the ``random.Random`` whose ``getrandbits`` this is, draw for draw
+    (n >= 1): n's bit length in bits, drawn again while not below n (CPython's
+    ``_randbelow_with_getrandbits``, which ``randint`` and ``randrange`` end in), in one Python
+    call where ``randint`` takes three."""
+    k = n.bit_length()
+    r = getrandbits(k)
+    while r >= n:
+        r = getrandbits(k)
+    return r
+
+
 def _plan_nsp(pool: FlatPool, d: int, target: int, rng: random.Random,
               stats: Counter) -> Iterator[Pair]:
     ends, doc_first, num_docs = pool.ends, pool.doc_first, pool.num_docs
-    rand, randint = rng.random, rng.randint
+    rand, bits = rng.random, rng.getrandbits
     first, stop = doc_first[d], doc_first[d + 1]
     i = first
     while i < stop:
         # The chunk: sentences from i until their tokens reach target, or the document ends.
         end = bisect_left(ends, ends[i] + target, i + 1, stop)
         size = end - i
-        a_end = randint(1, size - 1) if size >= 2 else 1
+        a_end = 1 + below(bits, size - 1) if size >= 2 else 1  # randint(1, size - 1)
         is_random = size == 1 or rand() < 0.5
         if is_random and num_docs == 1:
             if size == 1:
@@ -128,14 +140,15 @@ def _plan_nsp(pool: FlatPool, d: int, target: int, rng: random.Random,
             target_b = target - (a_e - a_s)
             other = d
             for _ in range(10):
-                other = randint(0, num_docs - 1)
+                other = below(bits, num_docs)  # randint(0, num_docs - 1)
                 if other != d:
                     break
             else:
                 stats["random_next_same_document_avoided"] += 1
                 other = (d + 1) % num_docs
             o_first, o_stop = doc_first[other], doc_first[other + 1]
-            start = randint(o_first, o_stop - 1)  # same draw as Google's randint(0, len - 1)
+            # randint(o_first, o_stop - 1): the same draw as Google's randint(0, len - 1)
+            start = o_first + below(bits, o_stop - o_first)
             b_end = bisect_left(ends, ends[start] + target_b, start + 1, o_stop)
             i += a_end  # the chunk's unused sentences go back to the queue
             yield Pair(a_s, a_e, ends[start], ends[b_end], NSP_IS_RANDOM)

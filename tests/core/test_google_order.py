@@ -151,8 +151,8 @@ def test_single_document_pool_never_labels_same_document_random():
 
 def test_random_b_avoids_current_document_after_ten_failed_draws():
     class SameDraws(random.Random):
-        def randint(self, a, b):  # every document draw hits index 0 (the current one)
-            return a
+        def getrandbits(self, k):  # every draw of an index is 0: the current document
+            return 0
 
     docs = [[sent([10] * 5)], [sent([20] * 5)]]
     stats = Counter()

@@ -254,3 +254,23 @@ def test_config_round_trips_through_the_manifest():
     with pytest.raises(ValueError, match="mask_id"):
         config(mask_id=VOCAB)
 
+
+
+def test_key_order_is_the_stable_order_of_real_keys_even_when_they_tie():
+    # Rows long enough for numpy's default sort to move equal keys (it keeps short rows in
+    # order): real keys with many ties, then NO_KEY columns whose order does not matter.
+    rng = np.random.default_rng(7)
+    keys = rng.integers(0, 6, (64, 300)) / 10.0
+    count = rng.integers(100, 300, 64)
+    keys[np.arange(300)[None, :] >= count[:, None]] = masking.NO_KEY
+    stable = np.argsort(keys, axis=1, kind="stable")
+    assert not (np.argsort(keys, axis=1) == stable).all()  # the fallback has work to do
+    order = masking._key_order(keys)
+    for row, n in enumerate(count):
+        assert (order[row, :n] == stable[row, :n]).all()
+    distinct = rng.random((64, 300))
+    distinct[np.arange(300)[None, :] >= count[:, None]] = masking.NO_KEY
+    order = masking._key_order(distinct)
+    stable = np.argsort(distinct, axis=1, kind="stable")
+    for row, n in enumerate(count):
+        assert (order[row, :n] == stable[row, :n]).all()

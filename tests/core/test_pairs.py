@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 
 from pipeline.core.instance import InstanceConfig
-from pipeline.core.pairs import FlatPool, flatten_documents, plan_document
+from pipeline.core.pairs import FlatPool, below, flatten_documents, plan_document
 from pipeline.core.wordpiece import Sentence
 
 
@@ -49,3 +49,14 @@ def test_flatten_documents_offsets():
     tokens, flags, ends, first = flatten_documents(docs)
     assert tokens.tolist() == [5, 6, 7, 8, 9] and flags.tolist() == [1, 0, 1, 1, 1]
     assert ends == [0, 2, 3, 5] and first == [0, 1, 3]
+
+
+def test_below_draws_what_randint_draws():
+    # The planner's draws are Google's: below(n) must leave a generator exactly where
+    # randint(0, n - 1) does, whatever n (powers of two, one, past 32 bits).
+    for seed in range(20):
+        ours, theirs = random.Random(seed), random.Random(seed)
+        for n in (1, 2, 3, 7, 8, 9, 100, 1000, 4096, 2**31 - 1, 2**32 + 5, 2**40):
+            for _ in range(50):
+                assert below(ours.getrandbits, n) == theirs.randint(0, n - 1)
+        assert ours.random() == theirs.random()
