@@ -208,7 +208,7 @@ def floor_main(way: str, corpus_path: str, vocab_path: str, out: str) -> None:
     """LTP legacy segmentation + tokenizers WordPiece alone, on the corpus's sentences.
 
     a: LTP words → ``encode_batch(words, is_pretokenized=True)`` → ``word_ids``.
-    b: whole sentences → ``LtpSegmenter.word_spans`` + ``WordPieceTokenizer.encode`` (offsets).
+    b: whole sentences → ``LtpSegmenter.word_bounds`` + ``WordPieceTokenizer.encode`` (offsets).
     """
     from pipeline.core.segment import LtpSegmenter
     from pipeline.core.text import has_cjk, iter_documents
@@ -236,7 +236,7 @@ def floor_main(way: str, corpus_path: str, vocab_path: str, out: str) -> None:
                                                     add_special_tokens=False)
             tokens += sum(len(e.ids) for e in encodings if e.word_ids is not None)
         else:
-            encoded = tokenizer.encode(batch, segmenter.word_spans(batch))
+            encoded = tokenizer.encode(batch, segmenter.word_bounds(batch))
             tokens += sum(len(e.ids) for e in encoded)
     with open(out, "w") as f:
         json.dump({"sentences": len(sentences), "tokens": tokens}, f)
@@ -380,10 +380,10 @@ class _TimedSegmenter:
     def stats(self):
         return self._segmenter.stats
 
-    def word_spans(self, texts):
+    def word_bounds(self, texts):
         wall, cpu = time.perf_counter(), time.process_time()
         try:
-            return self._segmenter.word_spans(texts)
+            return self._segmenter.word_bounds(texts)
         finally:
             self.wall += time.perf_counter() - wall
             self.cpu += time.process_time() - cpu
@@ -447,7 +447,7 @@ def profile(corpus: str, scale: int, quick: bool) -> dict:
                 docs, tokenizer=tokenizer, segmenter=segmenter,
                 batch_size=config.tokenize_batch_size, stats=stats)))
     table.pop()  # split into its two parts
-    table.append(("LTP segmentation (word_spans)", segmenter.wall, segmenter.cpu))
+    table.append(("LTP segmentation (word_bounds)", segmenter.wall, segmenter.cpu))
     table.append(("WordPiece + word flags (encode)", time.perf_counter() - both.wall
                   - segmenter.wall, time.process_time() - both.cpu - segmenter.cpu))
     with Stage("instances + masking (vectorized, per range)", table):

@@ -129,7 +129,7 @@ def _tokenize_batch(batch, tokenizer, segmenter, normalizer, stats):
     spans = None
     if segmenter is not None:
         before = dict(segmenter.stats)
-        spans = segmenter.word_spans(texts)  # texts without CJK are not sent to LTP
+        spans = segmenter.word_bounds(texts)  # texts without CJK are not sent to LTP
         for ours, theirs in _SEGMENTER_STATS:
             stats[ours] += segmenter.stats[theirs] - before[theirs]
     encoded = tokenizer.encode(texts, spans, stats=stats)

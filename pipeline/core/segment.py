@@ -3,7 +3,8 @@
 Why offsets: LTP may drop or keep whitespace (the neural models drop it, the legacy model glues it
 to the neighbouring word), so its words cannot simply be concatenated back. Every word is found
 again in the original text from a cursor; the caller gets ``(start, end)`` spans it can map onto
-WordPiece offsets for whole-word masking.
+WordPiece offsets for whole-word masking (``word_spans``), or the same as flat arrays
+(``word_bounds``, what the job uses: no Python tuple per word).
 
 Span conventions (same for legacy and neural models):
 - only texts with at least one CJK ideograph are segmented; other texts get ``[]``;
@@ -60,6 +61,9 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from pipeline.common.digest import directory_sha256
 from pipeline.core.text import cut_long, has_cjk
@@ -87,14 +91,19 @@ def _skip_space(text: str, pos: int) -> int:
     return pos
 
 
+def tiles(text: str, words: Sequence[str]) -> bool:
+    """Whether ``words`` laid end to end are ``text``, which has no whitespace: the common
+    case (legacy LTP on text without spaces), where a word's span follows from the lengths."""
+    return _WHITESPACE.search(text) is None and "".join(words) == text
+
+
 def align_words(text: str, words: Sequence[str], *, lookahead: int = _LOOKAHEAD
                 ) -> tuple[Spans, int]:
     """Spans of ``words`` (in order) inside ``text`` and the number of unaligned words.
 
     See the module docstring for the conventions. Never raises for any str input.
     """
-    if _WHITESPACE.search(text) is None and "".join(words) == text:
-        # The common case (legacy LTP on text without spaces): the words tile the text.
+    if tiles(text, words):
         if "" in words:
             words = [w for w in words if w]
         ends = list(itertools.accumulate(map(len, words)))
@@ -129,6 +138,95 @@ def _take_non_space(text: str, pos: int, count: int) -> int:
     while end < limit and not text[end].isspace():
         end += 1
     return max(end, pos + 1)
+
+
+class WordBounds(NamedTuple):
+    """Segmented words of a batch of texts, flat: text ``i`` has ``counts[i]`` words, whose
+    [start, end) character offsets in that text are the next ``counts[i]`` entries of
+    ``starts`` and ``ends`` (int64 arrays)."""
+    counts: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+
+    @classmethod
+    def from_spans(cls, spans: Sequence[Sequence[tuple[int, int]]]) -> "WordBounds":
+        counts = np.fromiter(map(len, spans), dtype=np.int64, count=len(spans))
+        flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(spans)),
+                           dtype=np.int64, count=2 * int(counts.sum()))
+        return cls(counts, flat[0::2], flat[1::2])
+
+    def spans(self) -> list[Spans]:
+        pairs = list(zip(self.starts.tolist(), self.ends.tolist()))
+        out, k = [], 0
+        for count in self.counts.tolist():
+            out.append(pairs[k:k + count])
+            k += count
+        return out
+
+
+class _Chunks:
+    """Segmented chunks collected in the order they come back, then laid out per text."""
+
+    def __init__(self):
+        self.text: list[int] = []  # per chunk: its text,
+        self.offset: list[int] = []  # its offset in the text,
+        self.count: list[int] = []  # its number of words,
+        self.tiled: list[bool] = []  # whether its words tile it (lengths) or were aligned
+        self.words: list[list[str]] = []  # the tiled chunks' words
+        self.spans: list[Spans] = []  # the aligned chunks' spans
+
+    def add_tiled(self, i: int, offset: int, words: list[str]) -> None:
+        self._add(i, offset, len(words), True)
+        self.words.append(words)
+
+    def add_spans(self, i: int, offset: int, spans: Spans) -> None:
+        self._add(i, offset, len(spans), False)
+        self.spans.append(spans)
+
+    def _add(self, i, offset, count, tiled) -> None:
+        self.text.append(i)
+        self.offset.append(offset)
+        self.count.append(count)
+        self.tiled.append(tiled)
+
+    def bounds(self, texts: int, failed: set[int], *, ordered: bool) -> WordBounds:
+        """Every text's words, its chunks in offset order (``ordered``: the chunks came in
+        text and offset order); the texts in ``failed`` get none."""
+        chain = itertools.chain.from_iterable
+        text = np.array(self.text, dtype=np.int64)
+        offset = np.array(self.offset, dtype=np.int64)
+        count = np.array(self.count, dtype=np.int64)
+        tiled = np.array(self.tiled, dtype=bool)
+        first = np.cumsum(count) - count  # each chunk's first word in the arrays below
+        starts = np.empty(int(count.sum()), dtype=np.int64)
+        ends = np.empty_like(starts)
+        # Tiled chunks: each word ends where its chunk's word lengths so far add up to.
+        n = count[tiled]
+        lengths = np.fromiter(map(len, chain(self.words)), dtype=np.int64, count=int(n.sum()))
+        total = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=total[1:])
+        at = np.repeat(first[tiled], n) + _ranks(n)
+        ends[at] = total[1:] - np.repeat(total[np.cumsum(n) - n] - offset[tiled], n)
+        starts[at] = ends[at] - lengths
+        # Aligned chunks: their spans, moved by the chunk's offset.
+        n = count[~tiled]
+        flat = np.fromiter(chain(chain(self.spans)), dtype=np.int64, count=2 * int(n.sum()))
+        at = np.repeat(first[~tiled], n) + _ranks(n)
+        shift = np.repeat(offset[~tiled], n)
+        starts[at], ends[at] = flat[0::2] + shift, flat[1::2] + shift
+        keep = ~np.isin(text, np.fromiter(failed, dtype=np.int64, count=len(failed)))
+        order = np.flatnonzero(keep)
+        if not ordered:
+            order = order[np.lexsort((offset[order], text[order]))]
+        words = np.repeat(first[order], count[order]) + _ranks(count[order])
+        return WordBounds(np.bincount(text[order], weights=count[order],
+                                      minlength=texts).astype(np.int64),
+                          starts[words], ends[words])
+
+
+def _ranks(n: np.ndarray) -> np.ndarray:
+    """For groups of ``n[k]`` consecutive elements: each element's rank in its group."""
+    return np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
 
 
 def load_user_dict(path: str | Path) -> list[tuple[str, int | None]]:
@@ -333,7 +431,11 @@ class LtpSegmenter:
 
     def word_spans(self, texts: Sequence[str]) -> list[Spans]:
         """For each text, the (start, end) offsets of LTP's words in that text."""
-        results: list[Spans] = [[] for _ in texts]
+        return self.word_bounds(texts).spans()
+
+    def word_bounds(self, texts: Sequence[str]) -> "WordBounds":
+        """:meth:`word_spans` as flat arrays (what the job's WordPiece step takes): no tuple
+        per word."""
         jobs: list[tuple[int, int, str]] = []  # (text index, offset, chunk)
         for i, text in enumerate(texts):
             self.stats["texts"] += 1
@@ -349,27 +451,21 @@ class LtpSegmenter:
             # less (1.8x on CPU, bench/neural_ltp.py). Spans do not depend on the batch.
             jobs.sort(key=lambda job: len(job[2]))
         failed: set[int] = set()
-        pieces: dict[int, list[tuple[int, Spans]]] = {}  # text index → (offset, spans)
+        done = _Chunks()
         for b in range(0, len(jobs), self.batch_size):
             batch = jobs[b:b + self.batch_size]
             self.stats["chunks"] += len(batch)
             for (i, off, chunk), words in zip(batch, self._cws([c for _, _, c in batch])):
                 if words is None:
                     failed.add(i)
-                    continue
-                spans, missed = align_words(chunk, words)
-                self.stats["unaligned_words"] += missed
-                pieces.setdefault(i, []).append((off, spans))
-        for i, parts in pieces.items():
-            if i in failed:
-                continue
-            if len(parts) == 1 and not parts[0][0]:
-                results[i] = parts[0][1]  # the usual case: one chunk per text
-            else:
-                results[i] = [(s + off, e + off) for off, spans in sorted(parts)
-                              for s, e in spans]
+                elif tiles(chunk, words):  # their lengths are all there is to know
+                    done.add_tiled(i, off, [w for w in words if w] if "" in words else words)
+                else:
+                    spans, missed = align_words(chunk, words)
+                    self.stats["unaligned_words"] += missed
+                    done.add_spans(i, off, spans)
         self.stats["failed_texts"] += len(failed)
-        return results
+        return done.bounds(len(texts), failed, ordered=self.kind != "neural")
 
     def model_identity(self) -> dict:
         """What the run manifest records about the segmenter."""

