@@ -433,7 +433,7 @@ class LtpSegmenter:
         """For each text, the (start, end) offsets of LTP's words in that text."""
         return self.word_bounds(texts).spans()
 
-    def word_bounds(self, texts: Sequence[str]) -> "WordBounds":
+    def word_bounds(self, texts: Sequence[str]) -> WordBounds:
         """:meth:`word_spans` as flat arrays (what the job's WordPiece step takes): no tuple
         per word."""
         jobs: list[tuple[int, int, str]] = []  # (text index, offset, chunk)
