@@ -4,12 +4,12 @@
                             [--out bench/results/gc_cost.json]
 
 Runs the job (DirectRunner in_memory, ``bench_pipeline.py``'s settings and command) in a
-fresh process, alternately as it is and with ``pipeline.common.collector.tune`` made a no-op
+fresh process, alternately (ABBA) as it is and with ``pipeline.common.collector.tune`` made a no-op
 (Python's defaults: a young collection every 700 container allocations, nothing frozen). A
 ``gc.callbacks`` hook times every collection with ``time.process_time``, split at the moment
 the DoFns set the collector (before it: imports and pipeline construction, which the tuning
 does not reach). Reports the collections per generation, their CPU seconds, the process's CPU
-and the shards' digest (the same either way).
+(user and system), page faults, peak RSS and the shards' digest (the same either way).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ WORK = bp.WORK / "gc_cost"
 
 # Runs in the job's process: times every collection, before and after the DoFns' set-up.
 _PROBE = r"""
-import gc, hashlib, json, runpy, sys, time
+import gc, json, resource, runpy, sys, time
 from pipeline.common import collector
 untuned, report = sys.argv[1] == "untuned", sys.argv[2]
 seen = {"before_setup": [0.0, [0, 0, 0]], "after_setup": [0.0, [0, 0, 0]]}
@@ -55,7 +55,10 @@ except SystemExit as e:
         raise
 finally:
     with open(report, "w") as f:
-        json.dump({"gc": seen, "process_cpu_s": time.process_time(),
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        json.dump({"gc": seen, "process_cpu_s": time.process_time(), "user_s": usage.ru_utime,
+                   "system_s": usage.ru_stime, "minor_faults": usage.ru_minflt,
+                   "max_rss_mb": usage.ru_maxrss / 1024,
                    "threshold": gc.get_threshold(), "frozen": gc.get_freeze_count()}, f)
 """
 
@@ -90,14 +93,17 @@ def main(argv=None) -> int:
     default_model_dir()  # built before anything is timed
     runs = []
     print(f"{'mode':8s} {'GC CPU s before set-up':>24s} {'GC CPU s after':>15s} "
-          f"{'collections after (gen 0/1/2)':>30s} {'process CPU s':>14s}")
-    for _ in range(args.pairs):
-        for mode in ("tuned", "untuned"):
+          f"{'collections after (gen 0/1/2)':>30s} {'process CPU s':>14s} {'user':>7s} "
+          f"{'system':>7s} {'faults':>8s} {'peak MB':>8s}")
+    for pair in range(args.pairs):
+        for mode in ("tuned", "untuned") if pair % 2 == 0 else ("untuned", "tuned"):
             r = run_once(mode, corpus_path, vocab, WORK / mode)
             runs.append(r)
             before, after = r["gc"]["before_setup"], r["gc"]["after_setup"]
             print(f"{mode:8s} {before[0]:24.2f} {after[0]:15.2f} "
-                  f"{'/'.join(map(str, after[1])):>30s} {r['process_cpu_s']:14.2f}")
+                  f"{'/'.join(map(str, after[1])):>30s} {r['process_cpu_s']:14.2f} "
+                  f"{r['user_s']:7.2f} {r['system_s']:7.2f} {r['minor_faults']:8d} "
+                  f"{r['max_rss_mb']:8.0f}")
     same = len({json.dumps(r["shards"]) for r in runs}) == 1
     print(f"shards identical in every run: {same}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
