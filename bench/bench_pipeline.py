@@ -92,20 +92,37 @@ def _sample(pid: int):
         return None
 
 
-class TreeSampler(threading.Thread):
-    """Samples the RSS sum and per-process CPU of a process tree every ``interval`` seconds."""
+def _pss(pid: int):
+    """Proportional set size in bytes of one live process (each shared page divided among the
+    processes that map it), or None."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
 
-    def __init__(self, root: int, interval: float = 0.05):
+
+class TreeSampler(threading.Thread):
+    """Samples the RSS sum and per-process CPU of a process tree every ``interval`` seconds,
+    and its PSS sum every ``pss_every`` samples (reading smaps_rollup walks a process's page
+    tables: too costly at the RSS rate)."""
+
+    def __init__(self, root: int, interval: float = 0.05, pss_every: int = 20):
         super().__init__(daemon=True)
-        self.root, self.interval = root, interval
-        self.peak_rss, self.peak_procs = 0, 0
+        self.root, self.interval, self.pss_every = root, interval, pss_every
+        self.peak_rss, self.peak_procs, self.peak_pss = 0, 0, 0
         self.cpu = {}  # pid -> last seen user+sys seconds
         self._halt = threading.Event()
 
     def run(self):
+        tick = 0
         while not self._halt.is_set():
             total, n = 0, 0
-            for pid in _tree(self.root):
+            pids = _tree(self.root)
+            for pid in pids:
                 got = _sample(pid)
                 if got:
                     total += got[0]
@@ -113,6 +130,10 @@ class TreeSampler(threading.Thread):
                     self.cpu[pid] = got[1]
             if total > self.peak_rss:
                 self.peak_rss, self.peak_procs = total, n
+            if tick % self.pss_every == 0:
+                pss = sum(filter(None, map(_pss, pids)))
+                self.peak_pss = max(self.peak_pss, pss)
+            tick += 1
             self._halt.wait(self.interval)
 
     def stop(self):
@@ -143,6 +164,7 @@ def measure(cmd, *, log: Path, env=None) -> dict:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed (rc={rc}):\n{tail}")
     return {"wall_s": wall, "cpu_s": max(cpu_rusage, cpu_sampled), "cpu_rusage_s": cpu_rusage,
             "cpu_sampled_s": cpu_sampled, "peak_rss_mb": sampler.peak_rss / 2**20,
+            "peak_pss_mb": sampler.peak_pss / 2**20,
             "peak_procs": sampler.peak_procs, "load_before": load_before,
             "load_after": os.getloadavg()}
 
@@ -298,6 +320,7 @@ def bench_corpus(corpus: str, scale: int, quick: bool, tools, startup: dict) -> 
 
 def print_table(rows) -> None:
     head = (f"{'tool':<9} {'corpus':<14} {'MB':>6} {'wall s':>7} {'CPU s':>7} {'RSS MB':>7} "
+            f"{'PSS MB':>7} "
             f"{'st.wall':>7} {'st.CPU':>6} {'MB/s/core':>9} {'inst':>7} {'inst/s':>7} "
             f"{'xG core':>7} {'xG wall':>7}  load before→after")
     print(head)
@@ -310,7 +333,8 @@ def print_table(rows) -> None:
         xw = f"{r['wall_vs_google']:.2f}" if "wall_vs_google" in r else "-"
         rate = f"{r['mb_per_s_per_core']:.3f}" if r["mb_per_s_per_core"] else "too small"
         print(f"{r['tool']:<9} {name:<14} {r['input_bytes'] / 1e6:>6.2f} {r['wall_s']:>7.1f} "
-              f"{r['cpu_s']:>7.1f} {r['peak_rss_mb']:>7.0f} {r['startup_wall_s']:>7.1f} "
+              f"{r['cpu_s']:>7.1f} {r['peak_rss_mb']:>7.0f} {r.get('peak_pss_mb', 0):>7.0f} "
+              f"{r['startup_wall_s']:>7.1f} "
               f"{r['startup_cpu_s']:>6.1f} {rate:>9} {inst:>7} {ips:>7} "
               f"{xc:>7} {xw:>7}  {load_str(r['load_before'])} → {load_str(r['load_after'])}")
 
