@@ -211,8 +211,8 @@ class InstanceBatch:
     def take(self, rows) -> "InstanceBatch":
         """The rows ``rows`` (indices, in that order) as a new batch."""
         rows = np.asarray(rows, dtype=np.int64)
-        predictions = _ragged_index(self.prediction_offsets(), rows)
-        tokens = _ragged_index(self.token_offsets(), rows)
+        predictions = ragged_index(self.prediction_offsets(), rows)
+        tokens = ragged_index(self.token_offsets(), rows)
         return InstanceBatch(
             tokens=self.tokens[tokens],
             lengths=self.lengths[rows], num_a=self.num_a[rows],
@@ -252,7 +252,7 @@ class InstanceBatch:
                 for i in range(len(self))]
 
 
-def _ragged_index(offsets, rows):
+def ragged_index(offsets, rows):
     """Flat indexes of the values of ``rows`` (in that order) in a column with ``offsets``."""
     starts, ends = offsets[rows], offsets[rows + 1]
     lengths = ends - starts

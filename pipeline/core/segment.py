@@ -66,6 +66,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.common.digest import directory_sha256
+from pipeline.core.instance import ragged_index
 from pipeline.core.text import cut_long, has_cjk
 from pipeline.versions import version
 
@@ -103,11 +104,6 @@ def align_words(text: str, words: Sequence[str], *, lookahead: int = _LOOKAHEAD
 
     See the module docstring for the conventions. Never raises for any str input.
     """
-    if tiles(text, words):
-        if "" in words:
-            words = [w for w in words if w]
-        ends = list(itertools.accumulate(map(len, words)))
-        return list(zip([0] + ends[:-1], ends)), 0
     spans: Spans = []
     unaligned = 0
     cursor = 0
@@ -197,36 +193,32 @@ class _Chunks:
         offset = np.array(self.offset, dtype=np.int64)
         count = np.array(self.count, dtype=np.int64)
         tiled = np.array(self.tiled, dtype=bool)
-        first = np.cumsum(count) - count  # each chunk's first word in the arrays below
-        starts = np.empty(int(count.sum()), dtype=np.int64)
+        first = np.zeros(len(count) + 1, dtype=np.int64)  # each chunk's words in the arrays below
+        np.cumsum(count, out=first[1:])
+        starts = np.empty(int(first[-1]), dtype=np.int64)
         ends = np.empty_like(starts)
         # Tiled chunks: each word ends where its chunk's word lengths so far add up to.
         n = count[tiled]
         lengths = np.fromiter(map(len, chain(self.words)), dtype=np.int64, count=int(n.sum()))
         total = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=total[1:])
-        at = np.repeat(first[tiled], n) + _ranks(n)
+        at = ragged_index(first, np.flatnonzero(tiled))
         ends[at] = total[1:] - np.repeat(total[np.cumsum(n) - n] - offset[tiled], n)
         starts[at] = ends[at] - lengths
         # Aligned chunks: their spans, moved by the chunk's offset.
         n = count[~tiled]
         flat = np.fromiter(chain(chain(self.spans)), dtype=np.int64, count=2 * int(n.sum()))
-        at = np.repeat(first[~tiled], n) + _ranks(n)
+        at = ragged_index(first, np.flatnonzero(~tiled))
         shift = np.repeat(offset[~tiled], n)
         starts[at], ends[at] = flat[0::2] + shift, flat[1::2] + shift
         keep = ~np.isin(text, np.fromiter(failed, dtype=np.int64, count=len(failed)))
         order = np.flatnonzero(keep)
         if not ordered:
             order = order[np.lexsort((offset[order], text[order]))]
-        words = np.repeat(first[order], count[order]) + _ranks(count[order])
+        words = ragged_index(first, order)
         return WordBounds(np.bincount(text[order], weights=count[order],
                                       minlength=texts).astype(np.int64),
                           starts[words], ends[words])
-
-
-def _ranks(n: np.ndarray) -> np.ndarray:
-    """For groups of ``n[k]`` consecutive elements: each element's rank in its group."""
-    return np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
 
 
 def load_user_dict(path: str | Path) -> list[tuple[str, int | None]]:
