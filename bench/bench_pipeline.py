@@ -333,7 +333,7 @@ def print_table(rows) -> None:
         xw = f"{r['wall_vs_google']:.2f}" if "wall_vs_google" in r else "-"
         rate = f"{r['mb_per_s_per_core']:.3f}" if r["mb_per_s_per_core"] else "too small"
         print(f"{r['tool']:<9} {name:<14} {r['input_bytes'] / 1e6:>6.2f} {r['wall_s']:>7.1f} "
-              f"{r['cpu_s']:>7.1f} {r['peak_rss_mb']:>7.0f} {r.get('peak_pss_mb', 0):>7.0f} "
+              f"{r['cpu_s']:>7.1f} {r['peak_rss_mb']:>7.0f} {r['peak_pss_mb']:>7.0f} "
               f"{r['startup_wall_s']:>7.1f} "
               f"{r['startup_cpu_s']:>6.1f} {rate:>9} {inst:>7} {ips:>7} "
               f"{xc:>7} {xw:>7}  {load_str(r['load_before'])} → {load_str(r['load_after'])}")
